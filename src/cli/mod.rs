@@ -1,0 +1,32 @@
+//! Command-line interface: argument definitions and the headless subcommands.
+
+mod info;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "medsam-viewer", version, about = "Promptable 3D segmentation of CT/MRI volumes with MedSAM2")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Image to open in the viewer (NIfTI, DICOM file or folder, MetaImage, .npz).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print dimensions, geometry, type, range and voxel values of an image.
+    Info(info::InfoArgs),
+    /// Convert any readable image to NIfTI (.nii or .nii.gz), geometry preserved.
+    Convert(info::ConvertArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Info(args)) => info::info(args),
+        Some(Command::Convert(args)) => info::convert(args),
+        None => anyhow::bail!("the viewer is not built yet; use a subcommand (see --help)"),
+    }
+}
