@@ -76,7 +76,8 @@ impl Geometry {
     /// The direction as 9 numbers, row-major (as SimpleITK's `GetDirection()`).
     pub fn direction_row_major(&self) -> [f64; 9] {
         let d = &self.direction;
-        [d[0][0], d[0][1], d[0][2], d[1][0], d[1][1], d[1][2], d[2][0], d[2][1], d[2][2]]
+        // `+ 0.0` prints -0.0 as 0.0.
+        [d[0][0], d[0][1], d[0][2], d[1][0], d[1][1], d[1][2], d[2][0], d[2][1], d[2][2]].map(|x| x + 0.0)
     }
 
     /// Builds a direction matrix from 9 row-major numbers.
