@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and the headless subcommands.
 
+mod bench;
 mod info;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,9 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Convert any readable image to NIfTI (.nii or .nii.gz), geometry preserved.
     Convert(info::ConvertArgs),
+    /// Measure performance and print the figures as JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Runs the parsed command line.
@@ -27,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Info(args)) => info::info(args),
         Some(Command::Convert(args)) => info::convert(args),
+        Some(Command::Bench(command)) => bench::run(command),
         None => anyhow::bail!("the viewer is not built yet; use a subcommand (see --help)"),
     }
 }
