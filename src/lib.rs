@@ -6,3 +6,5 @@
 pub mod volume;
 pub mod io;
 pub mod cli;
+pub mod render;
+pub mod app;

@@ -32,6 +32,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Info(args)) => info::info(args),
         Some(Command::Convert(args)) => info::convert(args),
         Some(Command::Bench(command)) => bench::run(command),
-        None => anyhow::bail!("the viewer is not built yet; use a subcommand (see --help)"),
+        None => crate::app::run(cli.path),
     }
 }

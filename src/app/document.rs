@@ -1,0 +1,351 @@
+//! `Document`: the open image and the segmentation being made on it — the label map, its label
+//! table, the undo history, and whether there are unsaved changes. Every change to the label
+//! map goes through `apply`, which keeps the per-label voxel counts, the history and the region
+//! the GPU still has to see in step.
+
+use super::history::{EditHistory, VoxelEdit};
+use super::labels::LabelTable;
+use crate::io::{self, IoError, OpenOptions, SeriesSelector, nifti};
+use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A box of voxels: origin and size along i, j, k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoxelBox {
+    pub origin: [usize; 3],
+    pub size: [usize; 3],
+}
+
+impl VoxelBox {
+    fn of_point(p: [usize; 3]) -> Self {
+        VoxelBox { origin: p, size: [1, 1, 1] }
+    }
+
+    fn union(self, other: VoxelBox) -> VoxelBox {
+        let mut origin = [0; 3];
+        let mut size = [0; 3];
+        for a in 0..3 {
+            let lo = self.origin[a].min(other.origin[a]);
+            let hi = (self.origin[a] + self.size[a]).max(other.origin[a] + other.size[a]);
+            origin[a] = lo;
+            size[a] = hi - lo;
+        }
+        VoxelBox { origin, size }
+    }
+}
+
+/// Why a mask cannot be put on the open image.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{path}: the mask is {mask:?} voxels but the image is {image:?}")]
+    DimsDiffer { path: String, mask: [usize; 3], image: [usize; 3] },
+    #[error("{path}: the mask lies {offset_mm:.3} mm away from the image (different geometry)")]
+    GeometryDiffers { path: String, offset_mm: f64 },
+    #[error("{path}: the mask holds values outside 0..255 (not a label map)")]
+    NotLabels { path: String },
+}
+
+pub struct Document {
+    pub image: Arc<Volume>,
+    pub image_path: PathBuf,
+    pub series: Option<SeriesSelector>,
+    pub labels: Vec<u8>,
+    pub label_table: LabelTable,
+    pub history: EditHistory,
+    /// Where the mask was last saved or opened from.
+    pub mask_path: Option<PathBuf>,
+    counts: [u64; 256],
+    revision: u64,
+    saved_revision: u64,
+    gpu_dirty: Option<VoxelBox>,
+}
+
+impl Document {
+    pub fn new(image: Volume, image_path: PathBuf, series: Option<SeriesSelector>) -> Self {
+        let n = image.geometry.voxel_count();
+        let mut counts = [0u64; 256];
+        counts[0] = n as u64;
+        Document {
+            image: Arc::new(image),
+            image_path,
+            series,
+            labels: vec![0; n],
+            label_table: LabelTable::default(),
+            history: EditHistory::default(),
+            mask_path: None,
+            counts,
+            revision: 0,
+            saved_revision: 0,
+            gpu_dirty: None,
+        }
+    }
+
+    /// Opens an image from disk.
+    pub fn open(path: &Path, series: Option<SeriesSelector>) -> Result<Self, IoError> {
+        let image = io::open(path, &OpenOptions { series: series.clone() })?;
+        Ok(Document::new(image, path.to_path_buf(), series))
+    }
+
+    pub fn dims(&self) -> [usize; 3] {
+        self.image.geometry.dims
+    }
+
+    /// True when the label map has changes that are not saved.
+    pub fn is_dirty(&self) -> bool {
+        self.revision != self.saved_revision
+    }
+
+    pub fn voxel_count(&self, label: u8) -> u64 {
+        self.counts[label as usize]
+    }
+
+    /// Volume of a label in mL.
+    pub fn volume_ml(&self, label: u8) -> f64 {
+        self.counts[label as usize] as f64 * self.image.geometry.voxel_volume_mm3() / 1000.0
+    }
+
+    /// Values other than 0 present in the label map.
+    pub fn present_labels(&self) -> Vec<u8> {
+        (1..=255u8).filter(|&v| self.counts[v as usize] > 0).collect()
+    }
+
+    /// Applies an edit, records it for undo and marks its region for the GPU.
+    pub fn apply(&mut self, edit: VoxelEdit) {
+        if edit.is_empty() {
+            return;
+        }
+        self.write(&edit, true);
+        self.history.record(edit);
+    }
+
+    /// Shows an edit without recording it (a dab of a stroke still being drawn).
+    pub fn apply_unrecorded(&mut self, edit: &VoxelEdit) {
+        self.write(edit, true);
+    }
+
+    /// Records an edit that was already applied with `apply_unrecorded` (a finished stroke).
+    pub fn record(&mut self, edit: VoxelEdit) {
+        self.history.record(edit);
+    }
+
+    /// Reverts the last edit; returns its description.
+    pub fn undo(&mut self) -> Option<String> {
+        let edit = self.history.undo()?.clone();
+        self.write(&edit, false);
+        Some(edit.description)
+    }
+
+    /// Re-applies the last undone edit; returns its description.
+    pub fn redo(&mut self) -> Option<String> {
+        let edit = self.history.redo()?.clone();
+        self.write(&edit, true);
+        Some(edit.description)
+    }
+
+    fn write(&mut self, edit: &VoxelEdit, forward: bool) {
+        let (from, to) = if forward { (&edit.before, &edit.after) } else { (&edit.after, &edit.before) };
+        let [nx, ny, _] = self.dims();
+        let mut region: Option<VoxelBox> = None;
+        for ((&i, &a), &b) in edit.indices.iter().zip(from).zip(to) {
+            let i = i as usize;
+            self.labels[i] = b;
+            self.counts[a as usize] -= 1;
+            self.counts[b as usize] += 1;
+            let p = VoxelBox::of_point([i % nx, (i / nx) % ny, i / (nx * ny)]);
+            region = Some(region.map_or(p, |r| r.union(p)));
+        }
+        if let Some(r) = region {
+            self.gpu_dirty = Some(self.gpu_dirty.map_or(r, |d| d.union(r)));
+        }
+        self.revision += 1;
+    }
+
+    /// The changed region since the last call, with its label bytes (x fastest), for upload.
+    pub fn take_gpu_region(&mut self) -> Option<(VoxelBox, Vec<u8>)> {
+        let r = self.gpu_dirty.take()?;
+        let [nx, ny, _] = self.dims();
+        let mut bytes = Vec::with_capacity(r.size.iter().product());
+        for k in r.origin[2]..r.origin[2] + r.size[2] {
+            for j in r.origin[1]..r.origin[1] + r.size[1] {
+                let start = r.origin[0] + nx * (j + ny * k);
+                bytes.extend_from_slice(&self.labels[start..start + r.size[0]]);
+            }
+        }
+        Some((r, bytes))
+    }
+
+    /// An edit that makes `mask` (a slice along `axis`, u fastest, nonzero = inside) the extent
+    /// of `label` on slice `index`: voxels inside become `label`, voxels of `label` outside
+    /// become background. Locked labels are left alone.
+    pub fn slice_edit(&self, axis: SliceAxis, index: usize, mask: &[u8], label: u8, description: &str) -> VoxelEdit {
+        let g = &self.image.geometry;
+        let (w, h) = axis.slice_size(g);
+        let locked = self.label_table.lock_mask();
+        let mut edit = VoxelEdit::new(description);
+        if mask.len() != w * h {
+            return edit;
+        }
+        for v in 0..h {
+            for u in 0..w {
+                let i = g.linear_index(axis.voxel(index, u, v));
+                let old = self.labels[i];
+                let new = if mask[u + w * v] != 0 {
+                    label
+                } else if old == label {
+                    0
+                } else {
+                    old
+                };
+                if !locked[old as usize] {
+                    edit.push(i, old, new);
+                }
+            }
+        }
+        edit
+    }
+
+    /// An edit that sets the voxels `indices` to `label` (0 = erase), sparing locked labels.
+    pub fn paint_edit(&self, indices: impl IntoIterator<Item = usize>, label: u8, description: &str) -> VoxelEdit {
+        let locked = self.label_table.lock_mask();
+        let mut edit = VoxelEdit::new(description);
+        for i in indices {
+            let old = self.labels[i];
+            if !locked[old as usize] {
+                edit.push(i, old, label);
+            }
+        }
+        edit
+    }
+
+    /// Puts a mask file (a draft from another tool) onto the image as one undoable edit.
+    pub fn open_mask(&mut self, path: &Path) -> Result<(), DocumentError> {
+        let mask = io::open(path, &OpenOptions::default())?;
+        let p = path.display().to_string();
+        let g = &self.image.geometry;
+        if mask.geometry.dims != g.dims {
+            return Err(DocumentError::DimsDiffer { path: p, mask: mask.geometry.dims, image: g.dims });
+        }
+        let corners = [[0.0; 3], g.dims.map(|d| d as f64 - 1.0)];
+        let offset = corners
+            .iter()
+            .map(|&c| {
+                let (a, b) = (g.voxel_to_world(c), mask.geometry.voxel_to_world(c));
+                ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+            })
+            .fold(0.0f64, f64::max);
+        if offset > 1e-3 {
+            return Err(DocumentError::GeometryDiffers { path: p, offset_mm: offset });
+        }
+        let (lo, hi) = mask.min_max().unwrap_or((0.0, 0.0));
+        if lo < 0.0 || hi > 255.0 {
+            return Err(DocumentError::NotLabels { path: p });
+        }
+        let values: Vec<u8> = (0..g.voxel_count()).map(|i| mask.data.get_f64(i).round() as u8).collect();
+        let mut edit = VoxelEdit::new(format!("Open mask {}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+        for (i, &v) in values.iter().enumerate() {
+            edit.push(i, self.labels[i], v);
+        }
+        let mut present = [false; 256];
+        for &v in &values {
+            present[v as usize] = true;
+        }
+        self.label_table.ensure((1..=255u8).filter(|&v| present[v as usize]));
+        self.apply(edit);
+        self.mask_path = Some(path.to_path_buf());
+        Ok(())
+    }
+
+    /// The label map as a volume with the image's geometry (and NIfTI transforms).
+    pub fn label_volume(&self) -> Volume {
+        Volume {
+            geometry: self.image.geometry.clone(),
+            timepoints: 1,
+            data: VoxelBuffer::U8(self.labels.clone()),
+            meta: VolumeMeta { nifti_transform: self.image.meta.nifti_transform.clone(), ..Default::default() },
+        }
+    }
+
+    /// Writes the label map as NIfTI (atomically) and marks the document saved.
+    pub fn save_mask(&mut self, path: &Path) -> Result<(), IoError> {
+        nifti::write(path, &self.label_volume(), nifti::NiftiKind::LabelMap)?;
+        self.mask_path = Some(path.to_path_buf());
+        self.saved_revision = self.revision;
+        Ok(())
+    }
+
+    /// Writes a recovery copy without changing the saved state.
+    pub fn write_recovery(&self, path: &Path) -> Result<(), IoError> {
+        nifti::write(path, &self.label_volume(), nifti::NiftiKind::LabelMap)
+    }
+
+    /// Index of voxel (i, j, k).
+    pub fn index(&self, v: [usize; 3]) -> usize {
+        self.image.geometry.linear_index(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Geometry;
+
+    fn doc() -> Document {
+        let g = Geometry::new([4, 3, 2], [1.0, 1.0, 2.0], [0.0; 3]);
+        let image = Volume::new(g, 1, VoxelBuffer::I16(vec![0; 24]), VolumeMeta::default()).unwrap();
+        Document::new(image, PathBuf::from("x.nii"), None)
+    }
+
+    #[test]
+    fn edits_update_counts_dirty_and_gpu_region() {
+        let mut d = doc();
+        let e = d.paint_edit([1, 5, 13], 1, "brush");
+        d.apply(e);
+        assert_eq!(d.voxel_count(1), 3);
+        assert!(d.is_dirty());
+        assert!((d.volume_ml(1) - 3.0 * 2.0 / 1000.0).abs() < 1e-12);
+        let (r, bytes) = d.take_gpu_region().unwrap();
+        assert_eq!(r, VoxelBox { origin: [1, 0, 0], size: [1, 2, 2] });
+        assert_eq!(bytes, vec![1, 1, 0, 1]);
+        d.undo();
+        assert_eq!(d.voxel_count(1), 0);
+        assert!(d.take_gpu_region().is_some());
+    }
+
+    #[test]
+    fn locked_labels_survive_painting_and_slices() {
+        let mut d = doc();
+        d.label_table.add();
+        let e = d.paint_edit([0, 1], 2, "brush");
+        d.apply(e);
+        d.label_table.get_mut(2).unwrap().locked = true;
+        let e = d.paint_edit([0, 1, 2], 1, "brush");
+        d.apply(e);
+        assert_eq!(&d.labels[..3], &[2, 2, 1]);
+        // Slice 0 of the axial axis: everything inside except the locked voxels.
+        let e = d.slice_edit(SliceAxis::Axial, 0, &[1; 12], 1, "propagation");
+        d.apply(e);
+        assert_eq!(&d.labels[..4], &[2, 2, 1, 1]);
+        // An empty mask clears label 1 from the slice but not label 2.
+        let e = d.slice_edit(SliceAxis::Axial, 0, &[0; 12], 1, "propagation");
+        d.apply(e);
+        assert_eq!(&d.labels[..4], &[2, 2, 0, 0]);
+    }
+
+    #[test]
+    fn save_and_reopen_mask() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = doc();
+        let e = d.paint_edit([3, 7, 20], 1, "brush");
+        d.apply(e);
+        let path = dir.path().join("mask.nii.gz");
+        d.save_mask(&path).unwrap();
+        assert!(!d.is_dirty());
+        let mut other = doc();
+        other.open_mask(&path).unwrap();
+        assert_eq!(other.labels, d.labels);
+        assert!(other.history.can_undo());
+    }
+}

@@ -1,0 +1,614 @@
+//! The desktop application (eframe on wgpu): a 2x2 layout of axial, coronal and sagittal slice
+//! views and a 3D pane, the tool and label panels, menus, keyboard shortcuts, background jobs,
+//! dialogs, autosave and recovery. `ViewerApp` owns the state; the submodules each own one
+//! piece (document, history, labels, brush, views, jobs, settings, recovery, panels, dialogs).
+
+pub mod brush;
+pub mod dialogs;
+pub mod document;
+pub mod history;
+pub mod jobs;
+pub mod labels;
+pub mod panels;
+pub mod recovery;
+pub mod settings;
+pub mod slice_view;
+pub mod tools;
+pub mod view_frame;
+
+use crate::io::{SeriesSelector, dicom::SeriesSummary};
+use crate::render::{Colormap, SliceRenderer};
+use crate::volume::{Window, WindowPreset, CT_PRESETS};
+use brush::Brush;
+use dialogs::Dialog;
+use document::Document;
+use history::VoxelEdit;
+use jobs::BackgroundJob;
+use settings::Settings;
+use slice_view::{PromptMark, SliceView, ViewEvent, ViewInputs};
+use std::path::{Path, PathBuf};
+use tools::Tool;
+use view_frame::{Plane, ViewFrame};
+
+/// The bundled sample offered on first start (a DeepLesion chest CT crop; see assets/sample).
+const SAMPLE_NIFTI: &[u8] = include_bytes!("../../assets/sample/chest_ct_lesion.nii.gz");
+
+/// Opens the viewer window; `path` is opened right away when given.
+pub fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        renderer: eframe::Renderer::Wgpu,
+        viewport: egui::ViewportBuilder::default()
+            .with_title("MedSAM Viewer")
+            .with_inner_size([1280.0, 800.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native("MedSAM Viewer", options, Box::new(move |cc| Ok(Box::new(ViewerApp::new(cc, path, settings::settings_path())))))
+        .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e}"))
+}
+
+/// What finished loading in the background.
+pub enum LoadMessage {
+    Loaded(Box<Document>),
+    /// A DICOM folder with several series: the user must pick one.
+    ChooseSeries(PathBuf, Vec<SeriesSummary>),
+    Failed(String),
+}
+
+/// Something the user asked for that must wait for an answer about unsaved changes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PendingAction {
+    Open(PathBuf, Option<SeriesSelector>),
+    Quit,
+}
+
+pub struct ViewerApp {
+    render_state: Option<egui_wgpu::RenderState>,
+    pub doc: Option<Document>,
+    pub views: [SliceView; 3],
+    /// Crosshair as a continuous voxel index.
+    pub crosshair: [f64; 3],
+    pub window: Window,
+    pub colormap: Colormap,
+    pub label_opacity: f32,
+    pub outline: bool,
+    pub show_labels: bool,
+    pub tool: Tool,
+    pub brush: Brush,
+    pub active_label: u8,
+    pub maximized: Option<Plane>,
+    pub prompts: Vec<PromptMark>,
+    pub status: String,
+    pub hover: Option<[usize; 3]>,
+    pub settings: Settings,
+    settings_path: PathBuf,
+    load_job: Option<BackgroundJob<LoadMessage>>,
+    stroke: Option<VoxelEdit>,
+    pub dialog: Option<Dialog>,
+    gpu_error: Option<String>,
+    uploaded_palette: Option<[u8; 1024]>,
+    autosave: recovery::AutosaveClock,
+    allow_close: bool,
+}
+
+impl ViewerApp {
+    /// Builds the app; `settings_path` is where recent files and choices are remembered.
+    pub fn new(cc: &eframe::CreationContext<'_>, path: Option<PathBuf>, settings_path: PathBuf) -> Self {
+        let render_state = cc.wgpu_render_state.clone();
+        if let Some(rs) = &render_state {
+            let renderer = SliceRenderer::new(&rs.device, &rs.queue, rs.target_format);
+            rs.renderer.write().callback_resources.insert(renderer);
+        }
+        let mut app = ViewerApp {
+            gpu_error: render_state.is_none().then(|| "no wgpu device: the slice views need the wgpu renderer".to_string()),
+            render_state,
+            uploaded_palette: None,
+            doc: None,
+            views: [SliceView::new(Plane::Axial), SliceView::new(Plane::Coronal), SliceView::new(Plane::Sagittal)],
+            crosshair: [0.0; 3],
+            window: Window::new(0.0, 1.0),
+            colormap: Colormap::Gray,
+            label_opacity: 0.5,
+            outline: false,
+            show_labels: true,
+            tool: Tool::Navigate,
+            brush: Brush::default(),
+            active_label: 1,
+            maximized: None,
+            prompts: Vec::new(),
+            status: String::new(),
+            hover: None,
+            settings: Settings::load(&settings_path),
+            settings_path,
+            load_job: None,
+            stroke: None,
+            dialog: None,
+            autosave: recovery::AutosaveClock::default(),
+            allow_close: false,
+        };
+        if let Some(path) = path {
+            app.request_open(&cc.egui_ctx, path, None);
+        } else if let Some(info) = recovery::list(&recovery::recovery_dir()).into_iter().next() {
+            app.dialog = Some(Dialog::RecoverAtStart(info));
+        }
+        app
+    }
+
+    /// True while an image is loading.
+    pub fn is_loading(&self) -> bool {
+        self.load_job.is_some()
+    }
+
+    /// Opens an image, asking first if there are unsaved changes.
+    pub fn request_open(&mut self, ctx: &egui::Context, path: PathBuf, series: Option<SeriesSelector>) {
+        if self.doc.as_ref().is_some_and(|d| d.is_dirty()) {
+            self.dialog = Some(Dialog::UnsavedChanges(PendingAction::Open(path, series)));
+        } else {
+            self.start_loading(ctx, path, series);
+        }
+    }
+
+    fn start_loading(&mut self, ctx: &egui::Context, path: PathBuf, series: Option<SeriesSelector>) {
+        let title = format!("Opening {}", path.display());
+        self.status = title.clone();
+        self.load_job = Some(BackgroundJob::spawn(title, Some(ctx.clone()), move |progress, tx| {
+            let is_series_source = path.is_dir() || path.file_name().is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"));
+            if series.is_none() && is_series_source {
+                match crate::io::dicom::list_series(&path) {
+                    Ok(list) if list.len() > 1 => {
+                        tx.send(LoadMessage::ChooseSeries(path, list));
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tx.send(LoadMessage::Failed(e.to_string()));
+                        return;
+                    }
+                }
+            }
+            let result = Document::open(&path, series);
+            if !progress.is_cancelled() {
+                tx.send(match result {
+                    Ok(doc) => LoadMessage::Loaded(Box::new(doc)),
+                    Err(e) => LoadMessage::Failed(e.to_string()),
+                });
+            }
+        }));
+    }
+
+    /// Puts a freshly loaded document on screen.
+    pub fn install_document(&mut self, doc: Document) {
+        let g = doc.image.geometry.clone();
+        self.crosshair = g.dims.map(|d| ((d as f64 - 1.0) / 2.0).round());
+        self.window = default_window(&doc);
+        self.views.iter_mut().for_each(|v| {
+            v.zoom = 1.0;
+            v.pan = egui::Vec2::ZERO;
+        });
+        self.prompts.clear();
+        self.active_label = doc.label_table.labels.first().map_or(1, |l| l.value);
+        if let Some(rs) = &self.render_state {
+            let mut renderer = rs.renderer.write();
+            if let Some(slices) = renderer.callback_resources.get_mut::<SliceRenderer>() {
+                match slices.set_volume(&rs.device, &rs.queue, &doc.image, &doc.labels) {
+                    Ok(()) => {
+                        self.uploaded_palette = None;
+                        self.gpu_error = None;
+                    }
+                    Err(e) => self.gpu_error = Some(e.to_string()),
+                }
+            }
+        }
+        let warnings = doc.image.meta.warnings.join("; ");
+        self.status = format!(
+            "Opened {} — {} x {} x {}{}",
+            doc.image_path.display(),
+            g.dims[0],
+            g.dims[1],
+            g.dims[2],
+            if warnings.is_empty() { String::new() } else { format!(" — warning: {warnings}") }
+        );
+        self.settings.add_recent(&doc.image_path);
+        self.save_settings();
+        if let Some(info) = recovery::find(&recovery::recovery_dir(), &doc.image_path) {
+            self.dialog = Some(Dialog::RecoverForImage(info));
+        }
+        self.doc = Some(doc);
+    }
+
+    fn save_settings(&mut self) {
+        if let Err(e) = self.settings.save(&self.settings_path) {
+            self.status = format!("Could not save settings: {e}");
+        }
+    }
+
+    /// Sends label-map changes and palette to the GPU.
+    fn sync_gpu(&mut self) {
+        let (Some(rs), Some(doc)) = (&self.render_state, self.doc.as_mut()) else { return };
+        if let Some((region, bytes)) = doc.take_gpu_region() {
+            let renderer = rs.renderer.read();
+            if let Some(slices) = renderer.callback_resources.get::<SliceRenderer>() {
+                slices.write_labels(&rs.queue, region.origin.map(|x| x as u32), region.size.map(|x| x as u32), &bytes);
+            }
+        }
+    }
+
+    /// Sends the label colours to the GPU when they changed.
+    fn upload_palette(&mut self) {
+        let (Some(rs), Some(doc)) = (&self.render_state, &self.doc) else { return };
+        let palette = doc.label_table.palette();
+        if self.uploaded_palette == Some(palette) {
+            return;
+        }
+        let renderer = rs.renderer.read();
+        if let Some(slices) = renderer.callback_resources.get::<SliceRenderer>() {
+            slices.write_palette(&rs.queue, &palette);
+            self.uploaded_palette = Some(palette);
+        }
+    }
+
+    pub fn apply_preset(&mut self, preset: &WindowPreset) {
+        self.window = preset.window();
+    }
+
+    /// Undo the last edit.
+    pub fn undo(&mut self) {
+        if let Some(doc) = &mut self.doc
+            && let Some(what) = doc.undo()
+        {
+            self.status = format!("Undid: {what}");
+        }
+    }
+
+    /// Redo the last undone edit.
+    pub fn redo(&mut self) {
+        if let Some(doc) = &mut self.doc
+            && let Some(what) = doc.redo()
+        {
+            self.status = format!("Redid: {what}");
+        }
+    }
+
+    /// Save to the current mask path, or ask for one.
+    pub fn save(&mut self) {
+        match self.doc.as_ref().and_then(|d| d.mask_path.clone()) {
+            Some(path) => self.save_to(&path),
+            None => self.save_as(),
+        }
+    }
+
+    pub fn save_as(&mut self) {
+        let Some(doc) = &self.doc else { return };
+        let suggested = default_mask_name(&doc.image_path);
+        let dialog = rfd::FileDialog::new().add_filter("NIfTI", &["nii.gz", "nii"]).set_file_name(suggested);
+        if let Some(path) = dialog.save_file() {
+            self.save_to(&path);
+        }
+    }
+
+    /// Writes the mask (atomically) and forgets the recovery copy.
+    pub fn save_to(&mut self, path: &Path) {
+        let Some(doc) = &mut self.doc else { return };
+        match doc.save_mask(path) {
+            Ok(()) => {
+                recovery::remove(&recovery::recovery_dir(), &doc.image_path);
+                self.status = format!("Saved {}", path.display());
+            }
+            Err(e) => self.status = format!("Save failed: {e}"),
+        }
+    }
+
+    /// Opens a mask file onto the current image.
+    pub fn open_mask(&mut self, path: &Path) {
+        let Some(doc) = &mut self.doc else { return };
+        match doc.open_mask(path) {
+            Ok(()) => self.status = format!("Opened mask {}", path.display()),
+            Err(e) => self.status = format!("Cannot open mask: {e}"),
+        }
+    }
+
+    fn handle_view_events(&mut self, plane: Plane, events: Vec<ViewEvent>) {
+        let Some(doc) = &mut self.doc else { return };
+        let g = doc.image.geometry.clone();
+        for event in events {
+            match event {
+                ViewEvent::Hover(v) => self.hover = Some(v),
+                ViewEvent::Crosshair(v) => self.crosshair = v.map(|x| x.round()),
+                ViewEvent::StepSlices(n) => {
+                    let f = ViewFrame::new(plane, &g);
+                    let last = f.slice_count(&g) as f64 - 1.0;
+                    self.crosshair[f.normal] = (self.crosshair[f.normal].round() + n as f64).clamp(0.0, last);
+                }
+                ViewEvent::WindowLevel { dwidth, dlevel } => {
+                    let (w, l) = (self.window.width().max(1e-3), self.window.level());
+                    let new_w = (w * (1.0 + dwidth as f64)).max(1e-3);
+                    let new_l = l + dlevel as f64 * w;
+                    self.window = Window::from_width_level(new_w, new_l);
+                }
+                ViewEvent::Paint { at, normal, erase } => {
+                    let voxels = brush::footprint(&g, at, normal, self.brush);
+                    let edit = if erase {
+                        // The eraser takes away the active label only.
+                        let active = self.active_label;
+                        doc.paint_edit(voxels.into_iter().filter(|&i| doc.labels[i] == active), 0, "Erase")
+                    } else {
+                        doc.paint_edit(voxels, self.active_label, "Brush")
+                    };
+                    // Shown at once; the whole stroke becomes one undo step at StrokeEnd.
+                    doc.apply_unrecorded(&edit);
+                    self.stroke.get_or_insert_with(|| VoxelEdit::new(if erase { "Erase" } else { "Brush" })).merge(edit);
+                }
+                ViewEvent::StrokeEnd => {
+                    if let Some(stroke) = self.stroke.take() {
+                        doc.record(stroke);
+                    }
+                }
+                ViewEvent::BoxDrawn { plane, slice, a, b } => {
+                    self.prompts.retain(|p| !matches!(p, PromptMark::Box { .. }));
+                    self.prompts.push(PromptMark::Box { plane, slice, a, b });
+                }
+                ViewEvent::Point { plane, slice, at, positive } => {
+                    self.prompts.push(PromptMark::Point { plane, slice, at, positive });
+                }
+            }
+        }
+    }
+
+    fn handle_shortcuts(&mut self, ctx: &egui::Context) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let (undo, redo, save, save_as, open) = ctx.input_mut(|i| {
+            let cmd = egui::Modifiers::COMMAND;
+            let cmd_shift = egui::Modifiers::COMMAND | egui::Modifiers::SHIFT;
+            (
+                i.consume_key(cmd, egui::Key::Z),
+                i.consume_key(cmd_shift, egui::Key::Z) || i.consume_key(cmd, egui::Key::Y),
+                i.consume_key(cmd, egui::Key::S),
+                i.consume_key(cmd_shift, egui::Key::S),
+                i.consume_key(cmd, egui::Key::O),
+            )
+        });
+        // Redo first: Ctrl+Shift+Z also matches a plain Ctrl+Z check in some egui versions.
+        if redo {
+            self.redo();
+        } else if undo {
+            self.undo();
+        }
+        if save_as {
+            self.save_as();
+        } else if save {
+            self.save();
+        }
+        if open {
+            self.open_dialog(ctx);
+        }
+        ctx.input_mut(|i| {
+            for tool in Tool::ALL {
+                if i.consume_key(egui::Modifiers::NONE, tool.key()) {
+                    self.tool = tool;
+                }
+            }
+            if i.consume_key(egui::Modifiers::NONE, egui::Key::OpenBracket) {
+                self.brush.radius_mm = (self.brush.radius_mm / 1.25).max(0.5);
+            }
+            if i.consume_key(egui::Modifiers::NONE, egui::Key::CloseBracket) {
+                self.brush.radius_mm = (self.brush.radius_mm * 1.25).min(100.0);
+            }
+            if i.consume_key(egui::Modifiers::NONE, egui::Key::Num3) {
+                self.brush.sphere = !self.brush.sphere;
+            }
+            if i.consume_key(egui::Modifiers::NONE, egui::Key::L) {
+                self.outline = !self.outline;
+            }
+            if i.consume_key(egui::Modifiers::NONE, egui::Key::H) {
+                self.show_labels = !self.show_labels;
+            }
+            for (n, key) in [egui::Key::F1, egui::Key::F2, egui::Key::F3, egui::Key::F4, egui::Key::F5].into_iter().enumerate() {
+                if i.consume_key(egui::Modifiers::NONE, key) {
+                    self.window = CT_PRESETS[n].window();
+                }
+            }
+        });
+    }
+
+    pub fn open_dialog(&mut self, ctx: &egui::Context) {
+        if let Some(path) = rfd::FileDialog::new()
+            .add_filter("Images", &["nii", "gz", "mhd", "mha", "npz", "dcm"])
+            .add_filter("All files", &["*"])
+            .pick_file()
+        {
+            self.request_open(ctx, path, None);
+        }
+    }
+
+    pub fn open_folder_dialog(&mut self, ctx: &egui::Context) {
+        if let Some(path) = rfd::FileDialog::new().pick_folder() {
+            self.request_open(ctx, path, None);
+        }
+    }
+
+    /// Writes the bundled sample to the cache folder and opens it.
+    pub fn open_sample(&mut self, ctx: &egui::Context) {
+        let path = settings::cache_dir().join("sample").join("chest_ct_lesion.nii.gz");
+        let written = path.exists() || {
+            std::fs::create_dir_all(path.parent().expect("has a parent")).is_ok() && std::fs::write(&path, SAMPLE_NIFTI).is_ok()
+        };
+        if written {
+            self.request_open(ctx, path, None);
+        } else {
+            self.status = format!("Cannot write the sample to {}", path.display());
+        }
+    }
+
+    fn poll_jobs(&mut self, ctx: &egui::Context) {
+        let Some(job) = &self.load_job else { return };
+        let messages = job.drain();
+        let finished = job.is_finished();
+        for m in messages {
+            match m {
+                LoadMessage::Loaded(doc) => self.install_document(*doc),
+                LoadMessage::ChooseSeries(path, list) => self.dialog = Some(Dialog::ChooseSeries(path, list)),
+                LoadMessage::Failed(e) => {
+                    self.status = format!("Could not open: {e}");
+                    self.dialog = Some(Dialog::Error(e));
+                }
+            }
+        }
+        if finished {
+            self.load_job = None;
+        } else {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn handle_close(&mut self, ctx: &egui::Context) {
+        let wants_close = ctx.input(|i| i.viewport().close_requested());
+        if wants_close && !self.allow_close && self.doc.as_ref().is_some_and(|d| d.is_dirty()) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.dialog = Some(Dialog::UnsavedChanges(PendingAction::Quit));
+        }
+    }
+
+    /// Carries out an action that waited for the unsaved-changes question.
+    pub fn continue_with(&mut self, ctx: &egui::Context, action: PendingAction) {
+        match action {
+            PendingAction::Open(path, series) => self.start_loading(ctx, path, series),
+            PendingAction::Quit => {
+                self.allow_close = true;
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+        }
+    }
+
+    fn autosave(&mut self) {
+        if let Some(doc) = &self.doc
+            && doc.is_dirty()
+            && self.autosave.due(recovery::AUTOSAVE_EVERY)
+            && let Err(e) = recovery::write(&recovery::recovery_dir(), doc)
+        {
+            self.status = format!("Autosave failed: {e}");
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let Some(doc) = &self.doc else { return self.status.clone() };
+        let Some(v) = self.hover else { return self.status.clone() };
+        let g = &doc.image.geometry;
+        let w = g.voxel_to_world(v.map(|x| x as f64));
+        let value = doc.image.value_at(v, 0).unwrap_or(f64::NAN);
+        let unit = if doc.image.is_ct() { " HU" } else { "" };
+        let label = doc.labels[doc.index(v)];
+        format!(
+            "voxel ({}, {}, {})   LPS ({:.1}, {:.1}, {:.1}) mm   value {}{unit}   label {}   |   {}",
+            v[0], v[1], v[2], w[0], w[1], w[2], format_value(value), label, self.status
+        )
+    }
+
+    fn views_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(doc) = &self.doc else {
+            panels::start_screen(self, ui);
+            return;
+        };
+        let area = ui.available_rect_before_wrap();
+        let g = doc.image.geometry.clone();
+        let gpu = self.render_state.is_some() && self.gpu_error.is_none();
+        let panes: Vec<(usize, egui::Rect)> = match self.maximized {
+            Some(p) => vec![(p as usize, area)],
+            None => {
+                // Axial large on the left, coronal and sagittal stacked on the right.
+                let left = egui::Rect::from_min_size(area.min, egui::vec2(area.width() * 0.6 - 2.0, area.height()));
+                let right_x = area.min.x + area.width() * 0.6;
+                let half_h = area.height() / 2.0;
+                let right = |r: f32| {
+                    egui::Rect::from_min_size(egui::pos2(right_x, area.min.y + r * half_h), egui::vec2(area.width() * 0.4, half_h - 2.0))
+                };
+                vec![(0, left), (1, right(0.0)), (2, right(1.0))]
+            }
+        };
+        let inputs = ViewInputs {
+            geometry: &g,
+            crosshair: self.crosshair,
+            window: self.window,
+            colormap: self.colormap,
+            label_opacity: self.label_opacity,
+            outline: self.outline,
+            show_labels: self.show_labels,
+            tool: self.tool,
+            brush: self.brush,
+            prompts: &self.prompts,
+            gpu,
+        };
+        let mut all_events = Vec::new();
+        for (n, rect) in panes {
+            let events = self.views[n].show(ui, rect, &inputs);
+            if ui.rect_contains_pointer(rect) && ui.input(|i| i.pointer.button_double_clicked(egui::PointerButton::Primary)) && self.tool == Tool::Navigate {
+                self.maximized = if self.maximized.is_some() { None } else { Some(self.views[n].plane) };
+            }
+            all_events.push((self.views[n].plane, events));
+        }
+        if let Some(e) = &self.gpu_error {
+            ui.painter().text(area.center(), egui::Align2::CENTER_CENTER, e, egui::FontId::proportional(16.0), egui::Color32::LIGHT_RED);
+        }
+        for (plane, events) in all_events {
+            self.handle_view_events(plane, events);
+        }
+    }
+}
+
+/// The window a new image starts with: CT soft tissue for CT, else the full range.
+fn default_window(doc: &Document) -> Window {
+    if doc.image.is_ct() {
+        return CT_PRESETS[0].window();
+    }
+    let (lo, hi) = doc.image.min_max().unwrap_or((0.0, 1.0));
+    Window::new(lo, if hi > lo { hi } else { lo + 1.0 })
+}
+
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e9 { format!("{v:.0}") } else { format!("{v:.3}") }
+}
+
+/// `scan.nii.gz` -> `scan_mask.nii.gz`.
+pub fn default_mask_name(image: &Path) -> String {
+    let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let stem = name.strip_suffix(".nii.gz").or_else(|| name.rsplit_once('.').map(|(s, _)| s)).unwrap_or(&name);
+    format!("{stem}_mask.nii.gz")
+}
+
+impl eframe::App for ViewerApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        self.poll_jobs(&ctx);
+        self.handle_close(&ctx);
+        self.handle_shortcuts(&ctx);
+        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
+        if let Some(path) = dropped.into_iter().next() {
+            self.request_open(&ctx, path, None);
+        }
+        panels::menu_bar(self, ui);
+        egui::Panel::bottom("status").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                if let Some(job) = &self.load_job {
+                    ui.spinner();
+                    ui.label(format!("{} ({:.1} s)", job.title, job.elapsed().as_secs_f32()));
+                    if ui.button("Cancel").clicked() {
+                        job.progress.cancel();
+                        self.load_job = None;
+                        self.status = "Opening cancelled".into();
+                    }
+                } else {
+                    ui.label(self.status_line());
+                }
+            });
+        });
+        egui::Panel::left("tools").resizable(true).default_size(250.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| panels::side_panel(self, ui));
+        });
+        egui::CentralPanel::no_frame().show(ui, |ui| self.views_ui(ui));
+        dialogs::show(self, &ctx);
+        self.sync_gpu();
+        self.upload_palette();
+        self.autosave();
+    }
+}

@@ -1,0 +1,198 @@
+//! The viewer's panels: the menu bar, the side panel (tools, brush, display, labels) and the
+//! start screen shown before an image is open.
+
+use super::ViewerApp;
+use super::tools::Tool;
+use super::view_frame::Plane;
+use crate::render::Colormap;
+use crate::volume::CT_PRESETS;
+
+pub fn menu_bar(app: &mut ViewerApp, ui: &mut egui::Ui) {
+    let ctx = ui.ctx().clone();
+    egui::Panel::top("menu").show(ui, |ui| {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open image…  (Ctrl+O)").clicked() {
+                    app.open_dialog(&ctx);
+                }
+                if ui.button("Open DICOM folder…").clicked() {
+                    app.open_folder_dialog(&ctx);
+                }
+                if ui.button("Open bundled sample").clicked() {
+                    app.open_sample(&ctx);
+                }
+                ui.menu_button("Recent", |ui| {
+                    if app.settings.recent.is_empty() {
+                        ui.label("(none)");
+                    }
+                    for path in app.settings.recent.clone() {
+                        if ui.button(path.display().to_string()).clicked() {
+                            app.request_open(&ctx, path, None);
+                        }
+                    }
+                });
+                ui.separator();
+                let has_doc = app.doc.is_some();
+                if ui.add_enabled(has_doc, egui::Button::new("Open mask onto image…")).clicked()
+                    && let Some(path) = rfd::FileDialog::new().add_filter("Masks", &["nii", "gz", "mha", "mhd"]).pick_file()
+                {
+                    app.open_mask(&path);
+                }
+                if ui.add_enabled(has_doc, egui::Button::new("Save mask  (Ctrl+S)")).clicked() {
+                    app.save();
+                }
+                if ui.add_enabled(has_doc, egui::Button::new("Save mask as…  (Ctrl+Shift+S)")).clicked() {
+                    app.save_as();
+                }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.menu_button("Edit", |ui| {
+                let (can_undo, can_redo) = app.doc.as_ref().map_or((false, false), |d| (d.history.can_undo(), d.history.can_redo()));
+                let undo_text = app.doc.as_ref().and_then(|d| d.history.undo_description().map(String::from)).unwrap_or_default();
+                if ui.add_enabled(can_undo, egui::Button::new(format!("Undo {undo_text}  (Ctrl+Z)"))).clicked() {
+                    app.undo();
+                }
+                if ui.add_enabled(can_redo, egui::Button::new("Redo  (Ctrl+Shift+Z)")).clicked() {
+                    app.redo();
+                }
+            });
+            ui.menu_button("View", |ui| {
+                for plane in Plane::ALL {
+                    let on = app.maximized == Some(plane);
+                    if ui.selectable_label(on, format!("Maximise {}", plane.name())).clicked() {
+                        app.maximized = if on { None } else { Some(plane) };
+                    }
+                }
+                if ui.button("Show all views").clicked() {
+                    app.maximized = None;
+                }
+            });
+        });
+    });
+}
+
+pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
+    ui.heading("Tools");
+    ui.horizontal_wrapped(|ui| {
+        for tool in Tool::ALL {
+            ui.selectable_value(&mut app.tool, tool, tool.name()).on_hover_text(tool.tooltip());
+        }
+    });
+    if matches!(app.tool, Tool::Brush | Tool::Eraser) {
+        ui.add(egui::Slider::new(&mut app.brush.radius_mm, 0.5..=50.0).logarithmic(true).text("radius mm"))
+            .on_hover_text("Brush radius in millimetres  [ / ]");
+        ui.checkbox(&mut app.brush.sphere, "3D ball").on_hover_text("Paint through neighbouring slices  [3]");
+    }
+    ui.separator();
+
+    ui.heading("Display");
+    ui.horizontal_wrapped(|ui| {
+        for (n, preset) in CT_PRESETS.iter().enumerate() {
+            let tip = format!("W {} / L {}  [F{}]", preset.width, preset.level, n + 1);
+            if ui.button(preset.name).on_hover_text(tip).clicked() {
+                app.apply_preset(preset);
+            }
+        }
+        if let Some(doc) = &app.doc
+            && ui.button("Image range").on_hover_text("The image's own min..max (MR)").clicked()
+            && let Some((lo, hi)) = doc.image.min_max()
+        {
+            app.window = crate::volume::Window::new(lo, hi.max(lo + 1.0));
+        }
+    });
+    let (mut width, mut level) = (app.window.width(), app.window.level());
+    let range = app.doc.as_ref().and_then(|d| d.image.min_max()).unwrap_or((-1024.0, 3071.0));
+    let span = (range.1 - range.0).max(1.0);
+    let w = ui.add(egui::Slider::new(&mut width, 1.0..=span * 2.0).text("width"));
+    let l = ui.add(egui::Slider::new(&mut level, range.0..=range.1).text("level"));
+    if w.changed() || l.changed() {
+        app.window = crate::volume::Window::from_width_level(width, level);
+    }
+    egui::ComboBox::from_label("colormap").selected_text(app.colormap.name()).show_ui(ui, |ui| {
+        for c in Colormap::ALL {
+            ui.selectable_value(&mut app.colormap, c, c.name());
+        }
+    });
+    ui.add(egui::Slider::new(&mut app.label_opacity, 0.0..=1.0).text("label opacity"));
+    ui.checkbox(&mut app.outline, "outline only").on_hover_text("Draw label boundaries instead of filled labels  [L]");
+    ui.checkbox(&mut app.show_labels, "show labels").on_hover_text("[H]");
+    ui.separator();
+
+    labels_panel(app, ui);
+}
+
+fn labels_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
+    ui.heading("Labels");
+    let Some(doc) = &mut app.doc else {
+        ui.label("Open an image to start labelling.");
+        return;
+    };
+    let mut remove = None;
+    for label in doc.label_table.labels.clone() {
+        let value = label.value;
+        let ml = doc.volume_ml(value);
+        ui.horizontal(|ui| {
+            let active = app.active_label == value;
+            if ui.radio(active, "").on_hover_text("Make this the label the brush and segmentation write").clicked() {
+                app.active_label = value;
+            }
+            let entry = doc.label_table.get_mut(value).expect("listed label exists");
+            let mut rgb = entry.color;
+            if ui.color_edit_button_srgb(&mut rgb).changed() {
+                entry.color = rgb;
+            }
+            ui.add(egui::TextEdit::singleline(&mut entry.name).desired_width(90.0));
+            ui.checkbox(&mut entry.visible, "").on_hover_text("Visible");
+            ui.toggle_value(&mut entry.locked, "lock").on_hover_text("Locked labels are never overwritten by propagation or the brush");
+            ui.label(format!("{ml:.2} mL"));
+            if ui.small_button("x").on_hover_text("Remove this label from the list").clicked() {
+                remove = Some(value);
+            }
+        });
+    }
+    if let Some(value) = remove {
+        if doc.voxel_count(value) > 0 {
+            app.status = format!("Label {value} still has voxels: erase them first");
+        } else {
+            doc.label_table.remove(value);
+        }
+    }
+    if ui.button("+ Add label").clicked()
+        && let Some(v) = doc.label_table.add()
+    {
+        app.active_label = v;
+    }
+}
+
+/// Shown before an image is open: the bundled sample, open buttons and recent files.
+pub fn start_screen(app: &mut ViewerApp, ui: &mut egui::Ui) {
+    let ctx = ui.ctx().clone();
+    ui.vertical_centered(|ui| {
+        ui.add_space(ui.available_height() * 0.2);
+        ui.heading("MedSAM Viewer");
+        ui.label("Open a CT or MRI volume: NIfTI, DICOM (file or folder), MetaImage or MedSAM2 .npz.");
+        ui.label("Drop a file anywhere in this window, or:");
+        ui.add_space(8.0);
+        if ui.button("Open the bundled sample (chest CT with a lung lesion)").clicked() {
+            app.open_sample(&ctx);
+        }
+        if ui.button("Open image…").clicked() {
+            app.open_dialog(&ctx);
+        }
+        if ui.button("Open DICOM folder…").clicked() {
+            app.open_folder_dialog(&ctx);
+        }
+        if !app.settings.recent.is_empty() {
+            ui.add_space(12.0);
+            ui.label("Recent:");
+            for path in app.settings.recent.clone() {
+                if ui.link(path.display().to_string()).clicked() {
+                    app.request_open(&ctx, path, None);
+                }
+            }
+        }
+    });
+}

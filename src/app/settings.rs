@@ -1,0 +1,87 @@
+//! `Settings`: what the viewer remembers between runs (recent files, model checkpoint and
+//! device, brush), stored as JSON in the user's config folder, and the folders it uses for
+//! recovery files and the bundled sample.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const MAX_RECENT: usize = 10;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub recent: Vec<PathBuf>,
+    /// Checkpoint chosen in the model panel (None = the default search).
+    pub checkpoint: Option<PathBuf>,
+    /// "cpu", "cuda" or "metal".
+    pub device: Option<String>,
+}
+
+impl Settings {
+    /// Loads the settings file; a missing or unreadable file gives the defaults.
+    pub fn load(path: &Path) -> Self {
+        std::fs::read_to_string(path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()
+    }
+
+    /// Saves atomically (temp file + rename); errors are returned for the status line.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = crate::io::atomic::AtomicFile::create(path)?;
+        std::io::Write::write_all(&mut file, serde_json::to_string_pretty(self).unwrap_or_default().as_bytes())?;
+        file.commit()
+    }
+
+    /// Puts `path` first in the recent list.
+    pub fn add_recent(&mut self, path: &Path) {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.recent.retain(|p| p != &path);
+        self.recent.insert(0, path);
+        self.recent.truncate(MAX_RECENT);
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir)
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute()).unwrap_or_else(|| home().join(fallback))
+}
+
+/// Where the settings file lives ($XDG_CONFIG_HOME/medsam-viewer/settings.json).
+pub fn settings_path() -> PathBuf {
+    xdg("XDG_CONFIG_HOME", ".config").join("medsam-viewer").join("settings.json")
+}
+
+/// Where autosaved recovery files live ($XDG_STATE_HOME/medsam-viewer/recovery).
+pub fn recovery_dir() -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state").join("medsam-viewer").join("recovery")
+}
+
+/// Cache folder for files the viewer unpacks ($XDG_CACHE_HOME/medsam-viewer).
+pub fn cache_dir() -> PathBuf {
+    xdg("XDG_CACHE_HOME", ".cache").join("medsam-viewer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_list_is_unique_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::default();
+        for n in 0..12 {
+            s.add_recent(&dir.path().join(format!("{n}.nii")));
+        }
+        s.add_recent(&dir.path().join("5.nii"));
+        assert_eq!(s.recent.len(), MAX_RECENT);
+        assert!(s.recent[0].ends_with("5.nii"));
+        let path = dir.path().join("conf/settings.json");
+        s.save(&path).unwrap();
+        assert_eq!(Settings::load(&path), s);
+        assert_eq!(Settings::load(&dir.path().join("missing.json")), Settings::default());
+    }
+}
