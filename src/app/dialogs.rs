@@ -37,7 +37,7 @@ pub fn show(app: &mut ViewerApp, ctx: &egui::Context) {
                 }
                 if ui.button("Discard").clicked() {
                     if let Some(doc) = &app.doc {
-                        recovery::remove(&recovery::recovery_dir(), &doc.image_path);
+                        recovery::remove(&app.paths.recovery, &doc.image_path);
                     }
                     close = true;
                     app.doc = None;
@@ -71,7 +71,7 @@ pub fn show(app: &mut ViewerApp, ctx: &egui::Context) {
                     close = true;
                 }
                 if ui.button("Discard it").clicked() {
-                    recovery::remove(&recovery::recovery_dir(), &info.image_path);
+                    recovery::remove(&app.paths.recovery, &info.image_path);
                     close = true;
                 }
                 if ui.button("Later").clicked() {
@@ -88,7 +88,7 @@ pub fn show(app: &mut ViewerApp, ctx: &egui::Context) {
                     app.request_open(ctx, info.image_path.clone(), None);
                 }
                 if ui.button("Discard it").clicked() {
-                    recovery::remove(&recovery::recovery_dir(), &info.image_path);
+                    recovery::remove(&app.paths.recovery, &info.image_path);
                     close = true;
                 }
                 if ui.button("Later").clicked() {

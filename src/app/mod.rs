@@ -24,7 +24,7 @@ use dialogs::Dialog;
 use document::Document;
 use history::VoxelEdit;
 use jobs::BackgroundJob;
-use settings::Settings;
+use settings::{AppPaths, Settings};
 use slice_view::{PromptMark, SliceView, ViewEvent, ViewInputs};
 use std::path::{Path, PathBuf};
 use tools::Tool;
@@ -43,7 +43,7 @@ pub fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             .with_drag_and_drop(true),
         ..Default::default()
     };
-    eframe::run_native("MedSAM Viewer", options, Box::new(move |cc| Ok(Box::new(ViewerApp::new(cc, path, settings::settings_path())))))
+    eframe::run_native("MedSAM Viewer", options, Box::new(move |cc| Ok(Box::new(ViewerApp::new(cc, path, AppPaths::for_user())))))
         .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e}"))
 }
 
@@ -81,7 +81,7 @@ pub struct ViewerApp {
     pub status: String,
     pub hover: Option<[usize; 3]>,
     pub settings: Settings,
-    settings_path: PathBuf,
+    pub paths: AppPaths,
     load_job: Option<BackgroundJob<LoadMessage>>,
     stroke: Option<VoxelEdit>,
     pub dialog: Option<Dialog>,
@@ -92,8 +92,8 @@ pub struct ViewerApp {
 }
 
 impl ViewerApp {
-    /// Builds the app; `settings_path` is where recent files and choices are remembered.
-    pub fn new(cc: &eframe::CreationContext<'_>, path: Option<PathBuf>, settings_path: PathBuf) -> Self {
+    /// Builds the app; `paths` says where settings, recovery files and the cache live.
+    pub fn new(cc: &eframe::CreationContext<'_>, path: Option<PathBuf>, paths: AppPaths) -> Self {
         let render_state = cc.wgpu_render_state.clone();
         if let Some(rs) = &render_state {
             let renderer = SliceRenderer::new(&rs.device, &rs.queue, rs.target_format);
@@ -118,8 +118,8 @@ impl ViewerApp {
             prompts: Vec::new(),
             status: String::new(),
             hover: None,
-            settings: Settings::load(&settings_path),
-            settings_path,
+            settings: Settings::load(&paths.settings),
+            paths,
             load_job: None,
             stroke: None,
             dialog: None,
@@ -128,7 +128,7 @@ impl ViewerApp {
         };
         if let Some(path) = path {
             app.request_open(&cc.egui_ctx, path, None);
-        } else if let Some(info) = recovery::list(&recovery::recovery_dir()).into_iter().next() {
+        } else if let Some(info) = recovery::list(&app.paths.recovery).into_iter().next() {
             app.dialog = Some(Dialog::RecoverAtStart(info));
         }
         app
@@ -210,14 +210,14 @@ impl ViewerApp {
         );
         self.settings.add_recent(&doc.image_path);
         self.save_settings();
-        if let Some(info) = recovery::find(&recovery::recovery_dir(), &doc.image_path) {
+        if let Some(info) = recovery::find(&self.paths.recovery, &doc.image_path) {
             self.dialog = Some(Dialog::RecoverForImage(info));
         }
         self.doc = Some(doc);
     }
 
     fn save_settings(&mut self) {
-        if let Err(e) = self.settings.save(&self.settings_path) {
+        if let Err(e) = self.settings.save(&self.paths.settings) {
             self.status = format!("Could not save settings: {e}");
         }
     }
@@ -291,7 +291,7 @@ impl ViewerApp {
         let Some(doc) = &mut self.doc else { return };
         match doc.save_mask(path) {
             Ok(()) => {
-                recovery::remove(&recovery::recovery_dir(), &doc.image_path);
+                recovery::remove(&self.paths.recovery, &doc.image_path);
                 self.status = format!("Saved {}", path.display());
             }
             Err(e) => self.status = format!("Save failed: {e}"),
@@ -358,18 +358,16 @@ impl ViewerApp {
         if ctx.egui_wants_keyboard_input() {
             return;
         }
-        let (undo, redo, save, save_as, open) = ctx.input_mut(|i| {
+        // The shifted shortcuts first: a plain Ctrl+Z check also matches Ctrl+Shift+Z.
+        let (redo, undo, save_as, save, open) = ctx.input_mut(|i| {
             let cmd = egui::Modifiers::COMMAND;
             let cmd_shift = egui::Modifiers::COMMAND | egui::Modifiers::SHIFT;
-            (
-                i.consume_key(cmd, egui::Key::Z),
-                i.consume_key(cmd_shift, egui::Key::Z) || i.consume_key(cmd, egui::Key::Y),
-                i.consume_key(cmd, egui::Key::S),
-                i.consume_key(cmd_shift, egui::Key::S),
-                i.consume_key(cmd, egui::Key::O),
-            )
+            let redo = i.consume_key(cmd_shift, egui::Key::Z) || i.consume_key(cmd, egui::Key::Y);
+            let undo = i.consume_key(cmd, egui::Key::Z);
+            let save_as = i.consume_key(cmd_shift, egui::Key::S);
+            let save = i.consume_key(cmd, egui::Key::S);
+            (redo, undo, save_as, save, i.consume_key(cmd, egui::Key::O))
         });
-        // Redo first: Ctrl+Shift+Z also matches a plain Ctrl+Z check in some egui versions.
         if redo {
             self.redo();
         } else if undo {
@@ -430,7 +428,7 @@ impl ViewerApp {
 
     /// Writes the bundled sample to the cache folder and opens it.
     pub fn open_sample(&mut self, ctx: &egui::Context) {
-        let path = settings::cache_dir().join("sample").join("chest_ct_lesion.nii.gz");
+        let path = self.paths.cache.join("sample").join("chest_ct_lesion.nii.gz");
         let written = path.exists() || {
             std::fs::create_dir_all(path.parent().expect("has a parent")).is_ok() && std::fs::write(&path, SAMPLE_NIFTI).is_ok()
         };
@@ -485,7 +483,7 @@ impl ViewerApp {
         if let Some(doc) = &self.doc
             && doc.is_dirty()
             && self.autosave.due(recovery::AUTOSAVE_EVERY)
-            && let Err(e) = recovery::write(&recovery::recovery_dir(), doc)
+            && let Err(e) = recovery::write(&self.paths.recovery, doc)
         {
             self.status = format!("Autosave failed: {e}");
         }

@@ -144,7 +144,8 @@ fn labels_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
             if ui.color_edit_button_srgb(&mut rgb).changed() {
                 entry.color = rgb;
             }
-            ui.add(egui::TextEdit::singleline(&mut entry.name).desired_width(90.0));
+            let name_label = ui.label(format!("{value}:"));
+            ui.add(egui::TextEdit::singleline(&mut entry.name).desired_width(90.0)).labelled_by(name_label.id);
             ui.checkbox(&mut entry.visible, "").on_hover_text("Visible");
             ui.toggle_value(&mut entry.locked, "lock").on_hover_text("Locked labels are never overwritten by propagation or the brush");
             ui.label(format!("{ml:.2} mL"));

@@ -7,8 +7,6 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use super::settings::recovery_dir;
-
 pub const AUTOSAVE_EVERY: Duration = Duration::from_secs(60);
 
 /// What a recovery file belongs to.

@@ -50,19 +50,31 @@ fn xdg(var: &str, fallback: &str) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).filter(|p| p.is_absolute()).unwrap_or_else(|| home().join(fallback))
 }
 
-/// Where the settings file lives ($XDG_CONFIG_HOME/medsam-viewer/settings.json).
-pub fn settings_path() -> PathBuf {
-    xdg("XDG_CONFIG_HOME", ".config").join("medsam-viewer").join("settings.json")
+/// The files and folders the viewer keeps between runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppPaths {
+    /// Settings JSON ($XDG_CONFIG_HOME/medsam-viewer/settings.json).
+    pub settings: PathBuf,
+    /// Autosaved recovery files ($XDG_STATE_HOME/medsam-viewer/recovery).
+    pub recovery: PathBuf,
+    /// Files the viewer unpacks, e.g. the bundled sample ($XDG_CACHE_HOME/medsam-viewer).
+    pub cache: PathBuf,
 }
 
-/// Where autosaved recovery files live ($XDG_STATE_HOME/medsam-viewer/recovery).
-pub fn recovery_dir() -> PathBuf {
-    xdg("XDG_STATE_HOME", ".local/state").join("medsam-viewer").join("recovery")
-}
+impl AppPaths {
+    /// The user's standard folders.
+    pub fn for_user() -> Self {
+        AppPaths {
+            settings: xdg("XDG_CONFIG_HOME", ".config").join("medsam-viewer").join("settings.json"),
+            recovery: xdg("XDG_STATE_HOME", ".local/state").join("medsam-viewer").join("recovery"),
+            cache: xdg("XDG_CACHE_HOME", ".cache").join("medsam-viewer"),
+        }
+    }
 
-/// Cache folder for files the viewer unpacks ($XDG_CACHE_HOME/medsam-viewer).
-pub fn cache_dir() -> PathBuf {
-    xdg("XDG_CACHE_HOME", ".cache").join("medsam-viewer")
+    /// Everything under one folder (tests, portable installs).
+    pub fn under(root: &Path) -> Self {
+        AppPaths { settings: root.join("settings.json"), recovery: root.join("recovery"), cache: root.join("cache") }
+    }
 }
 
 #[cfg(test)]
