@@ -18,6 +18,7 @@
 //! 8-neighbourhood.
 
 use crate::volume::{SliceAxis, extract_slice, insert_slice};
+use rayon::prelude::*;
 
 /// The logit SAM2 writes into filled holes.
 pub const HOLE_FILL_LOGIT: f32 = 0.1;
@@ -54,13 +55,32 @@ pub fn resize_bilinear(src: &[f32], src_size: (usize, usize), dst_size: (usize, 
     let xs = LinearTaps::new(src_size.0, dw);
     let ys = LinearTaps::new(src_size.1, dh);
     let sw = src_size.0;
+    let along_x = |r: usize, out: &mut Vec<f32>| {
+        let line = &src[r * sw..(r + 1) * sw];
+        out.clear();
+        out.extend((0..dw).map(|x| line[xs.index0[x]].mul_add(xs.lambda0[x], line[xs.index1[x]] * xs.lambda1[x])));
+    };
+    // Each output row blends two source rows already interpolated along x. The source rows
+    // only move forward, so the last two are kept (values identical to interpolating each
+    // output pixel from its four source samples).
+    let mut upper = (usize::MAX, Vec::with_capacity(dw));
+    let mut lower = (usize::MAX, Vec::with_capacity(dw));
     for (y, row) in out.chunks_exact_mut(dw.max(1)).enumerate() {
-        let (r0, r1) = (&src[ys.index0[y] * sw..][..sw], &src[ys.index1[y] * sw..][..sw]);
+        let (a, b) = (ys.index0[y], ys.index1[y]);
+        if upper.0 != a {
+            if lower.0 == a {
+                std::mem::swap(&mut upper, &mut lower);
+            } else {
+                along_x(a, &mut upper.1);
+                upper.0 = a;
+            }
+        }
+        if lower.0 != b {
+            along_x(b, &mut lower.1);
+            lower.0 = b;
+        }
         let (wy0, wy1) = (ys.lambda0[y], ys.lambda1[y]);
-        for (x, o) in row.iter_mut().enumerate() {
-            let (i0, i1, wx0, wx1) = (xs.index0[x], xs.index1[x], xs.lambda0[x], xs.lambda1[x]);
-            let top = r0[i0].mul_add(wx0, r0[i1] * wx1);
-            let bottom = r1[i0].mul_add(wx0, r1[i1] * wx1);
+        for ((o, &top), &bottom) in row.iter_mut().zip(&upper.1).zip(&lower.1) {
             *o = top.mul_add(wy0, bottom * wy1);
         }
     }
@@ -207,32 +227,41 @@ struct Components {
 }
 
 impl Components {
-    fn label<T>(data: &[T], dims: [usize; 3], foreground: impl Fn(&T) -> bool) -> Result<Self, MaskShapeError> {
+    fn label<T: Sync>(
+        data: &[T],
+        dims: [usize; 3],
+        foreground: impl Fn(&T) -> bool + Sync,
+    ) -> Result<Self, MaskShapeError> {
         if data.len() >= u32::MAX as usize {
             return Err(MaskShapeError::TooLarge { dims });
         }
         let [nx, ny, nz] = dims;
         let rows = ny * nz;
-        // Runs row by row; `first[r]..first[r + 1]` are the runs of row r.
-        let mut runs = Vec::new();
-        let mut first = Vec::with_capacity(rows + 1);
-        for r in 0..rows {
-            first.push(runs.len() as u32);
-            let line = &data[r * nx..(r + 1) * nx];
-            let mut x = 0;
-            while x < nx {
-                if foreground(&line[x]) {
-                    let start = x;
-                    while x < nx && foreground(&line[x]) {
-                        x += 1;
+        // Runs plane by plane in parallel, concatenated in memory order.
+        let plane = nx * ny;
+        let per_plane: Vec<Vec<Run>> = if plane == 0 {
+            Vec::new()
+        } else {
+            data.par_chunks(plane)
+                .enumerate()
+                .map(|(z, voxels)| {
+                    let mut runs = Vec::new();
+                    for (y, line) in voxels.chunks_exact(nx).enumerate() {
+                        push_runs(line, (y + ny * z) as u32, &foreground, &mut runs);
                     }
-                    runs.push(Run { row: r as u32, start: start as u32, end: x as u32 });
-                } else {
-                    x += 1;
-                }
-            }
+                    runs
+                })
+                .collect()
+        };
+        let runs = per_plane.concat();
+        // `first[r]..first[r + 1]` are the runs of row r.
+        let mut first = vec![0u32; rows + 1];
+        for run in &runs {
+            first[run.row as usize + 1] += 1;
         }
-        first.push(runs.len() as u32);
+        for r in 0..rows {
+            first[r + 1] += first[r];
+        }
         let span = |r: usize| first[r] as usize..first[r + 1] as usize;
 
         // Join each row's runs with those of the four earlier rows of its 26-neighbourhood:
@@ -267,6 +296,17 @@ impl Components {
             size[p as usize] += runs[i].end - runs[i].start;
         }
         Ok(Components { runs, root: parent, size, count })
+    }
+}
+
+/// Appends the runs of foreground samples of one row.
+fn push_runs<T>(line: &[T], row: u32, foreground: &impl Fn(&T) -> bool, runs: &mut Vec<Run>) {
+    let mut x = 0;
+    while let Some(offset) = line[x..].iter().position(foreground) {
+        let start = x + offset;
+        let length = line[start..].iter().position(|v| !foreground(v)).unwrap_or(line.len() - start);
+        x = start + length;
+        runs.push(Run { row, start: start as u32, end: x as u32 });
     }
 }
 
