@@ -218,7 +218,7 @@ mod tests {
     fn test_image(w: usize, h: usize, kind: u8) -> Vec<u8> {
         (0..w * h)
             .map(|i| match kind {
-                0 => ((i as u64 * 2654435761) % (1 << 32) >> 13 & 255) as u8,
+                0 => ((((i as u64 * 2654435761) % (1 << 32)) >> 13) & 255) as u8,
                 _ => {
                     let (x, y) = ((i % w) as u64, (i / w) as u64);
                     ((x * 255 / (w as u64 - 1).max(1) + y * 3) % 256) as u8
