@@ -9,6 +9,7 @@ pub mod document;
 pub mod history;
 pub mod jobs;
 pub mod labels;
+pub mod morphology;
 pub mod panels;
 pub mod recovery;
 pub mod settings;
@@ -269,6 +270,23 @@ impl ViewerApp {
         }
     }
 
+    /// Fills the holes of the active label on every axial slice (one undo step).
+    pub fn fill_holes(&mut self) {
+        let Some(doc) = &mut self.doc else { return };
+        let axis = crate::volume::SliceAxis::from_normal(ViewFrame::new(Plane::Axial, &doc.image.geometry).normal);
+        let edit = morphology::fill_holes(doc, self.active_label, axis);
+        self.status = format!("Filled {} voxels", edit.len());
+        doc.apply(edit);
+    }
+
+    /// Keeps only the largest piece of the active label (one undo step).
+    pub fn remove_islands(&mut self) {
+        let Some(doc) = &mut self.doc else { return };
+        let edit = morphology::remove_islands(doc, self.active_label);
+        self.status = format!("Removed {} island voxels", edit.len());
+        doc.apply(edit);
+    }
+
     /// Save to the current mask path, or ask for one.
     pub fn save(&mut self) {
         match self.doc.as_ref().and_then(|d| d.mask_path.clone()) {
@@ -381,6 +399,7 @@ impl ViewerApp {
         if open {
             self.open_dialog(ctx);
         }
+        let (mut fill, mut islands) = (false, false);
         ctx.input_mut(|i| {
             for tool in Tool::ALL {
                 if i.consume_key(egui::Modifiers::NONE, tool.key()) {
@@ -396,6 +415,12 @@ impl ViewerApp {
             if i.consume_key(egui::Modifiers::NONE, egui::Key::Num3) {
                 self.brush.sphere = !self.brush.sphere;
             }
+            if i.consume_key(egui::Modifiers::NONE, egui::Key::F) {
+                fill = true;
+            }
+            if i.consume_key(egui::Modifiers::NONE, egui::Key::I) {
+                islands = true;
+            }
             if i.consume_key(egui::Modifiers::NONE, egui::Key::L) {
                 self.outline = !self.outline;
             }
@@ -408,6 +433,12 @@ impl ViewerApp {
                 }
             }
         });
+        if fill {
+            self.fill_holes();
+        }
+        if islands {
+            self.remove_islands();
+        }
     }
 
     pub fn open_dialog(&mut self, ctx: &egui::Context) {

@@ -166,6 +166,14 @@ fn labels_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
     {
         app.active_label = v;
     }
+    ui.horizontal(|ui| {
+        if ui.button("Fill holes").on_hover_text("Fill enclosed holes of the active label on every axial slice  [F]").clicked() {
+            app.fill_holes();
+        }
+        if ui.button("Remove islands").on_hover_text("Keep only the largest connected piece of the active label  [I]").clicked() {
+            app.remove_islands();
+        }
+    });
 }
 
 /// Shown before an image is open: the bundled sample, open buttons and recent files.
