@@ -308,7 +308,7 @@ mod tests {
         assert!((d.volume_ml(1) - 3.0 * 2.0 / 1000.0).abs() < 1e-12);
         let (r, bytes) = d.take_gpu_region().unwrap();
         assert_eq!(r, VoxelBox { origin: [1, 0, 0], size: [1, 2, 2] });
-        assert_eq!(bytes, vec![1, 1, 0, 1]);
+        assert_eq!(bytes, vec![1, 1, 1, 0]);
         d.undo();
         assert_eq!(d.voxel_count(1), 0);
         assert!(d.take_gpu_region().is_some());

@@ -115,11 +115,11 @@ mod tests {
         let job = BackgroundJob::spawn("count", None, |p, tx| {
             for n in 0..1000 {
                 if p.is_cancelled() {
-                    tx.send(-1);
+                    tx.send(-1i64);
                     return;
                 }
                 p.set(n + 1, 1000);
-                tx.send(n);
+                tx.send(n as i64);
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
