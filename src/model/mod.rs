@@ -1,0 +1,16 @@
+//! The SAM2 / MedSAM2 network in Candle, one file per module of the reference implementation
+//! (facebookresearch/sam2, package `sam2/modeling`; MedSAM2 uses the same math with a 512 px
+//! Hiera-tiny configuration).
+//!
+//! * `config`: the model configuration read from the official SAM2 / MedSAM2 yaml files.
+//! * `checkpoint`: strict loading of `.pt` / `.safetensors` weights, and seeded random weights.
+//! * `sam2_utils`: shared layers (token-wise linear, layer norms, MLP) and the 1-D sine encoding.
+//! * `position_encoding`: sine and random-Fourier position encodings and the 2-D axial RoPE.
+//! * `hiera`: the Hiera trunk; `image_encoder`: trunk + FPN neck.
+//!
+//! Every module is device-generic (the `Device` comes in through the `VarBuilder`) and computes
+//! in f32, like the reference run without autocast.
+
+pub mod sam2_utils;
+pub mod position_encoding;
+pub mod config;
