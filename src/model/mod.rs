@@ -14,3 +14,4 @@
 pub mod sam2_utils;
 pub mod position_encoding;
 pub mod config;
+pub mod checkpoint;
