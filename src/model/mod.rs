@@ -7,6 +7,8 @@
 //! * `sam2_utils`: shared layers (token-wise linear, layer norms, MLP) and the 1-D sine encoding.
 //! * `position_encoding`: sine and random-Fourier position encodings and the 2-D axial RoPE.
 //! * `hiera`: the Hiera trunk; `image_encoder`: trunk + FPN neck.
+//! * `prompt_encoder`, `transformer` (attention, RoPE attention, two-way transformer),
+//!   `mask_decoder`: the SAM heads.
 //!
 //! Every module is device-generic (the `Device` comes in through the `VarBuilder`) and computes
 //! in f32, like the reference run without autocast.
@@ -15,3 +17,6 @@ pub mod sam2_utils;
 pub mod position_encoding;
 pub mod config;
 pub mod checkpoint;
+pub mod prompt_encoder;
+pub mod transformer;
+pub mod mask_decoder;

@@ -1,0 +1,183 @@
+//! Parity of the SAM2 heads (prompt encoder, mask decoder, memory encoder, memory attention and
+//! the SAM2Base pieces around them) with the PyTorch reference tensors in
+//! tests/fixtures/sam2-mini (seeded random weights, config `mini`; README there names every
+//! tensor and the call that produced it).
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use medsam_viewer::model::config::Sam2Config;
+use medsam_viewer::model::mask_decoder::{stability_scores, MaskDecoder};
+use medsam_viewer::model::prompt_encoder::{PointPrompt, PromptEncoder};
+use std::collections::HashMap;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini");
+
+/// Tolerance on features and embeddings.
+const FEATURE_TOL: f32 = 1e-4;
+/// Tolerance on mask logits, IoU predictions and object scores.
+const LOGIT_TOL: f32 = 1e-3;
+
+fn fixture(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(format!("{FIXTURES}/{name}.safetensors"), &Device::Cpu)
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+fn config() -> Sam2Config {
+    Sam2Config::from_file(format!("{FIXTURES}/config.yaml")).unwrap()
+}
+
+fn weights() -> VarBuilder<'static> {
+    // SAFETY: the fixture file is not modified while the tests run.
+    unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[format!("{FIXTURES}/model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+}
+
+fn get<'a>(tensors: &'a HashMap<String, Tensor>, name: &str) -> &'a Tensor {
+    tensors.get(name).unwrap_or_else(|| panic!("missing reference tensor {name}"))
+}
+
+fn max_abs_diff(got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims(), "shape mismatch");
+    (got.to_dtype(DType::F32).unwrap() - want.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Asserts `got` is within `tol` of `want` and prints the error (visible with --nocapture).
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
+    let err = max_abs_diff(got, want);
+    println!("{what}: max abs error {err:.3e}");
+    assert!(err <= tol, "{what}: max abs error {err} > {tol}");
+}
+
+fn prompt_encoder(cfg: &Sam2Config) -> PromptEncoder {
+    let m = &cfg.model;
+    let e = m.image_embedding_size();
+    PromptEncoder::new(weights().pp("sam_prompt_encoder"), m.hidden_dim(), (e, e), (m.image_size, m.image_size))
+        .unwrap()
+}
+
+fn mask_decoder(cfg: &Sam2Config) -> MaskDecoder {
+    MaskDecoder::new(weights().pp("sam_mask_decoder"), &cfg.model).unwrap()
+}
+
+fn i32_values(t: &Tensor) -> Vec<i64> {
+    t.to_dtype(DType::I64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn prompt_encoder_box_corners_and_padding_match_reference() {
+    let cfg = config();
+    let pe = prompt_encoder(&cfg);
+    let r = fixture("02_prompt_encoder");
+    let points = PointPrompt {
+        coords: get(&r, "point_coords").clone(),
+        labels: get(&r, "point_labels").clone(),
+    };
+    let (sparse, dense) = pe.forward(&points, None).unwrap();
+    assert_close("02 sparse_embeddings", &sparse, get(&r, "sparse_embeddings"), FEATURE_TOL);
+    assert_close("02 dense_embeddings", &dense, get(&r, "dense_embeddings"), FEATURE_TOL);
+    assert_close("02 dense_pe", pe.get_dense_pe(), get(&r, "dense_pe"), FEATURE_TOL);
+    // The padding row is exactly not_a_point_embed, whatever the coordinates.
+    let not_a_point = weights()
+        .pp("sam_prompt_encoder.not_a_point_embed")
+        .get((1, 32), "weight")
+        .unwrap();
+    assert_eq!(max_abs_diff(&sparse.i((.., 2, ..)).unwrap(), &not_a_point), 0.0);
+}
+
+#[test]
+fn prompt_encoder_clicks_with_mask_prompt_match_reference() {
+    let cfg = config();
+    let pe = prompt_encoder(&cfg);
+    let input = fixture("00_input");
+    let r = fixture("07_refine");
+    let points = PointPrompt {
+        coords: get(&r, "click.point_coords").clone(),
+        labels: get(&input, "click_labels").unsqueeze(0).unwrap(),
+    };
+    let (sparse, dense) = pe.forward(&points, Some(get(&r, "click.prev_mask_logits"))).unwrap();
+    assert_close("07 click.sparse_embeddings", &sparse, get(&r, "click.sparse_embeddings"), FEATURE_TOL);
+    assert_close("07 click.dense_embeddings", &dense, get(&r, "click.dense_embeddings"), FEATURE_TOL);
+    // A mask prompt of the wrong size is an error, not a panic.
+    let wrong = Tensor::zeros((1, 1, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    assert!(pe.forward(&points, Some(&wrong)).is_err());
+}
+
+#[test]
+fn high_res_projections_match_forward_image() {
+    let cfg = config();
+    let decoder = mask_decoder(&cfg);
+    let enc = fixture("01_image_encoder");
+    let (s0, s1) = decoder
+        .project_high_res_features(get(&enc, "neck.fpn0"), get(&enc, "neck.fpn1"))
+        .unwrap();
+    assert_close("01 backbone_fpn0 (conv_s0)", &s0, get(&enc, "forward_image.backbone_fpn0"), FEATURE_TOL);
+    assert_close("01 backbone_fpn1 (conv_s1)", &s1, get(&enc, "forward_image.backbone_fpn1"), FEATURE_TOL);
+}
+
+#[test]
+fn mask_decoder_on_key_slice_matches_reference() {
+    let cfg = config();
+    let pe = prompt_encoder(&cfg);
+    let decoder = mask_decoder(&cfg);
+    let prompts = fixture("02_prompt_encoder");
+    let r = fixture("03_mask_decoder");
+    let points = PointPrompt {
+        coords: get(&prompts, "point_coords").clone(),
+        labels: get(&prompts, "point_labels").clone(),
+    };
+    let (sparse, dense) = pe.forward(&points, None).unwrap();
+    let image = get(&r, "pix_feat_with_mem");
+    let high_res = (get(&r, "high_res_feat_s0"), get(&r, "high_res_feat_s1"));
+    let pred = decoder
+        .predict_masks(image, pe.get_dense_pe(), &sparse, &dense, Some(high_res))
+        .unwrap();
+    assert_close("03 all_mask_logits", &pred.masks, get(&r, "all_mask_logits"), LOGIT_TOL);
+    assert_close("03 all_iou_predictions", &pred.iou_pred, get(&r, "all_iou_predictions"), LOGIT_TOL);
+    assert_close("03 all_mask_tokens_out", &pred.mask_tokens_out, get(&r, "all_mask_tokens_out"), FEATURE_TOL);
+    assert_close("03 object_score_logits", &pred.object_score_logits, get(&r, "object_score_logits"), LOGIT_TOL);
+
+    let stability = stability_scores(&pred.masks.narrow(1, 0, 1).unwrap(), 0.05).unwrap();
+    assert_close("03 stability_score_token0", &stability, get(&r, "stability_score_token0"), 1e-6);
+
+    let single = decoder
+        .forward(image, pe.get_dense_pe(), &sparse, &dense, false, Some(high_res))
+        .unwrap();
+    let stable = i32_values(get(&r, "single_mask_token_is_stable"))[0] == 1;
+    assert_eq!(single.single_mask_token[0] == 0, stable);
+    assert_close("03 decoder_out_masks", &single.masks, get(&r, "decoder_out_masks"), LOGIT_TOL);
+    assert_close("03 decoder_out_iou", &single.iou_pred, get(&r, "decoder_out_iou"), LOGIT_TOL);
+    assert_close("03 decoder_out_sam_tokens", &single.sam_tokens_out, get(&r, "decoder_out_sam_tokens"), FEATURE_TOL);
+
+    let multi = decoder
+        .forward(image, pe.get_dense_pe(), &sparse, &dense, true, Some(high_res))
+        .unwrap();
+    assert!(multi.single_mask_token.is_empty());
+    assert_close("03 decoder_multimask_masks", &multi.masks, get(&r, "decoder_multimask_masks"), LOGIT_TOL);
+    assert_close("03 decoder_multimask_ious", &multi.iou_pred, get(&r, "decoder_multimask_ious"), LOGIT_TOL);
+    assert_close(
+        "03 decoder_multimask_sam_tokens",
+        &multi.sam_tokens_out,
+        get(&r, "decoder_multimask_sam_tokens"),
+        FEATURE_TOL,
+    );
+
+    // Missing high-resolution features are reported.
+    assert!(decoder
+        .predict_masks(image, pe.get_dense_pe(), &sparse, &dense, None)
+        .is_err());
+}
