@@ -7,6 +7,8 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use medsam_viewer::model::config::Sam2Config;
 use medsam_viewer::model::mask_decoder::{stability_scores, MaskDecoder};
+use medsam_viewer::model::memory_attention::MemoryAttention;
+use medsam_viewer::model::memory_encoder::MemoryEncoder;
 use medsam_viewer::model::prompt_encoder::{PointPrompt, PromptEncoder};
 use std::collections::HashMap;
 
@@ -180,4 +182,69 @@ fn mask_decoder_on_key_slice_matches_reference() {
     assert!(decoder
         .predict_masks(image, pe.get_dense_pe(), &sparse, &dense, None)
         .is_err());
+}
+
+fn memory_encoder(cfg: &Sam2Config) -> MemoryEncoder {
+    MemoryEncoder::new(weights().pp("memory_encoder"), &cfg.model.memory_encoder).unwrap()
+}
+
+fn memory_attention(cfg: &Sam2Config) -> MemoryAttention {
+    MemoryAttention::new(weights().pp("memory_attention"), &cfg.model.memory_attention).unwrap()
+}
+
+/// `[N, B, C]` sequence-first (reference layout) → `[B, N, C]`.
+fn batch_first(x: &Tensor) -> Tensor {
+    x.transpose(0, 1).unwrap().contiguous().unwrap()
+}
+
+#[test]
+fn memory_encoder_stages_match_reference() {
+    let cfg = config();
+    let enc = memory_encoder(&cfg);
+    let r = fixture("04_memory_encoder");
+    let pix_feat = get(&r, "pix_feat");
+    let mask = get(&r, "mask_for_mem");
+    let down = enc.downsample_mask(mask).unwrap();
+    assert_close("04 mask_downsampler_out", &down, get(&r, "mask_downsampler_out"), FEATURE_TOL);
+    let proj = enc.project_pixel_features(pix_feat).unwrap();
+    assert_close("04 pix_feat_proj_out", &proj, get(&r, "pix_feat_proj_out"), FEATURE_TOL);
+    let fused = enc.fuse(&(proj + down).unwrap()).unwrap();
+    assert_close("04 fuser_out", &fused, get(&r, "fuser_out"), FEATURE_TOL);
+    let out = enc.project_output(&fused).unwrap();
+    assert_close("04 out_proj_out", &out, get(&r, "out_proj_out"), FEATURE_TOL);
+    let memory = enc.forward(pix_feat, mask, true).unwrap();
+    assert_eq!(max_abs_diff(&memory.features, &out), 0.0);
+    assert_close("04 maskmem_pos_enc", &memory.pos_enc, get(&r, "maskmem_pos_enc"), FEATURE_TOL);
+}
+
+#[test]
+fn memory_attention_layers_match_reference() {
+    let cfg = config();
+    let attn = memory_attention(&cfg);
+    let r = fixture("05_memory_attention");
+    let num_ptr = i32_values(get(&r, "num_obj_ptr_tokens"))[0] as usize;
+    assert_eq!(num_ptr, 2);
+    let (output, layers) = attn
+        .forward_with_layer_outputs(
+            &batch_first(get(&r, "curr")),
+            &batch_first(get(&r, "curr_pos")),
+            &batch_first(get(&r, "memory")),
+            &batch_first(get(&r, "memory_pos")),
+            num_ptr,
+        )
+        .unwrap();
+    assert_close("05 layer0_out", &layers[0], get(&r, "layer0_out"), FEATURE_TOL);
+    assert_close("05 layer1_out", &layers[1], get(&r, "layer1_out"), FEATURE_TOL);
+    assert_close("05 output", &output, &batch_first(get(&r, "output")), FEATURE_TOL);
+    let pix = output.transpose(1, 2).unwrap().reshape((1, 32, 8, 8)).unwrap();
+    assert_close("05 pix_feat_with_mem", &pix, get(&r, "pix_feat_with_mem"), FEATURE_TOL);
+    // Without excluding the pointer tokens the keys are not whole frames: reported, not rotated.
+    let rotated_all = attn.forward(
+        &batch_first(get(&r, "curr")),
+        &batch_first(get(&r, "curr_pos")),
+        &batch_first(get(&r, "memory")),
+        &batch_first(get(&r, "memory_pos")),
+        0,
+    );
+    assert!(rotated_all.is_err(), "66 keys are not a whole number of 64-token frames");
 }

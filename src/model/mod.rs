@@ -9,6 +9,7 @@
 //! * `hiera`: the Hiera trunk; `image_encoder`: trunk + FPN neck.
 //! * `prompt_encoder`, `transformer` (attention, RoPE attention, two-way transformer),
 //!   `mask_decoder`: the SAM heads.
+//! * `memory_encoder`, `memory_attention`: writing and reading the memory bank.
 //!
 //! Every module is device-generic (the `Device` comes in through the `VarBuilder`) and computes
 //! in f32, like the reference run without autocast.
@@ -20,3 +21,5 @@ pub mod checkpoint;
 pub mod prompt_encoder;
 pub mod transformer;
 pub mod mask_decoder;
+pub mod memory_encoder;
+pub mod memory_attention;
