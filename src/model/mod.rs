@@ -11,7 +11,9 @@
 //! Every module is device-generic (the `Device` comes in through the `VarBuilder`) and computes
 //! in f32, like the reference run without autocast.
 
-pub mod sam2_utils;
-pub mod position_encoding;
-pub mod config;
 pub mod checkpoint;
+pub mod config;
+pub mod hiera;
+pub mod image_encoder;
+pub mod position_encoding;
+pub mod sam2_utils;
