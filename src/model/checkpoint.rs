@@ -17,8 +17,8 @@
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
+use candle_nn::var_builder::SimpleBackend;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -91,7 +91,11 @@ impl fmt::Display for MismatchReport {
                 .iter()
                 .map(|m| format!("{} (stored {:?}, model {:?})", m.name, m.stored, m.expected))
                 .collect();
-            parts.push(format!("{} with wrong shape: {}", list.len(), list.join(", ")));
+            parts.push(format!(
+                "{} with wrong shape: {}",
+                list.len(),
+                list.join(", ")
+            ));
         }
         write!(f, "{}", parts.join("; "))
     }
@@ -107,8 +111,13 @@ pub trait TensorStore: Send + Sync {
     /// `wanted` (and `None` when no shape is wanted).
     fn stored_shape(&self, name: &str, wanted: Option<&Shape>) -> Option<Shape>;
     /// The tensor under `name` (which `stored_shape` reported) as `dtype` on `device`.
-    fn load(&self, name: &str, shape: &Shape, dtype: DType, device: &Device)
-    -> candle_core::Result<Tensor>;
+    fn load(
+        &self,
+        name: &str,
+        shape: &Shape,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor>;
 }
 
 /// A `.safetensors` file, memory-mapped.
@@ -123,11 +132,18 @@ impl TensorStore for SafetensorsFile {
     }
 
     fn names(&self) -> Vec<String> {
-        self.file.tensors().into_iter().map(|(name, _)| name).collect()
+        self.file
+            .tensors()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
     }
 
     fn stored_shape(&self, name: &str, _wanted: Option<&Shape>) -> Option<Shape> {
-        self.file.get(name).ok().map(|view| Shape::from(view.shape().to_vec()))
+        self.file
+            .get(name)
+            .ok()
+            .map(|view| Shape::from(view.shape().to_vec()))
     }
 
     fn load(
@@ -301,7 +317,12 @@ impl SimpleBackend for TrackingBackend {
         }
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         self.record(|log| {
             log.requested.insert(name.to_string());
         })?;
@@ -331,7 +352,9 @@ pub struct Checkpoint {
 
 impl fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Checkpoint").field("origin", &self.store.origin()).finish()
+        f.debug_struct("Checkpoint")
+            .field("origin", &self.store.origin())
+            .finish()
     }
 }
 
@@ -497,7 +520,14 @@ mod tests {
 
     fn assert_same(a: &Tensor, b: &Tensor) {
         assert_eq!(a.dims(), b.dims());
-        let diff = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
     }
 
@@ -513,7 +543,11 @@ mod tests {
         assert_eq!(names, st_names);
         let dev = Device::Cpu;
         let (vb_pt, vb_st) = (pt.var_builder(&dev), st.var_builder(&dev));
-        for name in ["no_mem_embed", "image_encoder.trunk.pos_embed", "sam_mask_decoder.iou_token.weight"] {
+        for name in [
+            "no_mem_embed",
+            "image_encoder.trunk.pos_embed",
+            "sam_mask_decoder.iou_token.weight",
+        ] {
             let shape = pt.store.stored_shape(name, None).unwrap();
             let a = vb_pt.get(shape.clone(), name).unwrap();
             let b = vb_st.get(shape, name).unwrap();
@@ -535,18 +569,29 @@ mod tests {
         let CheckpointError::Mismatch { report, .. } = &err else {
             panic!("unexpected error {err}");
         };
-        assert_eq!(report.missing, vec!["image_encoder.does_not_exist".to_string()]);
+        assert_eq!(
+            report.missing,
+            vec!["image_encoder.does_not_exist".to_string()]
+        );
         assert_eq!(report.misshaped.len(), 1);
         assert_eq!(report.misshaped[0].stored, vec![1, 1, 32]);
         assert_eq!(report.unexpected.len(), 335 - 2);
         let text = err.to_string();
-        assert!(text.contains("model.safetensors") && text.contains("sam_mask_decoder.iou_token.weight"));
+        assert!(
+            text.contains("model.safetensors")
+                && text.contains("sam_mask_decoder.iou_token.weight")
+        );
         // Scoped to the image encoder, the other parts of the model are not unexpected.
         let scoped = ckpt.finish_under("image_encoder").unwrap_err();
         let CheckpointError::Mismatch { report, .. } = scoped else {
             panic!("expected a mismatch");
         };
-        assert!(report.unexpected.iter().all(|n| n.starts_with("image_encoder.")));
+        assert!(
+            report
+                .unexpected
+                .iter()
+                .all(|n| n.starts_with("image_encoder."))
+        );
     }
 
     #[test]
@@ -565,12 +610,25 @@ mod tests {
         let garbage = dir.path().join("garbage.bin");
         std::fs::write(&garbage, b"this is not a checkpoint at all").unwrap();
         let err = Checkpoint::open(&garbage).unwrap_err().to_string();
-        assert!(err.contains("garbage.bin") && err.contains("safetensors"), "{err}");
+        assert!(
+            err.contains("garbage.bin") && err.contains("safetensors"),
+            "{err}"
+        );
         let tiny = dir.path().join("tiny.pt");
         std::fs::write(&tiny, b"PK").unwrap();
-        assert!(Checkpoint::open(&tiny).unwrap_err().to_string().contains("tiny.pt"));
+        assert!(
+            Checkpoint::open(&tiny)
+                .unwrap_err()
+                .to_string()
+                .contains("tiny.pt")
+        );
         let missing = dir.path().join("absent.pt");
-        assert!(Checkpoint::open(&missing).unwrap_err().to_string().contains("absent.pt"));
+        assert!(
+            Checkpoint::open(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("absent.pt")
+        );
     }
 
     #[test]
@@ -588,8 +646,25 @@ mod tests {
         let (w2, _) = draw(7);
         let (w3, _) = draw(8);
         assert_same(&w1, &w2);
-        assert!((&w1 - &w3).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
-        let std = w1.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+        assert!(
+            (&w1 - &w3)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
+        let std = w1
+            .sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
         assert!((std - (1.0f32 / 32.0).sqrt()).abs() < 0.03, "std {std}");
         let gain = g1.mean_all().unwrap().to_scalar::<f32>().unwrap();
         assert!((gain - 1.0).abs() < 0.1, "gain {gain}");

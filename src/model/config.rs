@@ -35,7 +35,10 @@ pub enum ConfigError {
 }
 
 fn origin_suffix(origin: &Option<PathBuf>) -> String {
-    origin.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default()
+    origin
+        .as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
 }
 
 /// A complete SAM2 model configuration with the predictor builder's overrides applied.
@@ -234,18 +237,18 @@ impl ModelConfig {
 
     /// Checks the reference constructors' assertions and what this port supports.
     fn validate(&self) -> Result<(), String> {
-        if let Some(target) = &self.target {
-            if !MODEL_TARGETS.contains(&target.as_str()) {
-                return Err(format!(
-                    "model: unsupported _target_ `{target}` (expected one of {})",
-                    MODEL_TARGETS.join(", ")
-                ));
-            }
+        if let Some(target) = &self.target
+            && !MODEL_TARGETS.contains(&target.as_str())
+        {
+            return Err(format!(
+                "model: unsupported _target_ `{target}` (expected one of {})",
+                MODEL_TARGETS.join(", ")
+            ));
         }
         self.image_encoder.validate()?;
         self.memory_attention.validate()?;
         self.memory_encoder.validate()?;
-        if self.backbone_stride == 0 || self.image_size % self.backbone_stride != 0 {
+        if self.backbone_stride == 0 || !self.image_size.is_multiple_of(self.backbone_stride) {
             return Err(format!(
                 "model: image_size {} is not a multiple of backbone_stride {}",
                 self.image_size, self.backbone_stride
@@ -255,9 +258,7 @@ impl ModelConfig {
             return Err("model: num_maskmem must be at least 1".into());
         }
         if self.proj_tpos_enc_in_obj_ptrs && !self.add_tpos_enc_to_obj_ptrs {
-            return Err(
-                "model: proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs".into(),
-            );
+            return Err("model: proj_tpos_enc_in_obj_ptrs needs add_tpos_enc_to_obj_ptrs".into());
         }
         if self.fixed_no_obj_ptr && !(self.pred_obj_scores && self.use_obj_ptrs_in_encoder) {
             return Err(
@@ -482,9 +483,16 @@ impl HieraConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        check_target("image_encoder.trunk", &self.target, "sam2.modeling.backbones.hieradet.Hiera")?;
+        check_target(
+            "image_encoder.trunk",
+            &self.target,
+            "sam2.modeling.backbones.hieradet.Hiera",
+        )?;
         if self.stages.is_empty() || self.stages.contains(&0) {
-            return Err(format!("image_encoder.trunk: invalid stages {:?}", self.stages));
+            return Err(format!(
+                "image_encoder.trunk: invalid stages {:?}",
+                self.stages
+            ));
         }
         if self.stages.len() != self.window_spec.len() {
             return Err(format!(
@@ -516,13 +524,14 @@ impl HieraConfig {
                     spec.num_heads, spec.dim_out
                 ));
             }
-            if let Some([sy, sx]) = spec.q_stride {
-                if spec.window_size > 0 && (spec.window_size % sy != 0 || spec.window_size % sx != 0) {
-                    return Err(format!(
-                        "image_encoder.trunk: window {} is not divisible by the q stride",
-                        spec.window_size
-                    ));
-                }
+            if let Some([sy, sx]) = spec.q_stride
+                && spec.window_size > 0
+                && !(spec.window_size.is_multiple_of(sy) && spec.window_size.is_multiple_of(sx))
+            {
+                return Err(format!(
+                    "image_encoder.trunk: window {} is not divisible by the q stride",
+                    spec.window_size
+                ));
             }
         }
         Ok(())
@@ -581,7 +590,11 @@ impl HieraConfig {
     pub fn channel_list(&self) -> Vec<usize> {
         let specs = self.block_specs();
         if self.return_interm_layers {
-            self.stage_ends().iter().rev().map(|&e| specs[e].dim_out).collect()
+            self.stage_ends()
+                .iter()
+                .rev()
+                .map(|&e| specs[e].dim_out)
+                .collect()
         } else {
             specs.last().map(|s| vec![s.dim_out]).unwrap_or_default()
         }
@@ -646,7 +659,8 @@ impl FpnNeckConfig {
             &self.target,
             "sam2.modeling.backbones.image_encoder.FpnNeck",
         )?;
-        self.position_encoding.validate("image_encoder.neck.position_encoding")?;
+        self.position_encoding
+            .validate("image_encoder.neck.position_encoding")?;
         if (self.kernel_size, self.stride, self.padding) != (1, 1, 0) {
             return Err(format!(
                 "image_encoder.neck: only 1x1 lateral convolutions are supported (got kernel {}, \
@@ -703,7 +717,7 @@ impl PositionEmbeddingSineConfig {
             &self.target,
             "sam2.modeling.position_encoding.PositionEmbeddingSine",
         )?;
-        if self.num_pos_feats == 0 || self.num_pos_feats % 2 != 0 {
+        if self.num_pos_feats == 0 || !self.num_pos_feats.is_multiple_of(2) {
             return Err(format!(
                 "{section}: num_pos_feats must be even and positive, got {}",
                 self.num_pos_feats
@@ -766,8 +780,10 @@ impl MemoryAttentionLayerConfig {
             &self.target,
             "sam2.modeling.memory_attention.MemoryAttentionLayer",
         )?;
-        self.self_attention.validate("memory_attention.layer.self_attention")?;
-        self.cross_attention.validate("memory_attention.layer.cross_attention")
+        self.self_attention
+            .validate("memory_attention.layer.self_attention")?;
+        self.cross_attention
+            .validate("memory_attention.layer.cross_attention")
     }
 }
 
@@ -808,18 +824,24 @@ impl RoPEAttentionConfig {
     }
 
     fn validate(&self, section: &str) -> Result<(), String> {
-        check_target(section, &self.target, "sam2.modeling.sam.transformer.RoPEAttention")?;
+        check_target(
+            section,
+            &self.target,
+            "sam2.modeling.sam.transformer.RoPEAttention",
+        )?;
         if self.downsample_rate == 0 || self.num_heads == 0 {
-            return Err(format!("{section}: downsample_rate and num_heads must be positive"));
+            return Err(format!(
+                "{section}: downsample_rate and num_heads must be positive"
+            ));
         }
         let internal = self.internal_dim();
-        if internal == 0 || internal % self.num_heads != 0 {
+        if internal == 0 || !internal.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "{section}: {} heads do not divide the internal dimension {internal}",
                 self.num_heads
             ));
         }
-        if (internal / self.num_heads) % 4 != 0 {
+        if !(internal / self.num_heads).is_multiple_of(4) {
             return Err(format!(
                 "{section}: RoPE needs a head dimension divisible by 4, got {}",
                 internal / self.num_heads
@@ -864,7 +886,8 @@ impl MemoryEncoderConfig {
             &self.target,
             "sam2.modeling.memory_encoder.MemoryEncoder",
         )?;
-        self.position_encoding.validate("memory_encoder.position_encoding")?;
+        self.position_encoding
+            .validate("memory_encoder.position_encoding")?;
         self.mask_downsampler.validate()?;
         self.fuser.validate()
     }
@@ -945,7 +968,11 @@ pub struct FuserConfig {
 
 impl FuserConfig {
     fn validate(&self) -> Result<(), String> {
-        check_target("memory_encoder.fuser", &self.target, "sam2.modeling.memory_encoder.Fuser")?;
+        check_target(
+            "memory_encoder.fuser",
+            &self.target,
+            "sam2.modeling.memory_encoder.Fuser",
+        )?;
         if self.input_projection && self.dim.is_none() {
             return Err("memory_encoder.fuser: input_projection needs dim".into());
         }
@@ -998,7 +1025,10 @@ impl CxBlockConfig {
 mod tests {
     use super::*;
 
-    const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini/config.yaml");
+    const MINI: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sam2-mini/config.yaml"
+    );
 
     #[test]
     fn t512_default_matches_medsam2() {
@@ -1013,7 +1043,10 @@ mod tests {
         assert_eq!(trunk.window_pos_embed_bkg_spatial_size, [7, 7]);
         assert_eq!(trunk.channel_list(), vec![768, 384, 192, 96]);
         assert_eq!(m.image_encoder.neck.d_model, 256);
-        assert_eq!(m.image_encoder.neck.fpn_interp_model, FpnInterpolation::Nearest);
+        assert_eq!(
+            m.image_encoder.neck.fpn_interp_model,
+            FpnInterpolation::Nearest
+        );
         assert!(!m.image_encoder.neck.is_top_down_level(1));
         assert!(m.image_encoder.neck.is_top_down_level(2));
         assert_eq!(m.image_encoder.scalp, 1);
@@ -1030,17 +1063,34 @@ mod tests {
         assert_eq!(m.memory_encoder.mask_downsampler.embed_dim, 256);
         assert_eq!(m.memory_encoder.mask_downsampler.num_layers(), Some(4));
         assert_eq!(m.memory_encoder.fuser.layer.layer_scale_init_value, 1e-6);
-        assert_eq!((m.hidden_dim(), m.mem_dim(), m.image_embedding_size()), (256, 64, 32));
-        assert_eq!((m.sigmoid_scale_for_mem_enc, m.sigmoid_bias_for_mem_enc), (20.0, -10.0));
+        assert_eq!(
+            (m.hidden_dim(), m.mem_dim(), m.image_embedding_size()),
+            (256, 64, 32)
+        );
+        assert_eq!(
+            (m.sigmoid_scale_for_mem_enc, m.sigmoid_bias_for_mem_enc),
+            (20.0, -10.0)
+        );
         assert_eq!((m.multimask_min_pt_num, m.multimask_max_pt_num), (0, 1));
         assert!(m.use_obj_ptrs_in_encoder && m.proj_tpos_enc_in_obj_ptrs);
         assert!(m.use_signed_tpos_enc_to_obj_ptrs && m.no_obj_embed_spatial);
         assert_eq!(m.max_obj_ptrs_in_encoder, 16);
         assert_eq!(m.max_cond_frames_in_attn, -1);
         // build_sam2_video_predictor_npz overrides.
-        assert!(m.sam_mask_decoder_extra_args.dynamic_multimask_via_stability);
-        assert_eq!(m.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta, 0.05);
-        assert_eq!(m.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh, 0.98);
+        assert!(
+            m.sam_mask_decoder_extra_args
+                .dynamic_multimask_via_stability
+        );
+        assert_eq!(
+            m.sam_mask_decoder_extra_args
+                .dynamic_multimask_stability_delta,
+            0.05
+        );
+        assert_eq!(
+            m.sam_mask_decoder_extra_args
+                .dynamic_multimask_stability_thresh,
+            0.98
+        );
         assert!(m.binarize_mask_from_pts_for_mem_enc);
         assert_eq!(m.fill_hole_area, 8);
         assert!(!m.non_overlap_masks && !m.add_all_frames_to_correct_as_cond);
@@ -1048,10 +1098,22 @@ mod tests {
 
     #[test]
     fn t512_hiera_blocks_follow_the_reference_schedule() {
-        let specs = Sam2Config::default_t512().model.image_encoder.trunk.block_specs();
+        let specs = Sam2Config::default_t512()
+            .model
+            .image_encoder
+            .trunk
+            .block_specs();
         let summary: Vec<(usize, usize, usize, usize, bool)> = specs
             .iter()
-            .map(|s| (s.dim, s.dim_out, s.num_heads, s.window_size, s.q_stride.is_some()))
+            .map(|s| {
+                (
+                    s.dim,
+                    s.dim_out,
+                    s.num_heads,
+                    s.window_size,
+                    s.q_stride.is_some(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -1084,9 +1146,17 @@ mod tests {
         assert_eq!(m.memory_encoder.in_dim, 32);
         assert_eq!(m.memory_encoder.mask_downsampler.embed_dim, 32);
         assert_eq!(m.fill_hole_area, 8);
-        assert!(m.sam_mask_decoder_extra_args.dynamic_multimask_via_stability);
-        let windows: Vec<usize> =
-            m.image_encoder.trunk.block_specs().iter().map(|s| s.window_size).collect();
+        assert!(
+            m.sam_mask_decoder_extra_args
+                .dynamic_multimask_via_stability
+        );
+        let windows: Vec<usize> = m
+            .image_encoder
+            .trunk
+            .block_specs()
+            .iter()
+            .map(|s| s.window_size)
+            .collect();
         assert_eq!(windows, vec![8, 8, 4, 0, 14]);
     }
 
@@ -1097,7 +1167,10 @@ mod tests {
         assert_eq!(m.fill_hole_area, 0);
         // Not overridden: the yaml value (class default false).
         assert!(!m.binarize_mask_from_pts_for_mem_enc);
-        assert!(!m.sam_mask_decoder_extra_args.dynamic_multimask_via_stability);
+        assert!(
+            !m.sam_mask_decoder_extra_args
+                .dynamic_multimask_via_stability
+        );
     }
 
     fn error_of(text: &str) -> String {
@@ -1114,14 +1187,17 @@ mod tests {
         let missing = T512_YAML.replace("      d_model: 256\n      backbone", "      backbone");
         let err = error_of(&missing);
         assert!(err.contains("d_model"), "{err}");
-        let unknown_key = T512_YAML.replace("  num_maskmem: 7", "  num_maskmem: 7\n  num_maskmen: 7");
+        let unknown_key =
+            T512_YAML.replace("  num_maskmem: 7", "  num_maskmem: 7\n  num_maskmen: 7");
         assert!(error_of(&unknown_key).contains("num_maskmen"));
         assert!(error_of("trainer:\n  x: 1\n").contains("model"));
         let mismatched = T512_YAML.replace("[768, 384, 192, 96]", "[768, 384, 192, 64]");
         assert!(error_of(&mismatched).contains("backbone_channel_list"));
         let bad_model = T512_YAML.replace("sam2.modeling.sam2_base.SAM2Base", "my.Model");
         assert!(error_of(&bad_model).contains("my.Model"));
-        let err = Sam2Config::from_file("/nonexistent/sam2.yaml").unwrap_err().to_string();
+        let err = Sam2Config::from_file("/nonexistent/sam2.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/sam2.yaml"), "{err}");
     }
 }

@@ -14,12 +14,14 @@
 //! Every module is device-generic (the `Device` comes in through the `VarBuilder`) and computes
 //! in f32, like the reference run without autocast.
 
-pub mod sam2_utils;
-pub mod position_encoding;
-pub mod config;
 pub mod checkpoint;
-pub mod prompt_encoder;
-pub mod transformer;
+pub mod config;
+pub mod hiera;
+pub mod image_encoder;
 pub mod mask_decoder;
-pub mod memory_encoder;
 pub mod memory_attention;
+pub mod memory_encoder;
+pub mod position_encoding;
+pub mod prompt_encoder;
+pub mod sam2_utils;
+pub mod transformer;

@@ -12,7 +12,7 @@
 
 use crate::model::config::PositionEmbeddingSineConfig;
 use crate::model::sam2_utils::sine_frequencies;
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
 use std::f32::consts::PI;
@@ -32,7 +32,7 @@ pub struct PositionEmbeddingSine {
 
 impl PositionEmbeddingSine {
     pub fn new(config: &PositionEmbeddingSineConfig) -> Result<Self> {
-        if config.num_pos_feats == 0 || config.num_pos_feats % 2 != 0 {
+        if config.num_pos_feats == 0 || !config.num_pos_feats.is_multiple_of(2) {
             candle_core::bail!(
                 "sine position encoding needs an even channel count, got {}",
                 config.num_pos_feats
@@ -91,7 +91,7 @@ impl PositionEmbeddingSine {
         };
         let wave = |p: f32, i: usize| -> f32 {
             let v = p / freqs[i];
-            if i % 2 == 0 { v.sin() } else { v.cos() }
+            if i.is_multiple_of(2) { v.sin() } else { v.cos() }
         };
         let plane = h * w;
         let mut out = vec![0f32; 2 * n * plane];
@@ -153,12 +153,18 @@ impl PositionEmbeddingRandom {
             }
         }
         let coords = Tensor::from_vec(coords, (h, w, 2), self.gaussian_matrix.device())?;
-        self.encode_normalized(&coords)?.permute((2, 0, 1))?.contiguous()
+        self.encode_normalized(&coords)?
+            .permute((2, 0, 1))?
+            .contiguous()
     }
 
     /// Encodes `[B, N, 2]` pixel coordinates (x, y) of an image of size `(h, w)`: `[B, N, C]`
     /// (reference `forward_with_coords`).
-    pub fn forward_with_coords(&self, coords: &Tensor, image_size: (usize, usize)) -> Result<Tensor> {
+    pub fn forward_with_coords(
+        &self,
+        coords: &Tensor,
+        image_size: (usize, usize),
+    ) -> Result<Tensor> {
         let (h, w) = image_size;
         let extent = Tensor::new(&[w as f32, h as f32], coords.device())?;
         let normalized = coords.to_dtype(DType::F32)?.broadcast_div(&extent)?;
@@ -184,8 +190,14 @@ pub struct AxialRope {
 impl AxialRope {
     /// Tables for head dimension `dim` (a multiple of 4) on a grid `end_x` wide, `end_y` high
     /// (reference `compute_axial_cis(dim, end_x, end_y, theta)`).
-    pub fn new(dim: usize, end_x: usize, end_y: usize, theta: f64, device: &Device) -> Result<Self> {
-        if dim == 0 || dim % 4 != 0 {
+    pub fn new(
+        dim: usize,
+        end_x: usize,
+        end_y: usize,
+        theta: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        if dim == 0 || !dim.is_multiple_of(4) {
             candle_core::bail!("axial RoPE needs a head dimension divisible by 4, got {dim}");
         }
         let quarter = dim / 4;
@@ -320,7 +332,8 @@ mod tests {
     #[test]
     fn random_fourier_encoding_matches_prompt_encoder_fixture() {
         let weights = fixture("model.safetensors");
-        let gaussian = weights["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"].clone();
+        let gaussian =
+            weights["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"].clone();
         let mut map = HashMap::new();
         map.insert("positional_encoding_gaussian_matrix".to_string(), gaussian);
         let vb = VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
@@ -332,7 +345,13 @@ mod tests {
         // Coordinates at cell centres (in pixels of an 8x8 image) give the grid's values.
         let coords = Tensor::new(&[[[2.5f32, 5.5]]], &Device::Cpu).unwrap();
         let point = pe.forward_with_coords(&coords, (8, 8)).unwrap();
-        let cell = got.get(0).unwrap().narrow(1, 5, 1).unwrap().narrow(2, 2, 1).unwrap();
+        let cell = got
+            .get(0)
+            .unwrap()
+            .narrow(1, 5, 1)
+            .unwrap()
+            .narrow(2, 2, 1)
+            .unwrap();
         let cell = cell.flatten_all().unwrap().reshape((1, 1, 32)).unwrap();
         assert!(max_abs_diff(&point, &cell) < 1e-6);
     }
@@ -347,7 +366,10 @@ mod tests {
                 let j = pair % (dim / 4);
                 let pos = if pair < dim / 4 { tx } else { ty };
                 let angle = pos / theta.powf((4 * j) as f64 / dim as f64);
-                let (a, b) = (x[t * dim + 2 * pair] as f64, x[t * dim + 2 * pair + 1] as f64);
+                let (a, b) = (
+                    x[t * dim + 2 * pair] as f64,
+                    x[t * dim + 2 * pair + 1] as f64,
+                );
                 out[t * dim + 2 * pair] = (a * angle.cos() - b * angle.sin()) as f32;
                 out[t * dim + 2 * pair + 1] = (a * angle.sin() + b * angle.cos()) as f32;
             }
@@ -361,17 +383,35 @@ mod tests {
         let (dim, side) = (8, 3);
         let rope = AxialRope::new(dim, side, side, 10000.0, &dev).unwrap();
         let n = side * side;
-        let values: Vec<f32> = (0..n * dim).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
+        let values: Vec<f32> = (0..n * dim)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+            .collect();
         let x = Tensor::from_vec(values.clone(), (1, 1, n, dim), &dev).unwrap();
-        let got: Vec<f32> = rope.rotate(&x, false).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let got: Vec<f32> = rope
+            .rotate(&x, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let want = rotate_reference(&values, n, dim, side, 10000.0);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-5, "{g} vs {w}");
         }
         // Keys spanning two frames reuse the grid's angles.
-        let keys: Vec<f32> = values.iter().chain(values.iter()).map(|v| v * 0.5).collect();
+        let keys: Vec<f32> = values
+            .iter()
+            .chain(values.iter())
+            .map(|v| v * 0.5)
+            .collect();
         let k = Tensor::from_vec(keys.clone(), (1, 1, 2 * n, dim), &dev).unwrap();
-        let got: Vec<f32> = rope.rotate(&k, true).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let got: Vec<f32> = rope
+            .rotate(&k, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let want = rotate_reference(&keys, 2 * n, dim, side, 10000.0);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-5, "{g} vs {w}");

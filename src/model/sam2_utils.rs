@@ -8,7 +8,7 @@
 //! E[x²] − mean², which loses digits whenever a token's mean is large against its spread, while
 //! PyTorch uses a stable moment computation. The kernel takes two passes with f64 sums.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, D, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -48,8 +48,23 @@ pub struct Linear {
 impl Linear {
     /// Loads `weight` `[out_dim, in_dim]` and `bias` `[out_dim]` under `vb`.
     pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
-        let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = vb.get(out_dim, "bias")?;
+        Self::from_parts(
+            &vb.get((out_dim, in_dim), "weight")?,
+            vb.get(out_dim, "bias")?,
+        )
+    }
+
+    /// From an `[out, in]` weight and `[out]` bias already loaded (e.g. a 1x1 convolution's
+    /// kernel reshaped to a matrix).
+    pub fn from_parts(weight: &Tensor, bias: Tensor) -> Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        if bias.dims() != [out_dim] {
+            candle_core::bail!(
+                "linear bias {:?} does not match weight {:?}",
+                bias.dims(),
+                weight.dims()
+            );
+        }
         Ok(Self {
             weight_t: weight.t()?.contiguous()?,
             bias,
@@ -123,7 +138,8 @@ impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = LastDimNorm { eps: self.eps };
-            x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op)
+            x.contiguous()?
+                .apply_op3_no_bwd(&self.weight, &self.bias, &op)
         } else {
             let last = x.rank().checked_sub(1).ok_or_else(|| {
                 candle_core::Error::Msg("layer norm needs at least one dimension".into())
@@ -261,7 +277,11 @@ impl Mlp {
         let layers = (0..num_layers)
             .map(|i| {
                 let in_dim = if i == 0 { input_dim } else { hidden_dim };
-                let out_dim = if i + 1 == num_layers { output_dim } else { hidden_dim };
+                let out_dim = if i + 1 == num_layers {
+                    output_dim
+                } else {
+                    hidden_dim
+                };
                 Linear::new(vb.pp(i), in_dim, out_dim)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -307,12 +327,15 @@ pub(crate) fn sine_frequencies(n: usize, temperature: f64) -> Vec<f32> {
 /// `sin(pos / t_i)` in the first `dim/2` channels and `cos(pos / t_i)` in the last `dim/2`,
 /// with `t_i = temperature^(2·⌊i/2⌋/(dim/2))`.
 pub fn get_1d_sine_pe(pos: &Tensor, dim: usize, temperature: f64) -> Result<Tensor> {
-    if dim % 2 != 0 {
+    if !dim.is_multiple_of(2) {
         candle_core::bail!("1-D sine encoding needs an even dimension, got {dim}");
     }
     let half = dim / 2;
     let freqs = Tensor::from_vec(sine_frequencies(half, temperature), half, pos.device())?;
-    let scaled = pos.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?.broadcast_div(&freqs)?;
+    let scaled = pos
+        .to_dtype(DType::F32)?
+        .unsqueeze(D::Minus1)?
+        .broadcast_div(&freqs)?;
     Tensor::cat(&[scaled.sin()?, scaled.cos()?], D::Minus1)
 }
 
@@ -323,8 +346,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn var_builder(tensors: Vec<(&str, Tensor)>) -> VarBuilder<'static> {
-        let map: HashMap<String, Tensor> =
-            tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let map: HashMap<String, Tensor> = tensors
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
     }
 
@@ -347,13 +372,19 @@ mod tests {
         let w = Tensor::new(&[[1f32, 2., 3.], [-1., 0., 0.5]], &dev).unwrap();
         let b = Tensor::new(&[0.5f32, -2.], &dev).unwrap();
         let lin = Linear::new(var_builder(vec![("weight", w), ("bias", b)]), 3, 2).unwrap();
-        let x = Tensor::arange(0f32, 12., &dev).unwrap().reshape((2, 2, 3)).unwrap();
+        let x = Tensor::arange(0f32, 12., &dev)
+            .unwrap()
+            .reshape((2, 2, 3))
+            .unwrap();
         let y = lin.forward(&x).unwrap();
         assert_eq!(y.dims(), &[2, 2, 2]);
         // Row [3, 4, 5]: 3 + 8 + 15 + 0.5 = 26.5 and -3 + 2.5 - 2 = -2.5.
         let row: Vec<f32> = y.get(0).unwrap().get(1).unwrap().to_vec1().unwrap();
         assert_eq!(row, vec![26.5, -2.5]);
-        assert!(lin.forward(&Tensor::zeros((2, 4), DType::F32, &dev).unwrap()).is_err());
+        assert!(
+            lin.forward(&Tensor::zeros((2, 4), DType::F32, &dev).unwrap())
+                .is_err()
+        );
     }
 
     #[test]
@@ -371,9 +402,19 @@ mod tests {
             1e-6,
         )
         .unwrap();
-        let y: Vec<f32> = ln.forward(&x).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = ln
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let mean = values.iter().map(|&v| v as f64).sum::<f64>() / 8.0;
-        let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 8.0;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / 8.0;
         for (got, &v) in y.iter().zip(&values) {
             let want = ((v as f64 - mean) / (var + 1e-6).sqrt()) as f32;
             assert!((got - want).abs() < 1e-4, "{got} vs {want}");
@@ -387,7 +428,10 @@ mod tests {
     #[test]
     fn layer_norm_2d_normalises_channels() {
         let dev = Device::Cpu;
-        let x = Tensor::arange(0f32, 24., &dev).unwrap().reshape((1, 3, 2, 4)).unwrap();
+        let x = Tensor::arange(0f32, 24., &dev)
+            .unwrap()
+            .reshape((1, 3, 2, 4))
+            .unwrap();
         let ln = LayerNorm2d::new(
             var_builder(vec![
                 ("weight", Tensor::new(&[1f32, 2., 3.], &dev).unwrap()),
