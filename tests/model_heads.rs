@@ -10,6 +10,7 @@ use medsam_viewer::model::mask_decoder::{stability_scores, MaskDecoder};
 use medsam_viewer::model::memory_attention::MemoryAttention;
 use medsam_viewer::model::memory_encoder::MemoryEncoder;
 use medsam_viewer::model::prompt_encoder::{PointPrompt, PromptEncoder};
+use medsam_viewer::model::sam2::{to_storage_precision, ObjectPointer, Sam2Base, SpatialMemory};
 use std::collections::HashMap;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini");
@@ -247,4 +248,232 @@ fn memory_attention_layers_match_reference() {
         0,
     );
     assert!(rotated_all.is_err(), "66 keys are not a whole number of 64-token frames");
+}
+
+fn sam2(cfg: &Sam2Config) -> Sam2Base {
+    Sam2Base::new(weights(), cfg).unwrap()
+}
+
+/// Image features of slice `index` of the fixture volume: `(vision_features, vision_pos,
+/// high_res_s0, high_res_s1)`.
+fn slice_features(model: &Sam2Base, index: usize) -> (Tensor, Tensor, Tensor, Tensor) {
+    let input = fixture("00_input");
+    let image = get(&input, "model_input").narrow(0, index, 1).unwrap();
+    let out = model.forward_image(&image).unwrap();
+    (
+        out.backbone_fpn[2].clone(),
+        out.vision_pos_enc[2].clone(),
+        out.backbone_fpn[0].clone(),
+        out.backbone_fpn[1].clone(),
+    )
+}
+
+/// Asserts two bf16-stored tensors differ by at most one bf16 step of the value (the f32
+/// inputs of the rounding agree to ~1e-6, which can straddle a rounding boundary).
+fn assert_bf16_close(what: &str, got: &Tensor, want: &Tensor) {
+    let got: Vec<f32> = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(got.len(), want.len());
+    let mut differing = 0;
+    for (g, w) in got.iter().zip(&want) {
+        if g != w {
+            differing += 1;
+            let step = w.abs().max(f32::MIN_POSITIVE) / 128.0;
+            assert!((g - w).abs() <= step, "{what}: {g} vs {w}");
+        }
+    }
+    println!("{what}: {differing} of {} values one bf16 step apart, rest identical", want.len());
+}
+
+#[test]
+fn sam_heads_on_key_slice_match_reference() {
+    let cfg = config();
+    let model = sam2(&cfg);
+    let enc = fixture("01_image_encoder");
+    let prompts = fixture("02_prompt_encoder");
+    let r = fixture("03_mask_decoder");
+    // Initial conditioning frame: no memory, no_mem_embed added directly.
+    let pix = model
+        .condition_on_memory(get(&enc, "neck.fpn2"), get(&enc, "neck.pos2"), None)
+        .unwrap();
+    assert_close("03 pix_feat_with_mem", &pix, get(&r, "pix_feat_with_mem"), FEATURE_TOL);
+
+    let points = PointPrompt {
+        coords: get(&prompts, "point_coords").clone(),
+        labels: get(&prompts, "point_labels").clone(),
+    };
+    let multimask = model.use_multimask(true, points.num_points().unwrap());
+    assert!(!multimask, "a box is two points: single-mask output");
+    let high_res = (get(&r, "high_res_feat_s0"), get(&r, "high_res_feat_s1"));
+    let out = model
+        .forward_sam_heads(&pix, Some(&points), None, Some(high_res), multimask)
+        .unwrap();
+    assert_close("03 sam_heads.low_res_multimasks", &out.low_res_multimasks, get(&r, "sam_heads.low_res_multimasks"), LOGIT_TOL);
+    assert_close("03 sam_heads.high_res_multimasks", &out.high_res_multimasks, get(&r, "sam_heads.high_res_multimasks"), LOGIT_TOL);
+    assert_close("03 sam_heads.ious", &out.ious, get(&r, "sam_heads.ious"), LOGIT_TOL);
+    assert_close("03 sam_heads.low_res_masks", &out.low_res_masks, get(&r, "sam_heads.low_res_masks"), LOGIT_TOL);
+    assert_close("03 sam_heads.high_res_masks", &out.high_res_masks, get(&r, "sam_heads.high_res_masks"), LOGIT_TOL);
+    assert_close("03 sam_heads.obj_ptr", &out.obj_ptr, get(&r, "sam_heads.obj_ptr"), FEATURE_TOL);
+    assert_close("03 sam_heads.object_score_logits", &out.object_score_logits, get(&r, "sam_heads.object_score_logits"), LOGIT_TOL);
+    let stable = i32_values(get(&r, "single_mask_token_is_stable"))[0] == 1;
+    assert_eq!(out.selected_mask_token[0] == 0, stable);
+}
+
+#[test]
+fn new_memory_of_key_slice_matches_reference() {
+    let cfg = config();
+    let model = sam2(&cfg);
+    let r = fixture("04_memory_encoder");
+    let mask_high_res = get(&r, "mask_high_res");
+    let mask = model.mask_for_memory(mask_high_res, true).unwrap();
+    assert_eq!(max_abs_diff(&mask, get(&r, "mask_for_mem")), 0.0, "binarized mask *20 -10");
+    let score = get(&r, "object_score_logits");
+    let memory = model
+        .encode_new_memory(get(&r, "pix_feat"), mask_high_res, score, true)
+        .unwrap();
+    assert_close("04 maskmem_features_f32", &memory.features, get(&r, "maskmem_features_f32"), FEATURE_TOL);
+    assert_close("04 maskmem_pos_enc (SAM2Base)", &memory.pos_enc, get(&r, "maskmem_pos_enc"), FEATURE_TOL);
+    // Storage rounding is exactly round-to-nearest-even bf16 ...
+    let stored_of_reference = to_storage_precision(get(&r, "maskmem_features_f32")).unwrap();
+    assert_eq!(stored_of_reference.dtype(), DType::BF16);
+    assert_eq!(max_abs_diff(&stored_of_reference, get(&r, "maskmem_features_stored")), 0.0);
+    // ... and our features round to the same stored values.
+    let stored = to_storage_precision(&memory.features).unwrap();
+    assert_bf16_close("04 maskmem_features_stored", &stored, get(&r, "maskmem_features_stored"));
+
+    // Object present here; with a negative score no_obj_embed_spatial lands on every position.
+    assert!(score.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] > 0.0);
+    let absent = model
+        .encode_new_memory(get(&r, "pix_feat"), mask_high_res, &score.neg().unwrap(), true)
+        .unwrap();
+    let embed = weights().get((1, 16), "no_obj_embed_spatial").unwrap();
+    let added = (absent.features - &memory.features).unwrap();
+    let expected = embed.reshape((1, 16, 1, 1)).unwrap().broadcast_as((1, 16, 8, 8)).unwrap();
+    assert!(max_abs_diff(&added, &expected.contiguous().unwrap()) < 1e-6);
+    // Tracked frames use sigmoid(logits) instead of the binarized mask.
+    let soft = model.mask_for_memory(mask_high_res, false).unwrap();
+    let want = candle_nn::ops::sigmoid(mask_high_res).unwrap().affine(20.0, -10.0).unwrap();
+    assert!(max_abs_diff(&soft, &want) < 1e-5);
+}
+
+#[test]
+fn first_tracked_slice_matches_reference() {
+    let cfg = config();
+    let model = sam2(&cfg);
+    let heads = fixture("03_mask_decoder");
+    let mem = fixture("04_memory_encoder");
+    let r = fixture("05_memory_attention");
+    let frame = i32_values(get(&r, "frame_index"))[0] as usize;
+    assert_eq!(frame, 5);
+    // Memory plan of slice 5 (meta.json): key slice 4 at t_pos 0, its pointer at offset +1.
+    let stored = to_storage_precision(get(&mem, "maskmem_features_f32")).unwrap();
+    let memory = model
+        .assemble_memory(
+            &[SpatialMemory {
+                features: &stored,
+                pos_enc: get(&mem, "maskmem_pos_enc"),
+                t_pos: 0,
+            }],
+            &[ObjectPointer {
+                obj_ptr: get(&heads, "sam_heads.obj_ptr"),
+                tpos: 1,
+            }],
+            8,
+        )
+        .unwrap();
+    assert_eq!(memory.num_obj_ptr_tokens, 2);
+    assert_close("05 memory", &memory.memory, &batch_first(get(&r, "memory")), FEATURE_TOL);
+    assert_close("05 memory_pos", &memory.memory_pos, &batch_first(get(&r, "memory_pos")), FEATURE_TOL);
+
+    let (feat, pos, s0, s1) = slice_features(&model, frame);
+    let curr = feat.flatten_from(2).unwrap().transpose(1, 2).unwrap();
+    assert_close("05 curr (image encoder, slice 5)", &curr, &batch_first(get(&r, "curr")), FEATURE_TOL);
+    let pix = model.condition_on_memory(&feat, &pos, Some(&memory)).unwrap();
+    assert_close("05 pix_feat_with_mem (chained)", &pix, get(&r, "pix_feat_with_mem"), FEATURE_TOL);
+
+    let multimask = model.use_multimask(false, 0);
+    assert!(multimask, "tracked frames without points use multimask output");
+    let out = model
+        .forward_sam_heads(&pix, None, None, Some((&s0, &s1)), multimask)
+        .unwrap();
+    let pred = &out.decoder.prediction;
+    assert_close("05 all_mask_logits", &pred.masks, get(&r, "all_mask_logits"), LOGIT_TOL);
+    assert_close("05 all_iou_predictions", &pred.iou_pred, get(&r, "all_iou_predictions"), LOGIT_TOL);
+    assert_close("05 sam_heads.low_res_multimasks", &out.low_res_multimasks, get(&r, "sam_heads.low_res_multimasks"), LOGIT_TOL);
+    assert_close("05 sam_heads.ious", &out.ious, get(&r, "sam_heads.ious"), LOGIT_TOL);
+    assert_close("05 sam_heads.low_res_masks", &out.low_res_masks, get(&r, "sam_heads.low_res_masks"), LOGIT_TOL);
+    assert_close("05 sam_heads.obj_ptr", &out.obj_ptr, get(&r, "sam_heads.obj_ptr"), FEATURE_TOL);
+    assert_close("05 sam_heads.object_score_logits", &out.object_score_logits, get(&r, "sam_heads.object_score_logits"), LOGIT_TOL);
+    let ious: Vec<f32> = get(&r, "sam_heads.ious").flatten_all().unwrap().to_vec1().unwrap();
+    let best = (0..3).fold(0, |b, i| if ious[i] > ious[b] { i } else { b });
+    assert_eq!(out.selected_mask_token, vec![best + 1]);
+}
+
+#[test]
+fn correction_clicks_on_tracked_slice_match_reference() {
+    let cfg = config();
+    let model = sam2(&cfg);
+    let input = fixture("00_input");
+    let heads = fixture("03_mask_decoder");
+    let mem = fixture("04_memory_encoder");
+    let prop = fixture("06_propagation");
+    let r = fixture("07_refine");
+    let frame = i32_values(get(&r, "click_slice"))[0] as usize;
+    assert_eq!(frame, 6);
+    // Memory plan of the click (meta.json h_click): slices 4 (t_pos 0) and 5 (t_pos 6);
+    // pointers of 4 (offset 2) and 5 (offset 1). Slice 5's memory comes from pass 1.
+    let order = i32_values(get(&prop, "fwd.frame_order"));
+    let row5 = order.iter().position(|&f| f == 5).unwrap();
+    let key_stored = to_storage_precision(get(&mem, "maskmem_features_f32")).unwrap();
+    let mem5 = get(&prop, "fwd.maskmem_features").narrow(0, row5, 1).unwrap();
+    let ptr5 = get(&prop, "fwd.obj_ptr").narrow(0, row5, 1).unwrap();
+    let pos_enc = get(&mem, "maskmem_pos_enc");
+    let memory = model
+        .assemble_memory(
+            &[
+                SpatialMemory { features: &key_stored, pos_enc, t_pos: 0 },
+                SpatialMemory { features: &mem5, pos_enc, t_pos: 6 },
+            ],
+            &[
+                ObjectPointer { obj_ptr: get(&heads, "sam_heads.obj_ptr"), tpos: 2 },
+                ObjectPointer { obj_ptr: &ptr5, tpos: 1 },
+            ],
+            8,
+        )
+        .unwrap();
+    assert_eq!(memory.num_obj_ptr_tokens, i32_values(get(&r, "click.num_obj_ptr_tokens"))[0] as usize);
+    assert_close("07 click.memory", &memory.memory, &batch_first(get(&r, "click.memory")), FEATURE_TOL);
+    assert_close("07 click.memory_pos", &memory.memory_pos, &batch_first(get(&r, "click.memory_pos")), FEATURE_TOL);
+
+    let (feat, pos, s0, s1) = slice_features(&model, frame);
+    let pix = model.condition_on_memory(&feat, &pos, Some(&memory)).unwrap();
+    assert_close("07 click.pix_feat_with_mem", &pix, get(&r, "click.pix_feat_with_mem"), FEATURE_TOL);
+
+    let points = PointPrompt {
+        coords: get(&r, "click.point_coords").clone(),
+        labels: get(&input, "click_labels").unsqueeze(0).unwrap(),
+    };
+    let multimask = model.use_multimask(false, points.num_points().unwrap());
+    assert!(!multimask);
+    let out = model
+        .forward_sam_heads(&pix, Some(&points), Some(get(&r, "click.prev_mask_logits")), Some((&s0, &s1)), multimask)
+        .unwrap();
+    let pred = &out.decoder.prediction;
+    assert_close("07 click.all_mask_logits", &pred.masks, get(&r, "click.all_mask_logits"), LOGIT_TOL);
+    assert_close("07 click.all_iou_predictions", &pred.iou_pred, get(&r, "click.all_iou_predictions"), LOGIT_TOL);
+    assert_close("07 click.object_score_logits", &out.object_score_logits, get(&r, "click.object_score_logits"), LOGIT_TOL);
+    let stability = stability_scores(&pred.masks.narrow(1, 0, 1).unwrap(), 0.05).unwrap();
+    assert_close("07 click.stability_score_token0", &stability, get(&r, "click.stability_score_token0"), 1e-6);
+    assert_close("07 click.low_res_masks", &out.low_res_masks, get(&r, "click.low_res_masks"), LOGIT_TOL);
+    assert_close("07 click.obj_ptr", &out.obj_ptr, get(&r, "click.obj_ptr"), FEATURE_TOL);
+    println!("07 click: stability fallback picked token {:?}", out.selected_mask_token);
+
+    // Memory of the corrected slice: binarized upsampling of the hole-filled stored logits.
+    let s = cfg.model.image_size;
+    let high_res = get(&r, "click.pred_masks").upsample_bilinear2d(s, s, false).unwrap();
+    let new_memory = model
+        .encode_new_memory(&feat, &high_res, &out.object_score_logits, true)
+        .unwrap();
+    let stored = to_storage_precision(&new_memory.features).unwrap();
+    assert_bf16_close("07 click.maskmem_features_stored", &stored, get(&r, "click.maskmem_features_stored"));
 }

@@ -10,6 +10,7 @@
 //! * `prompt_encoder`, `transformer` (attention, RoPE attention, two-way transformer),
 //!   `mask_decoder`: the SAM heads.
 //! * `memory_encoder`, `memory_attention`: writing and reading the memory bank.
+//! * `sam2`: `SAM2Base`, the per-frame steps a video predictor drives.
 //!
 //! Every module is device-generic (the `Device` comes in through the `VarBuilder`) and computes
 //! in f32, like the reference run without autocast.
@@ -23,5 +24,6 @@ pub mod memory_attention;
 pub mod memory_encoder;
 pub mod position_encoding;
 pub mod prompt_encoder;
+pub mod sam2;
 pub mod sam2_utils;
 pub mod transformer;
