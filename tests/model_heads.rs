@@ -477,3 +477,60 @@ fn correction_clicks_on_tracked_slice_match_reference() {
     let stored = to_storage_precision(&new_memory.features).unwrap();
     assert_bf16_close("07 click.maskmem_features_stored", &stored, get(&r, "click.maskmem_features_stored"));
 }
+
+#[test]
+fn no_object_slice_in_reverse_pass_matches_reference() {
+    let cfg = config();
+    let model = sam2(&cfg);
+    let heads = fixture("03_mask_decoder");
+    let mem = fixture("04_memory_encoder");
+    let prop = fixture("06_propagation");
+    let order = i32_values(get(&prop, "rev.frame_order"));
+    let row = |frame: i64| order.iter().position(|&f| f == frame).unwrap();
+    let (row3, row2) = (row(3), row(2));
+    let take = |name: &str, r: usize| get(&prop, name).narrow(0, r, 1).unwrap();
+    // Memory plan of slice 2 in reverse (meta.json g_rev): slice 4 at t_pos 0, slice 3 at
+    // t_pos 6; pointers of 4 (offset (2-4)·(-1) = 2) and 3 (offset 1).
+    let key_stored = to_storage_precision(get(&mem, "maskmem_features_f32")).unwrap();
+    let mem3 = take("rev.maskmem_features", row3);
+    let ptr3 = take("rev.obj_ptr", row3);
+    let pos_enc = get(&mem, "maskmem_pos_enc");
+    let memory = model
+        .assemble_memory(
+            &[
+                SpatialMemory { features: &key_stored, pos_enc, t_pos: 0 },
+                SpatialMemory { features: &mem3, pos_enc, t_pos: 6 },
+            ],
+            &[
+                ObjectPointer { obj_ptr: get(&heads, "sam_heads.obj_ptr"), tpos: 2 },
+                ObjectPointer { obj_ptr: &ptr3, tpos: 1 },
+            ],
+            8,
+        )
+        .unwrap();
+    let (feat, pos, s0, s1) = slice_features(&model, 2);
+    let pix = model.condition_on_memory(&feat, &pos, Some(&memory)).unwrap();
+    assert_close("06 rev slice 2 pix_feat_with_mem", &pix, &take("rev.pix_feat_with_mem", row2), FEATURE_TOL);
+
+    let out = model
+        .forward_sam_heads(&pix, None, None, Some((&s0, &s1)), model.use_multimask(false, 0))
+        .unwrap();
+    let score = out.object_score_logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+    assert!(score < 0.0, "slice 2 is the washed-out no-object slice, score {score}");
+    assert_close("06 rev slice 2 object_score_logits", &out.object_score_logits, &take("rev.object_score_logits", row2), LOGIT_TOL);
+    assert_close("06 rev slice 2 multimask_ious", &out.ious, &take("rev.multimask_ious", row2), LOGIT_TOL);
+    let gated = take("rev.low_res_logits_before_fill", row2);
+    assert_eq!(max_abs_diff(&out.low_res_masks, &gated), 0.0, "every logit is NO_OBJ_SCORE");
+    let no_obj_ptr = weights().get((1, 32), "no_obj_ptr").unwrap();
+    assert_eq!(max_abs_diff(&out.obj_ptr, &no_obj_ptr), 0.0, "fixed no-object pointer");
+    assert_close("06 rev slice 2 obj_ptr", &out.obj_ptr, &take("rev.obj_ptr", row2), FEATURE_TOL);
+    let token = i32_values(&take("rev.selected_mask_token", row2))[0] as usize;
+    assert_eq!(out.selected_mask_token, vec![token]);
+
+    // Tracked slice: sigmoid of the (gated) high-res logits, plus the no-object embedding.
+    let new_memory = model
+        .encode_new_memory(&feat, &out.high_res_masks, &out.object_score_logits, false)
+        .unwrap();
+    let stored = to_storage_precision(&new_memory.features).unwrap();
+    assert_bf16_close("06 rev slice 2 maskmem_features", &stored, &take("rev.maskmem_features", row2));
+}
