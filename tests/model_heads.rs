@@ -5,6 +5,7 @@
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
+use medsam_viewer::model::checkpoint::Checkpoint;
 use medsam_viewer::model::config::Sam2Config;
 use medsam_viewer::model::mask_decoder::{stability_scores, MaskDecoder};
 use medsam_viewer::model::memory_attention::MemoryAttention;
@@ -396,7 +397,7 @@ fn first_tracked_slice_matches_reference() {
     let out = model
         .forward_sam_heads(&pix, None, None, Some((&s0, &s1)), multimask)
         .unwrap();
-    let pred = &out.decoder.prediction;
+    let pred = &out.decoder.as_ref().unwrap().prediction;
     assert_close("05 all_mask_logits", &pred.masks, get(&r, "all_mask_logits"), LOGIT_TOL);
     assert_close("05 all_iou_predictions", &pred.iou_pred, get(&r, "all_iou_predictions"), LOGIT_TOL);
     assert_close("05 sam_heads.low_res_multimasks", &out.low_res_multimasks, get(&r, "sam_heads.low_res_multimasks"), LOGIT_TOL);
@@ -458,7 +459,7 @@ fn correction_clicks_on_tracked_slice_match_reference() {
     let out = model
         .forward_sam_heads(&pix, Some(&points), Some(get(&r, "click.prev_mask_logits")), Some((&s0, &s1)), multimask)
         .unwrap();
-    let pred = &out.decoder.prediction;
+    let pred = &out.decoder.as_ref().unwrap().prediction;
     assert_close("07 click.all_mask_logits", &pred.masks, get(&r, "click.all_mask_logits"), LOGIT_TOL);
     assert_close("07 click.all_iou_predictions", &pred.iou_pred, get(&r, "click.all_iou_predictions"), LOGIT_TOL);
     assert_close("07 click.object_score_logits", &out.object_score_logits, get(&r, "click.object_score_logits"), LOGIT_TOL);
@@ -533,4 +534,90 @@ fn no_object_slice_in_reverse_pass_matches_reference() {
         .unwrap();
     let stored = to_storage_precision(&new_memory.features).unwrap();
     assert_bf16_close("06 rev slice 2 maskmem_features", &stored, &take("rev.maskmem_features", row2));
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn assert_values(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let err = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+    println!("{what}: max abs error {err:.3e}");
+    assert!(err <= tol, "{what}: {got:?} vs {want:?}");
+}
+
+// Reference values below: sam2 1.1.0 / torch 2.15 on the fixture weights, key slice features
+// (01 neck.fpn2, forward_image.backbone_fpn0/1), mask = 04 mask_high_res > 0 (2031 pixels).
+#[test]
+fn mask_prompt_taken_as_output_matches_reference() {
+    let cfg = config();
+    let model = sam2(&cfg);
+    let enc = fixture("01_image_encoder");
+    let mem = fixture("04_memory_encoder");
+    let pix = get(&enc, "neck.fpn2");
+    let high_res = (get(&enc, "forward_image.backbone_fpn0"), get(&enc, "forward_image.backbone_fpn1"));
+    let mask = get(&mem, "mask_high_res").gt(0.0).unwrap();
+    let out = model.use_mask_as_output(pix, Some(high_res), &mask).unwrap();
+    assert_eq!(out.low_res_masks.dims(), &[1, 1, 32, 32]);
+    let sum = out.low_res_masks.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!((sum - -7711.2021).abs() < 1e-2, "low-res sum {sum}");
+    let row = values(&out.low_res_masks.get(0).unwrap().get(0).unwrap().get(10).unwrap().narrow(0, 5, 7).unwrap());
+    assert_values("mask-as-output low_res row", &row, &[-9.98046875, -9.7265625, -9.98046875, -10.0, -10.0, -10.0, -10.0], 1e-5);
+    assert_eq!(values(&out.high_res_masks), values(&mask.to_dtype(DType::F32).unwrap().affine(20.0, -10.0).unwrap()));
+    assert_eq!(values(&out.ious), vec![1.0]);
+    assert_eq!(values(&out.object_score_logits), vec![10.0]);
+    let want_ptr = [
+        -0.17766178, 0.087604426, 0.35209665, -0.022017851, 0.031673796, -0.15563706, 0.012673441,
+        0.02367964, -0.091485545, 0.44238943, 0.1516417, -0.075299218, 0.019951541, -0.3166886,
+        0.16882095, -0.074488848, 0.085341573, -0.052909583, 0.032310724, -0.035655316, 0.11237423,
+        0.059097819, 0.12920949, 0.078438744, -0.21270351, 0.15609896, 0.0095436871, -0.29941511,
+        0.063070275, -0.19860041, -0.14560242, 0.38640845,
+    ];
+    assert_values("mask-as-output obj_ptr", &values(&out.obj_ptr), &want_ptr, FEATURE_TOL);
+
+    // An empty mask means no object: score -10 and the fixed no-object pointer.
+    let empty = mask.zeros_like().unwrap();
+    let out = model.use_mask_as_output(pix, Some(high_res), &empty).unwrap();
+    assert_eq!(values(&out.object_score_logits), vec![-10.0]);
+    let no_obj_ptr = weights().get((1, 32), "no_obj_ptr").unwrap();
+    assert_eq!(max_abs_diff(&out.obj_ptr, &no_obj_ptr), 0.0);
+}
+
+#[test]
+fn full_size_mask_prompt_is_downsized_with_antialiasing() {
+    let cfg = config();
+    let model = sam2(&cfg);
+    let enc = fixture("01_image_encoder");
+    let mem = fixture("04_memory_encoder");
+    let r = fixture("03_mask_decoder");
+    let high_res = (get(&enc, "forward_image.backbone_fpn0"), get(&enc, "forward_image.backbone_fpn1"));
+    // S x S logits as the mask prompt: resized to 4E x 4E before the prompt encoder.
+    let out = model
+        .forward_sam_heads(get(&r, "pix_feat_with_mem"), None, Some(get(&mem, "mask_high_res")), Some(high_res), false)
+        .unwrap();
+    let sum = out.low_res_masks.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!((sum - -921.39636).abs() < 1e-2, "low-res sum {sum}");
+    assert_values(
+        "S x S mask prompt obj_ptr",
+        &values(&out.obj_ptr.narrow(1, 0, 6).unwrap()),
+        &[-0.19906163, 0.097843364, 0.34720159, 0.0017021447, 0.024071977, -0.16856489],
+        FEATURE_TOL,
+    );
+    assert_values("S x S mask prompt object score", &values(&out.object_score_logits), &[3.8917258], LOGIT_TOL);
+}
+
+#[test]
+fn whole_model_consumes_every_checkpoint_tensor() {
+    let cfg = config();
+    let ckpt = Checkpoint::open(format!("{FIXTURES}/model.pt")).unwrap();
+    Sam2Base::new(ckpt.var_builder(&Device::Cpu), &cfg).unwrap();
+    ckpt.finish().unwrap();
+    // A configuration asking for another object-score head is reported by tensor name.
+    let mut linear_head = cfg.clone();
+    linear_head.model.pred_obj_scores_mlp = false;
+    let partial = Checkpoint::open(format!("{FIXTURES}/model.safetensors")).unwrap();
+    Sam2Base::new(partial.var_builder(&Device::Cpu), &linear_head).unwrap();
+    let err = partial.finish().unwrap_err().to_string();
+    assert!(err.contains("sam_mask_decoder.pred_obj_score_head.weight"), "{err}");
 }

@@ -9,9 +9,14 @@
 //! pointer offsets) is the predictor's decision; it hands the chosen memories to
 //! `assemble_memory` as (features, temporal position) and (pointer, signed offset) lists.
 //!
-//! Not ported: `_use_mask_as_output` (mask prompts taken as output, which needs antialiased
-//! bilinear downsampling), non-overlap constraints across objects (batch > 1), and mask prompts
-//! that are not already at the decoder's 4x-grid size.
+//! A mask prompt on a frame is taken as that frame's output (`_use_mask_as_output`, with
+//! `use_mask_input_as_output_without_sam`); its object pointer still comes from the decoder.
+//! Resizing masks follows `F.interpolate(mode="bilinear", align_corners=False)`: plain
+//! (Candle's `upsample_bilinear2d`) for upsampling logits, antialiased (written here as two
+//! products with PyTorch's triangle-filter weight matrices) where the reference asks for it.
+//!
+//! Not ported: non-overlap constraints across objects (`non_overlap_masks_for_mem_enc` with a
+//! batch of several objects).
 
 use crate::model::config::{ModelConfig, Sam2Config};
 use crate::model::image_encoder::{ImageEncoder, ImageEncoderOutput};
@@ -21,7 +26,7 @@ use crate::model::memory_encoder::{EncodedMemory, MemoryEncoder};
 use crate::model::prompt_encoder::{PointPrompt, PromptEncoder};
 use crate::model::sam2_utils::{get_1d_sine_pe, Activation, Linear, Mlp};
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 /// Mask logit standing for "no object" (`NO_OBJ_SCORE`).
 pub const NO_OBJ_SCORE: f32 = -1024.0;
@@ -46,10 +51,11 @@ pub struct SamHeadsOutput {
     /// `[B, 1]`.
     pub object_score_logits: Tensor,
     /// Per batch entry, the decoder token whose mask was selected: 0 single-mask token,
-    /// 1..3 multimask tokens.
+    /// 1..3 multimask tokens (empty when a mask prompt was taken as output).
     pub selected_mask_token: Vec<usize>,
-    /// The decoder's raw output (all tokens' masks and IoUs).
-    pub decoder: MaskDecoderOutput,
+    /// The decoder's raw output (all tokens' masks and IoUs); `None` when a mask prompt was
+    /// taken as output.
+    pub decoder: Option<MaskDecoderOutput>,
 }
 
 /// A stored spatial memory entering a memory-attention call.
@@ -113,6 +119,9 @@ pub struct Sam2Base {
     no_obj_ptr: Option<Tensor>,
     /// `[1, M]` when `no_obj_embed_spatial`.
     no_obj_embed_spatial: Option<Tensor>,
+    /// Conv 4x4 stride 4 turning a mask prompt into a decoder mask prompt, when object pointers
+    /// are used.
+    mask_downsample: Option<Conv2d>,
 }
 
 impl Sam2Base {
@@ -156,6 +165,15 @@ impl Sam2Base {
         } else {
             None
         };
+        let mask_downsample = if m.use_obj_ptrs_in_encoder {
+            let cfg = Conv2dConfig {
+                stride: 4,
+                ..Default::default()
+            };
+            Some(candle_nn::conv2d(1, 1, 4, cfg, vb.pp("mask_downsample"))?)
+        } else {
+            None
+        };
         Ok(Self {
             config: m.clone(),
             image_encoder: ImageEncoder::new(vb.pp("image_encoder"), &m.image_encoder)?,
@@ -175,6 +193,7 @@ impl Sam2Base {
             no_mem_pos_enc: vb.get((1, 1, c), "no_mem_pos_enc")?,
             no_obj_ptr,
             no_obj_embed_spatial,
+            mask_downsample,
         })
     }
 
@@ -376,6 +395,14 @@ impl Sam2Base {
                 &padding
             }
         };
+        let resized;
+        let mask_input = match mask_input {
+            Some(mask) if mask.rank() == 4 && mask.dims()[2..] != [4 * e, 4 * e] => {
+                resized = resize_bilinear_antialiased(&mask.to_dtype(DType::F32)?, (4 * e, 4 * e))?;
+                Some(&resized)
+            }
+            other => other,
+        };
         let (sparse, dense) = self.prompt_encoder.forward(points, mask_input)?;
         let decoder = self.mask_decoder.forward(
             backbone_features,
@@ -424,17 +451,13 @@ impl Sam2Base {
             ObjPtrProjection::Linear(linear) => linear.forward(&sam_output_token)?,
             ObjPtrProjection::Identity => sam_output_token,
         };
-        if let (true, Some(no_obj_ptr)) = (self.config.pred_obj_scores, &self.no_obj_ptr) {
+        if self.config.pred_obj_scores {
             let lambda = if self.config.soft_no_obj_ptr {
                 candle_nn::ops::sigmoid(&object_score_logits)?
             } else {
                 is_obj.to_dtype(DType::F32)?
             };
-            if self.config.fixed_no_obj_ptr {
-                obj_ptr = obj_ptr.broadcast_mul(&lambda)?;
-            }
-            let absent = lambda.affine(-1.0, 1.0)?;
-            obj_ptr = (obj_ptr + absent.broadcast_mul(no_obj_ptr)?)?;
+            obj_ptr = self.mix_in_no_obj_ptr(&obj_ptr, &lambda)?;
         }
         Ok(SamHeadsOutput {
             low_res_multimasks,
@@ -445,7 +468,66 @@ impl Sam2Base {
             obj_ptr,
             object_score_logits,
             selected_mask_token,
-            decoder,
+            decoder: Some(decoder),
+        })
+    }
+
+    /// Blends an object pointer `[B, C]` with `no_obj_ptr` by the object presence `lambda`
+    /// `[B, 1]` (scaled first with `fixed_no_obj_ptr`).
+    fn mix_in_no_obj_ptr(&self, obj_ptr: &Tensor, lambda: &Tensor) -> Result<Tensor> {
+        let Some(no_obj_ptr) = &self.no_obj_ptr else {
+            return Ok(obj_ptr.clone());
+        };
+        let obj_ptr = if self.config.fixed_no_obj_ptr {
+            obj_ptr.broadcast_mul(lambda)?
+        } else {
+            obj_ptr.clone()
+        };
+        obj_ptr + lambda.affine(-1.0, 1.0)?.broadcast_mul(no_obj_ptr)?
+    }
+
+    /// Takes a mask prompt `[B, 1, S, S]` (binary, any dtype) as the frame's output
+    /// (`_use_mask_as_output`): logits ±10, an antialiased 4x downsampling as the low-res mask,
+    /// IoU 1, object score ±10 by whether the mask has any foreground, and an object pointer
+    /// from the decoder prompted with the downsampled mask.
+    pub fn use_mask_as_output(
+        &self,
+        backbone_features: &Tensor,
+        high_res_features: Option<(&Tensor, &Tensor)>,
+        mask_inputs: &Tensor,
+    ) -> Result<SamHeadsOutput> {
+        const OUT_SCALE: f64 = 20.0;
+        const OUT_BIAS: f64 = -10.0;
+        let mask = mask_inputs.to_dtype(DType::F32)?;
+        let (b, _, h, w) = mask.dims4()?;
+        let high_res_masks = mask.affine(OUT_SCALE, OUT_BIAS)?;
+        let low_res_masks = resize_bilinear_antialiased(&high_res_masks, (h / 4, w / 4))?;
+        let ious = Tensor::ones((b, 1), DType::F32, mask.device())?;
+        let obj_ptr = match &self.mask_downsample {
+            Some(conv) => {
+                let prompt = conv.forward(&mask)?;
+                self.forward_sam_heads(backbone_features, None, Some(&prompt), high_res_features, false)?
+                    .obj_ptr
+            }
+            None => Tensor::zeros((b, self.config.hidden_dim()), DType::F32, mask.device())?,
+        };
+        let lambda = mask.flatten_from(1)?.gt(0.0)?.max_keepdim(1)?.to_dtype(DType::F32)?;
+        let object_score_logits = lambda.affine(OUT_SCALE, OUT_BIAS)?;
+        let obj_ptr = if self.config.pred_obj_scores {
+            self.mix_in_no_obj_ptr(&obj_ptr, &lambda)?
+        } else {
+            obj_ptr
+        };
+        Ok(SamHeadsOutput {
+            low_res_multimasks: low_res_masks.clone(),
+            high_res_multimasks: high_res_masks.clone(),
+            ious,
+            low_res_masks,
+            high_res_masks,
+            obj_ptr,
+            object_score_logits,
+            selected_mask_token: Vec::new(),
+            decoder: None,
         })
     }
 
@@ -497,4 +579,120 @@ impl Sam2Base {
 /// (round-to-nearest-even), as `maskmem_features.to(torch.bfloat16)` does.
 pub fn to_storage_precision(features: &Tensor) -> Result<Tensor> {
     features.to_dtype(DType::BF16)
+}
+
+/// Weights `[output, input]` (row-major) of PyTorch's antialiased linear resampling along one
+/// axis (`_upsample_bilinear2d_aa`, align_corners=False): a triangle filter widened by the
+/// downscale factor, clipped at the borders and normalised per output sample.
+fn antialiased_linear_weights(input: usize, output: usize) -> Vec<f32> {
+    let scale = input as f32 / output as f32;
+    let (support, invscale) = if scale >= 1.0 { (scale, 1.0 / scale) } else { (1.0, 1.0) };
+    let max_taps = support.ceil() as usize * 2 + 1;
+    let mut weights = vec![0f32; output * input];
+    for (i, row) in weights.chunks_mut(input.max(1)).enumerate() {
+        let center = scale * (i as f32 + 0.5);
+        let first = ((center - support + 0.5) as i64).max(0) as usize;
+        let end = ((center + support + 0.5) as i64).clamp(0, input as i64) as usize;
+        let taps = end.saturating_sub(first).min(max_taps);
+        let mut total = 0f32;
+        for j in 0..taps {
+            let x = (j as f32 + first as f32 - center + 0.5) * invscale;
+            let w = (1.0 - x.abs()).max(0.0);
+            row[first + j] = w;
+            total += w;
+        }
+        if total != 0.0 {
+            for w in &mut row[first..first + taps] {
+                *w /= total;
+            }
+        }
+    }
+    weights
+}
+
+/// `F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True)` for
+/// `[B, C, H, W]` f32 tensors, as a product with each axis's weight matrix (width first).
+pub fn resize_bilinear_antialiased(x: &Tensor, (out_h, out_w): (usize, usize)) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let device = x.device();
+    let along_w = Tensor::from_vec(antialiased_linear_weights(w, out_w), (out_w, w), device)?;
+    let along_h = Tensor::from_vec(antialiased_linear_weights(h, out_h), (out_h, h), device)?;
+    let rows = x.reshape((b * c, h, w))?.broadcast_matmul(&along_w.t()?)?;
+    along_h.broadcast_matmul(&rows)?.reshape((b, c, out_h, out_w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// `sin(0.37 i) * 7` for i = 0.., shaped `[2, 1, 12, 10]`, the input of the reference values.
+    fn wave() -> Tensor {
+        let values: Vec<f32> = (0..240).map(|i| (i as f32 * 0.37).sin() * 7.0).collect();
+        Tensor::from_vec(values, (2, 1, 12, 10), &Device::Cpu).unwrap()
+    }
+
+    fn assert_rows(got: &Tensor, want: &[&[f32]]) {
+        let got: Vec<Vec<f32>> = got.to_vec2().unwrap();
+        for (g, w) in got.iter().zip(want) {
+            for (a, b) in g.iter().zip(w.iter()) {
+                assert!((a - b).abs() < 2e-6, "{a} vs {b}");
+            }
+        }
+    }
+
+    // Reference values: torch 2.15 F.interpolate(x, size, mode="bilinear",
+    // align_corners=False, antialias=True).
+    #[test]
+    fn antialiased_downsampling_matches_torch() {
+        let x = wave();
+        let y = resize_bilinear_antialiased(&x, (3, 4)).unwrap();
+        assert_rows(
+            &y.get(0).unwrap().get(0).unwrap(),
+            &[
+                &[0.067641474, 0.34731081, 0.3895348, 0.1603018],
+                &[-0.095845714, -0.0418826, 0.0460563, 0.097137183],
+                &[-0.17887788, -0.39591771, -0.33608297, -0.047569044],
+            ],
+        );
+        let y = resize_bilinear_antialiased(&x, (5, 7)).unwrap();
+        assert_rows(
+            &y.get(1).unwrap().get(0).unwrap().narrow(0, 0, 2).unwrap(),
+            &[
+                &[0.030917550, 0.32092440, 0.55566311, 0.64473939, 0.54620790, 0.30453497, 0.012057655],
+                &[-0.20475686, -0.061027914, 0.11213720, 0.25636905, 0.32600203, 0.30973011, 0.22184294],
+            ],
+        );
+    }
+
+    #[test]
+    fn antialiased_upsampling_matches_torch() {
+        let x = wave().narrow(2, 0, 5).unwrap().narrow(3, 0, 4).unwrap().contiguous().unwrap();
+        let y = resize_bilinear_antialiased(&x, (8, 9)).unwrap();
+        let plane = y.get(0).unwrap().get(0).unwrap();
+        let first_last = Tensor::cat(&[plane.narrow(0, 0, 1).unwrap(), plane.narrow(0, 7, 1).unwrap()], 0);
+        assert_rows(
+            &first_last.unwrap(),
+            &[
+                &[0.0, 0.42188475, 1.5469106, 2.6529031, 3.6256618, 4.5984206, 5.3227448, 6.0115781, 6.2698908],
+                &[5.5177636, 5.1959224, 4.3376784, 3.4524658, 2.378469, 1.3044723, 0.1688817, -0.97550803, -1.4046544],
+            ],
+        );
+    }
+
+    #[test]
+    fn four_fold_downsampling_uses_the_widened_triangle() {
+        // Interior output samples weigh 8 inputs by (1, 3, 5, 7, 7, 5, 3, 1) / 32.
+        let w = antialiased_linear_weights(16, 4);
+        let row1: Vec<f32> = w[16..32].to_vec();
+        let want = [0., 0., 1., 3., 5., 7., 7., 5., 3., 1., 0., 0., 0., 0., 0., 0.];
+        for (g, k) in row1.iter().zip(want) {
+            assert!((g - k / 32.0).abs() < 1e-7);
+        }
+        // At the border the clipped filter is renormalised: (5, 7, 7, 5, 3, 1) / 28.
+        let row0: Vec<f32> = w[..6].to_vec();
+        for (g, k) in row0.iter().zip([5., 7., 7., 5., 3., 1.]) {
+            assert!((g - k / 28.0).abs() < 1e-7, "{row0:?}");
+        }
+    }
 }
