@@ -7,12 +7,14 @@
 //! * `sam2_utils`: shared layers (token-wise linear, layer norms, MLP) and the 1-D sine encoding.
 //! * `position_encoding`: sine and random-Fourier position encodings and the 2-D axial RoPE.
 //! * `hiera`: the Hiera trunk; `image_encoder`: trunk + FPN neck.
+//! * `cpu_kernels` (private): hand-written CPU kernels behind the shared layers.
 //!
 //! Every module is device-generic (the `Device` comes in through the `VarBuilder`) and computes
 //! in f32, like the reference run without autocast.
 
 pub mod checkpoint;
 pub mod config;
+mod cpu_kernels;
 pub mod hiera;
 pub mod image_encoder;
 pub mod position_encoding;
