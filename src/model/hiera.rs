@@ -8,7 +8,7 @@
 //! block runs one batched attention.
 
 use crate::model::config::{HieraBlockSpec, HieraConfig};
-use crate::model::sam2_utils::{Activation, LayerNorm, Linear, Mlp};
+use crate::model::sam2_utils::{Activation, LayerNorm, Linear, Mlp, scaled_dot_product_attention};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
@@ -98,40 +98,21 @@ impl MultiScaleAttention {
     /// `x`: `[G, H, W, dim]` grids (windows or whole images) → `[G, H', W', dim_out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (g, h, w, _) = x.dims4()?;
-        let heads = self.num_heads;
-        let head_dim = self.dim_out / heads;
-        let n = h * w;
-        // [G, N, 3, heads, hd] -> [3, G, heads, N, hd]
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((g, n, 3, heads, head_dim))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let (mut q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let c = self.dim_out;
+        // One fused projection; q, k and v are channel slices of it (heads consecutive).
+        let qkv = self.qkv.forward(x)?.reshape((g, h * w, 3 * c))?;
+        let k = qkv.narrow(2, c, c)?;
+        let v = qkv.narrow(2, 2 * c, c)?;
+        let mut q = qkv.narrow(2, 0, c)?;
         let (mut ho, mut wo) = (h, w);
         if let Some(stride) = self.q_stride {
-            // Pool each head's queries over the grid: [G·heads, H, W, hd].
-            let pooled = max_pool_channels_last(&q.reshape((g * heads, h, w, head_dim))?, stride)?;
+            // Max-pooling each channel over the grid pools every head's queries.
+            let pooled = max_pool_channels_last(&q.reshape((g, h, w, c))?, stride)?;
             (ho, wo) = (pooled.dim(1)?, pooled.dim(2)?);
-            q = pooled.reshape((g, heads, ho * wo, head_dim))?;
+            q = pooled.reshape((g, ho * wo, c))?;
         }
-        let nq = ho * wo;
-        let q = (q.reshape((g * heads, nq, head_dim))? * (1.0 / (head_dim as f64).sqrt()))?;
-        let k = k.reshape((g * heads, n, head_dim))?;
-        let v = v.reshape((g * heads, n, head_dim))?;
-        let scores = q.matmul(&k.t()?)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = weights.matmul(&v)?;
-        let out = if heads == 1 {
-            out.reshape((g, ho, wo, self.dim_out))?
-        } else {
-            out.reshape((g, heads, nq, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((g, ho, wo, self.dim_out))?
-        };
-        self.proj.forward(&out)
+        let out = scaled_dot_product_attention(&q, &k, &v, self.num_heads)?;
+        self.proj.forward(&out.reshape((g, ho, wo, c))?)
     }
 }
 

@@ -86,7 +86,7 @@ impl MemoryAttentionLayer {
         let tgt = (tgt + attn)?;
 
         let normed = self.norm3.forward(&tgt)?;
-        let hidden = self.activation.apply(&self.linear1.forward(&normed)?)?;
+        let hidden = self.linear1.forward_activated(&normed, Some(self.activation))?;
         tgt + self.linear2.forward(&hidden)?
     }
 }

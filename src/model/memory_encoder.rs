@@ -102,7 +102,7 @@ impl Module for CxBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.dwconv.forward(x)?.permute((0, 2, 3, 1))?;
         let y = self.norm.forward(&y)?;
-        let y = Activation::Gelu.apply(&self.pwconv1.forward(&y)?)?;
+        let y = self.pwconv1.forward_activated(&y, Some(Activation::Gelu))?;
         let mut y = self.pwconv2.forward(&y)?;
         if let Some(gamma) = &self.gamma {
             y = y.broadcast_mul(gamma)?;

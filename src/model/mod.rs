@@ -11,12 +11,14 @@
 //!   `mask_decoder`: the SAM heads.
 //! * `memory_encoder`, `memory_attention`: writing and reading the memory bank.
 //! * `sam2`: `SAM2Base`, the per-frame steps a video predictor drives.
+//! * `cpu_kernels` (private): hand-written CPU kernels behind the shared layers.
 //!
 //! Every module is device-generic (the `Device` comes in through the `VarBuilder`) and computes
 //! in f32, like the reference run without autocast.
 
 pub mod checkpoint;
 pub mod config;
+mod cpu_kernels;
 pub mod hiera;
 pub mod image_encoder;
 pub mod mask_decoder;

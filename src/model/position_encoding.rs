@@ -91,7 +91,11 @@ impl PositionEmbeddingSine {
         };
         let wave = |p: f32, i: usize| -> f32 {
             let v = p / freqs[i];
-            if i.is_multiple_of(2) { v.sin() } else { v.cos() }
+            if i.is_multiple_of(2) {
+                v.sin()
+            } else {
+                v.cos()
+            }
         };
         let plane = h * w;
         let mut out = vec![0f32; 2 * n * plane];

@@ -4,14 +4,18 @@
 //! perceptron, the activations the configuration can name, and the 1-D sine encoding of
 //! object-pointer offsets (`get_1d_sine_pe`).
 //!
-//! `LayerNorm` runs its own CPU kernel: candle's fused layer norm computes the variance as
-//! E[x²] − mean², which loses digits whenever a token's mean is large against its spread, while
-//! PyTorch uses a stable moment computation. The kernel takes two passes with f64 sums.
+//! On the CPU the layers run the kernels of `cpu_kernels` (fused bias and activation, stable
+//! layer norm, strided multi-head attention); elsewhere they use plain candle operations.
 
-use candle_core::{CpuStorage, CustomOp3, D, DType, Layout, Module, Result, Shape, Tensor};
+use crate::model::cpu_kernels;
+use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 use serde::Deserialize;
+
+/// Whether `x` takes the hand-written CPU kernels (f32 on the CPU) rather than candle ops.
+fn runs_cpu_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
 
 /// Element-wise activation named by the configuration (`get_activation_fn`) or hard-coded by a
 /// module (`nn.ReLU`, `nn.GELU`).
@@ -82,8 +86,9 @@ impl Linear {
     }
 }
 
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Linear {
+    /// The layer followed by `activation` (fused into one pass on the CPU).
+    pub fn forward_activated(&self, x: &Tensor, activation: Option<Activation>) -> Result<Tensor> {
         let dims = x.dims();
         let Some((&last, lead)) = dims.split_last() else {
             candle_core::bail!("linear layer needs at least one dimension, got a scalar");
@@ -96,13 +101,25 @@ impl Module for Linear {
             );
         }
         let rows: usize = lead.iter().product();
-        let y = x
-            .reshape((rows, last))?
-            .matmul(&self.weight_t)?
-            .broadcast_add(&self.bias)?;
+        let x = x.reshape((rows, last))?;
+        let y = if runs_cpu_kernels(&x) {
+            cpu_kernels::linear(&x, &self.weight_t, &self.bias, activation)?
+        } else {
+            let y = x.matmul(&self.weight_t)?.broadcast_add(&self.bias)?;
+            match activation {
+                Some(activation) => activation.apply(&y)?,
+                None => y,
+            }
+        };
         let mut out_dims = lead.to_vec();
         out_dims.push(self.out_dim);
         y.reshape(out_dims)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_activated(x, None)
     }
 }
 
@@ -136,10 +153,8 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
-            let op = LastDimNorm { eps: self.eps };
-            x.contiguous()?
-                .apply_op3_no_bwd(&self.weight, &self.bias, &op)
+        if runs_cpu_kernels(x) {
+            cpu_kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
         } else {
             let last = x.rank().checked_sub(1).ok_or_else(|| {
                 candle_core::Error::Msg("layer norm needs at least one dimension".into())
@@ -148,77 +163,6 @@ impl Module for LayerNorm {
                 .broadcast_mul(&self.weight)?
                 .broadcast_add(&self.bias)
         }
-    }
-}
-
-/// The CPU kernel behind `LayerNorm`: one row per token, two passes, f64 sums.
-struct LastDimNorm {
-    eps: f64,
-}
-
-impl CustomOp3 for LastDimNorm {
-    fn name(&self) -> &'static str {
-        "sam2-layer-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xs_layout: &Layout,
-        weight: &CpuStorage,
-        weight_layout: &Layout,
-        bias: &CpuStorage,
-        bias_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(xs), CpuStorage::F32(weight), CpuStorage::F32(bias)) =
-            (xs, weight, bias)
-        else {
-            candle_core::bail!("layer norm kernel runs on f32 tensors only");
-        };
-        let contiguous = |data: &'_ [f32], layout: &Layout, what: &str| -> Result<Vec<f32>> {
-            match layout.contiguous_offsets() {
-                Some((start, end)) => Ok(data[start..end].to_vec()),
-                None => candle_core::bail!("layer norm {what} must be contiguous"),
-            }
-        };
-        let (start, end) = xs_layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("layer norm input must be contiguous".into()))?;
-        let xs = &xs[start..end];
-        let weight = contiguous(weight, weight_layout, "weight")?;
-        let bias = contiguous(bias, bias_layout, "bias")?;
-        let shape = xs_layout.shape().clone();
-        let width = shape.dims().last().copied().unwrap_or(1);
-        if weight.len() != width || bias.len() != width {
-            candle_core::bail!(
-                "layer norm over {width} features got weight {} and bias {}",
-                weight.len(),
-                bias.len()
-            );
-        }
-        let mut out = vec![0f32; xs.len()];
-        if width > 0 {
-            let eps = self.eps;
-            out.par_chunks_mut(width)
-                .zip(xs.par_chunks(width))
-                .for_each(|(dst, src)| {
-                    let n = width as f64;
-                    let mean = src.iter().map(|&v| v as f64).sum::<f64>() / n;
-                    let var = src
-                        .iter()
-                        .map(|&v| {
-                            let d = v as f64 - mean;
-                            d * d
-                        })
-                        .sum::<f64>()
-                        / n;
-                    let inv_std = 1.0 / (var + eps).sqrt();
-                    for (((d, &s), &w), &b) in dst.iter_mut().zip(src).zip(&weight).zip(&bias) {
-                        *d = ((s as f64 - mean) * inv_std) as f32 * w + b;
-                    }
-                });
-        }
-        Ok((CpuStorage::F32(out), shape))
     }
 }
 
@@ -298,16 +242,62 @@ impl Module for Mlp {
         let last = self.layers.len() - 1;
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x)?;
-            if i < last {
-                x = self.activation.apply(&x)?;
-            }
+            x = layer.forward_activated(&x, (i < last).then_some(self.activation))?;
         }
         if self.sigmoid_output {
             x = candle_nn::ops::sigmoid(&x)?;
         }
         Ok(x)
     }
+}
+
+/// Multi-head scaled dot-product attention, `softmax(q kᵀ / √d) v` per head, on
+/// `q [B, Nq, C]`, `k [B, Nk, C]`, `v [B, Nk, Cv]` whose channels hold `num_heads` consecutive
+/// head slices (the layout before PyTorch's `_separate_heads`). Returns `[B, Nq, Cv]` with the
+/// heads recombined the same way. The inputs may be strided views (e.g. slices of one fused
+/// projection) as long as the channel dimension is contiguous.
+pub fn scaled_dot_product_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    num_heads: usize,
+) -> Result<Tensor> {
+    if runs_cpu_kernels(q) {
+        cpu_kernels::attention(q, k, v, num_heads)
+    } else {
+        attention_with_candle_ops(q, k, v, num_heads)
+    }
+}
+
+/// The device-generic form of `scaled_dot_product_attention`.
+fn attention_with_candle_ops(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    num_heads: usize,
+) -> Result<Tensor> {
+    let (b, nq, c) = q.dims3()?;
+    let (_, nk, cv) = v.dims3()?;
+    if num_heads == 0 || c % num_heads != 0 || cv % num_heads != 0 {
+        candle_core::bail!("attention: {num_heads} heads do not divide {c} / {cv} channels");
+    }
+    let (d, dv) = (c / num_heads, cv / num_heads);
+    let split = |t: &Tensor, n: usize, width: usize| -> Result<Tensor> {
+        t.reshape((b, n, num_heads, width))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * num_heads, n, width))
+    };
+    let q = (split(q, nq, d)? * (1.0 / (d as f64).sqrt()))?;
+    let k = split(k, nk, d)?;
+    let v = split(v, nk, dv)?;
+    let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+    weights
+        .matmul(&v)?
+        .reshape((b, num_heads, nq, dv))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, nq, cv))
 }
 
 /// Frequencies `temperature^(2·⌊i/2⌋/n)` for `i in 0..n`, computed in f32 exactly as the
@@ -471,6 +461,33 @@ mod tests {
         // gelu(-1) = -0.158655 (erf form), gelu(2) = 1.954500; then the sigmoid.
         let want = [-0.158_655_25f32, 1.954_499_8].map(|v| 1.0 / (1.0 + (-v).exp()));
         assert!((y[0][0] - want[0]).abs() < 1e-6 && (y[0][1] - want[1]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn attention_kernel_matches_candle_ops_on_strided_views() {
+        let dev = Device::Cpu;
+        // A fused projection [B, N, 3C] sliced into q, k, v views, 2 heads of 4 channels.
+        let (b, n, c) = (3, 5, 8);
+        let values: Vec<f32> = (0..b * n * 3 * c)
+            .map(|i| ((i * 7919 % 113) as f32 - 56.0) / 40.0)
+            .collect();
+        let qkv = Tensor::from_vec(values, (b, n, 3 * c), &dev).unwrap();
+        let (q, k, v) = (
+            qkv.narrow(2, 0, c).unwrap(),
+            qkv.narrow(2, c, c).unwrap(),
+            qkv.narrow(2, 2 * c, c).unwrap(),
+        );
+        let fast = scaled_dot_product_attention(&q, &k, &v, 2).unwrap();
+        let generic = attention_with_candle_ops(&q, &k, &v, 2).unwrap();
+        assert_eq!(fast.dims(), &[b, n, c]);
+        assert!(max_abs_diff(&fast, &generic) < 1e-5);
+        // Fewer queries than keys (pooled queries), one big batch entry (threaded products).
+        let q1 = q.narrow(1, 0, 2).unwrap().narrow(0, 0, 1).unwrap();
+        let (k1, v1) = (k.narrow(0, 0, 1).unwrap(), v.narrow(0, 0, 1).unwrap());
+        let fast = scaled_dot_product_attention(&q1, &k1, &v1, 1).unwrap();
+        let generic = attention_with_candle_ops(&q1, &k1, &v1, 1).unwrap();
+        assert!(max_abs_diff(&fast, &generic) < 1e-5);
+        assert!(scaled_dot_product_attention(&q, &k, &v, 3).is_err());
     }
 
     #[test]

@@ -3,27 +3,18 @@
 //! `RoPEAttention` used by memory attention, and the mask decoder's `TwoWayTransformer` built
 //! from `TwoWayAttentionBlock`s.
 //!
-//! Tensors are batch-first `[B, tokens, channels]`. Attention runs as two batched matrix
-//! products over `[B, heads, tokens, head_dim]` with a fused last-dimension softmax; the key
-//! transpose is a strided view the matrix product reads directly.
+//! Tensors are batch-first `[B, tokens, channels]` with the heads as consecutive channel
+//! slices, the layout the shared `scaled_dot_product_attention` reads directly, so heads are
+//! never split into a separate dimension except to rotate them (RoPE with several heads).
 
 use crate::model::config::RoPEAttentionConfig;
 use crate::model::position_encoding::AxialRope;
-use crate::model::sam2_utils::{Activation, LayerNorm, Linear, Mlp};
-use candle_core::{Device, Module, Result, Tensor, D};
+use crate::model::sam2_utils::{scaled_dot_product_attention, Activation, LayerNorm, Linear, Mlp};
+use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// Epsilon of the transformers' `nn.LayerNorm` (PyTorch's default).
 pub const TRANSFORMER_NORM_EPS: f64 = 1e-5;
-
-/// `softmax(q kᵀ / √d) v` over `[B, heads, tokens, head_dim]` operands
-/// (`F.scaled_dot_product_attention` without mask or dropout).
-pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let head_dim = q.dim(D::Minus1)?;
-    let scale = 1.0 / (head_dim as f64).sqrt();
-    let scores = q.affine(scale, 0.0)?.matmul(&k.t()?)?;
-    candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
-}
 
 /// Multi-head attention whose queries, keys and values are projected to
 /// `embedding_dim / downsample_rate` channels; keys and values may come in with another width
@@ -70,33 +61,15 @@ impl Attention {
         self.q_proj.out_dim() / self.num_heads
     }
 
-    /// `[B, N, heads·d]` → `[B, heads, N, d]`, contiguous (free for a single head).
-    fn separate_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        x.reshape((b, n, self.num_heads, c / self.num_heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    /// `[B, heads, N, d]` → `[B, N, heads·d]`.
-    fn recombine_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, h, n, d) = x.dims4()?;
-        x.transpose(1, 2)?.contiguous()?.reshape((b, n, h * d))
-    }
-
-    /// Projects the inputs and splits them into heads.
+    /// Input projections, `[B, N, heads·d]` each.
     fn project(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        Ok((
-            self.separate_heads(&self.q_proj.forward(q)?)?,
-            self.separate_heads(&self.k_proj.forward(k)?)?,
-            self.separate_heads(&self.v_proj.forward(v)?)?,
-        ))
+        Ok((self.q_proj.forward(q)?, self.k_proj.forward(k)?, self.v_proj.forward(v)?))
     }
 
-    /// Attention of projected heads, recombined and projected back to `embedding_dim`.
+    /// Attention of projected inputs, projected back to `embedding_dim`.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let out = scaled_dot_product_attention(q, k, v)?;
-        self.out_proj.forward(&self.recombine_heads(&out)?)
+        let out = scaled_dot_product_attention(q, k, v, self.num_heads)?;
+        self.out_proj.forward(&out)
     }
 
     /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
@@ -169,8 +142,8 @@ impl RoPEAttention {
         num_k_exclude_rope: usize,
     ) -> Result<Tensor> {
         let (q, k, v) = self.attention.project(q, k, v)?;
-        let nq = q.dim(2)?;
-        let nk = k.dim(2)?;
+        let nq = q.dim(1)?;
+        let nk = k.dim(1)?;
         if nq != nk && !self.rope_k_repeat {
             candle_core::bail!(
                 "RoPE attention without rope_k_repeat needs as many keys as queries ({nk} vs {nq})"
@@ -180,14 +153,25 @@ impl RoPEAttention {
             candle_core::bail!("{num_k_exclude_rope} keys to exclude from RoPE but only {nk} keys");
         };
         let rope = self.rope_for(nq)?;
-        let q = rope.rotate(&q, false)?;
+        let q = self.rotate(&rope, &q, false)?;
         let k = if num_k_exclude_rope == 0 {
-            rope.rotate(&k, self.rope_k_repeat)?
+            self.rotate(&rope, &k, self.rope_k_repeat)?
         } else {
-            let rotated = rope.rotate(&k.narrow(2, 0, num_k_rope)?, self.rope_k_repeat)?;
-            Tensor::cat(&[&rotated, &k.narrow(2, num_k_rope, num_k_exclude_rope)?], 2)?
+            let rotated = self.rotate(&rope, &k.narrow(1, 0, num_k_rope)?, self.rope_k_repeat)?;
+            Tensor::cat(&[&rotated, &k.narrow(1, num_k_rope, num_k_exclude_rope)?], 1)?
         };
         self.attention.attend(&q, &k, &v)
+    }
+
+    /// Rotates every head of `x` `[B, N, heads·d]` (a pure reshape for a single head).
+    fn rotate(&self, rope: &AxialRope, x: &Tensor, repeat: bool) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let heads = self.attention.num_heads;
+        let per_head = x.reshape((b, n, heads, c / heads))?.transpose(1, 2)?;
+        rope.rotate(&per_head, repeat)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, n, c))
     }
 }
 
