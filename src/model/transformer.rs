@@ -61,21 +61,35 @@ impl Attention {
         self.q_proj.out_dim() / self.num_heads
     }
 
-    /// Input projections, `[B, N, heads·d]` each.
-    fn project(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        Ok((self.q_proj.forward(q)?, self.k_proj.forward(k)?, self.v_proj.forward(v)?))
-    }
-
     /// Attention of projected inputs, projected back to `embedding_dim`.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let out = scaled_dot_product_attention(q, k, v, self.num_heads)?;
         self.out_proj.forward(&out)
     }
 
+    /// Whether `attend_raw_values` is the cheaper order: one head whose value inputs are
+    /// narrower than the projected values.
+    fn projects_values_after_attention(&self) -> bool {
+        self.num_heads == 1 && self.v_proj.in_dim() < self.v_proj.out_dim()
+    }
+
+    /// Single-head attention weighting the raw values and projecting the result:
+    /// `softmax(q kᵀ/√d) · (v W_vᵀ + b_v) = (softmax(q kᵀ/√d) · v) W_vᵀ + b_v`, because every
+    /// softmax row sums to one. Equal to `attend` up to rounding, with the value product done
+    /// at the (narrower) input width — memory attention reads 64-channel memories into 256
+    /// channels.
+    fn attend_raw_values(&self, q: &Tensor, k: &Tensor, raw_v: &Tensor) -> Result<Tensor> {
+        let weighted = scaled_dot_product_attention(q, k, raw_v, 1)?;
+        self.out_proj.forward(&self.v_proj.forward(&weighted)?)
+    }
+
     /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (q, k, v) = self.project(q, k, v)?;
-        self.attend(&q, &k, &v)
+        self.attend(
+            &self.q_proj.forward(q)?,
+            &self.k_proj.forward(k)?,
+            &self.v_proj.forward(v)?,
+        )
     }
 }
 
@@ -141,7 +155,10 @@ impl RoPEAttention {
         v: &Tensor,
         num_k_exclude_rope: usize,
     ) -> Result<Tensor> {
-        let (q, k, v) = self.attention.project(q, k, v)?;
+        let raw_v = v;
+        let attention = &self.attention;
+        let q = attention.q_proj.forward(q)?;
+        let k = attention.k_proj.forward(k)?;
         let nq = q.dim(1)?;
         let nk = k.dim(1)?;
         if nq != nk && !self.rope_k_repeat {
@@ -160,7 +177,11 @@ impl RoPEAttention {
             let rotated = self.rotate(&rope, &k.narrow(1, 0, num_k_rope)?, self.rope_k_repeat)?;
             Tensor::cat(&[&rotated, &k.narrow(1, num_k_rope, num_k_exclude_rope)?], 1)?
         };
-        self.attention.attend(&q, &k, &v)
+        if attention.projects_values_after_attention() {
+            attention.attend_raw_values(&q, &k, raw_v)
+        } else {
+            attention.attend(&q, &k, &attention.v_proj.forward(raw_v)?)
+        }
     }
 
     /// Rotates every head of `x` `[B, N, heads·d]` (a pure reshape for a single head).
