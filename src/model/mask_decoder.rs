@@ -8,12 +8,16 @@
 //!
 //! Mask selection needs a handful of scalars (IoU predictions and stability scores) on the host;
 //! the chosen masks are then gathered on the tensors' device.
+//!
+//! The upscaling runs channels-last on the transformer's image tokens: each stride-2, kernel-2
+//! transposed convolution maps every pixel to its own 2x2 output block, i.e. one linear layer
+//! to 4 x C_out values per pixel and a pixel shuffle.
 
 use crate::model::config::{MaskDecoderExtraArgs, ModelConfig};
-use crate::model::sam2_utils::{Activation, LayerNorm2d, Linear, Mlp};
+use crate::model::sam2_utils::{Activation, LayerNorm, LayerNorm2d, Linear, Mlp};
 use crate::model::transformer::TwoWayTransformer;
 use candle_core::{DType, IndexOp, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, ConvTranspose2d, ConvTranspose2dConfig, VarBuilder};
+use candle_nn::{Conv2d, VarBuilder};
 
 /// Multimask outputs (there is one more mask token: the single-mask token 0).
 pub const NUM_MULTIMASK_OUTPUTS: usize = 3;
@@ -60,6 +64,45 @@ pub struct MaskDecoderOutput {
     pub prediction: MaskPrediction,
 }
 
+/// `nn.ConvTranspose2d(c_in, c_out, kernel_size=2, stride=2)` on channels-last images.
+#[derive(Debug, Clone)]
+struct TransposedConv2x2 {
+    /// `[4·c_out, c_in]` weight with outputs ordered (dy, dx, c_out), bias repeated per cell.
+    linear: Linear,
+    out_channels: usize,
+}
+
+impl TransposedConv2x2 {
+    /// Loads the PyTorch weight `[c_in, c_out, 2, 2]` and bias `[c_out]` under `vb`.
+    fn new(vb: VarBuilder, in_channels: usize, out_channels: usize) -> Result<Self> {
+        let weight = vb
+            .get((in_channels, out_channels, 2, 2), "weight")?
+            .permute((2, 3, 1, 0))?
+            .reshape((4 * out_channels, in_channels))?;
+        let bias = vb.get(out_channels, "bias")?.repeat(4)?;
+        Ok(Self {
+            linear: Linear::from_parts(&weight, bias)?,
+            out_channels,
+        })
+    }
+
+    /// `[B, H, W, c_in]` → `[B, 2H, 2W, c_out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, _) = x.dims4()?;
+        self.linear
+            .forward(x)?
+            .reshape((b, h, w, 2, 2, self.out_channels))?
+            .permute((0, 1, 3, 2, 4, 5))?
+            .contiguous()?
+            .reshape((b, 2 * h, 2 * w, self.out_channels))
+    }
+}
+
+/// `[B, C, H, W]` → a channels-last view `[B, H, W, C]`.
+fn channels_last(x: &Tensor) -> Result<Tensor> {
+    x.permute((0, 2, 3, 1))
+}
+
 /// The object-score head the configuration asks for.
 #[derive(Debug, Clone)]
 enum ObjectScoreHead {
@@ -80,9 +123,10 @@ pub struct MaskDecoder {
     output_tokens: Tensor,
     /// Index of the IoU token in `output_tokens` (1 with an object-score token, else 0).
     iou_token_index: usize,
-    upscale_conv1: ConvTranspose2d,
-    upscale_norm: LayerNorm2d,
-    upscale_conv2: ConvTranspose2d,
+    upscale_conv1: TransposedConv2x2,
+    /// The upscaling's `LayerNorm2d`, applied over the last dimension of channels-last data.
+    upscale_norm: LayerNorm,
+    upscale_conv2: TransposedConv2x2,
     /// `conv_s0`, `conv_s1` when high-resolution features are used.
     high_res_projections: Option<(Conv2d, Conv2d)>,
     hypernetworks: Vec<Mlp>,
@@ -116,14 +160,10 @@ impl MaskDecoder {
         } else {
             (Tensor::cat(&[&iou_token, &mask_tokens], 0)?, 0)
         };
-        let up = ConvTranspose2dConfig {
-            stride: 2,
-            ..Default::default()
-        };
         let ups = vb.pp("output_upscaling");
-        let upscale_conv1 = candle_nn::conv_transpose2d(c, c / 4, 2, up, ups.pp(0))?;
-        let upscale_norm = LayerNorm2d::new(ups.pp(1), c / 4)?;
-        let upscale_conv2 = candle_nn::conv_transpose2d(c / 4, c / 8, 2, up, ups.pp(3))?;
+        let upscale_conv1 = TransposedConv2x2::new(ups.pp(0), c, c / 4)?;
+        let upscale_norm = LayerNorm::new(ups.pp(1), c / 4, LayerNorm2d::EPS)?;
+        let upscale_conv2 = TransposedConv2x2::new(ups.pp(3), c / 4, c / 8)?;
         let high_res_projections = if config.use_high_res_features_in_sam {
             Some((
                 candle_nn::conv2d(c, c / 8, 1, Default::default(), vb.pp("conv_s0"))?,
@@ -225,24 +265,26 @@ impl MaskDecoder {
         let iou_token_out = hs.i((.., s, ..))?;
         let mask_tokens_out = hs.narrow(1, s + 1, num_mask_tokens)?;
 
-        let src = src.transpose(1, 2)?.reshape((b, c, h, w))?;
-        let upscaled = match (high_res_features, self.uses_high_res_features()) {
-            (Some((feat_s0, feat_s1)), true) => {
-                let x = (self.upscale_conv1.forward(&src)? + feat_s1)?;
-                let x = Activation::Gelu.apply(&self.upscale_norm.forward(&x)?)?;
-                Activation::Gelu.apply(&(self.upscale_conv2.forward(&x)? + feat_s0)?)?
-            }
-            (None, false) => {
-                let x = self.upscale_conv1.forward(&src)?;
-                let x = Activation::Gelu.apply(&self.upscale_norm.forward(&x)?)?;
-                Activation::Gelu.apply(&self.upscale_conv2.forward(&x)?)?
-            }
+        let high_res = match (high_res_features, self.uses_high_res_features()) {
+            (Some((s0, s1)), true) => Some((channels_last(s0)?, channels_last(s1)?)),
+            (None, false) => None,
             (given, _) => candle_core::bail!(
                 "mask decoder {} high-resolution features but {} given",
                 if self.uses_high_res_features() { "needs" } else { "takes no" },
                 if given.is_some() { "they were" } else { "none were" }
             ),
         };
+        // Channels-last throughout: the image tokens are already [B, HW, C].
+        let mut x = self.upscale_conv1.forward(&src.reshape((b, h, w, c))?)?;
+        if let Some((_, s1)) = &high_res {
+            x = (x + s1)?;
+        }
+        let x = Activation::Gelu.apply(&self.upscale_norm.forward(&x)?)?;
+        let mut x = self.upscale_conv2.forward(&x)?;
+        if let Some((s0, _)) = &high_res {
+            x = (x + s0)?;
+        }
+        let upscaled = Activation::Gelu.apply(&x)?;
 
         let hyper_in = self
             .hypernetworks
@@ -251,9 +293,9 @@ impl MaskDecoder {
             .map(|(i, mlp)| mlp.forward(&mask_tokens_out.i((.., i, ..))?))
             .collect::<Result<Vec<_>>>()?;
         let hyper_in = Tensor::stack(&hyper_in, 1)?;
-        let (_, uc, uh, uw) = upscaled.dims4()?;
+        let (_, uh, uw, uc) = upscaled.dims4()?;
         let masks = hyper_in
-            .matmul(&upscaled.reshape((b, uc, uh * uw))?)?
+            .matmul(&upscaled.reshape((b, uh * uw, uc))?.t()?)?
             .reshape((b, num_mask_tokens, uh, uw))?;
 
         let iou_pred = self.iou_prediction_head.forward(&iou_token_out)?;
