@@ -19,10 +19,12 @@ use rayon::prelude::*;
 const CX_BLOCK_NORM_EPS: f64 = 1e-6;
 
 /// Downsamples a mask `[B, 1, H, W]` by `total_stride`: repeated [strided conv, LayerNorm2d,
-/// GELU] stages multiplying the channels by `stride²`, then a 1x1 conv to `embed_dim`.
+/// GELU] stages multiplying the channels by `stride²`, then a 1x1 conv to `embed_dim`. The
+/// channel norm and GELU run on a channels-last view (the same normalisation, done by the
+/// last-dimension LayerNorm kernel).
 #[derive(Debug, Clone)]
 pub struct MaskDownSampler {
-    stages: Vec<(Conv2d, LayerNorm2d)>,
+    stages: Vec<(Conv2d, LayerNorm)>,
     out_proj: Conv2d,
 }
 
@@ -48,7 +50,7 @@ impl MaskDownSampler {
             let out = channels * config.stride * config.stride;
             stages.push((
                 candle_nn::conv2d(channels, out, config.kernel_size, conv, vb.pp(3 * i))?,
-                LayerNorm2d::new(vb.pp(3 * i + 1), out)?,
+                LayerNorm::new(vb.pp(3 * i + 1), out, LayerNorm2d::EPS)?,
             ));
             channels = out;
         }
@@ -62,7 +64,8 @@ impl Module for MaskDownSampler {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for (conv, norm) in &self.stages {
-            x = Activation::Gelu.apply(&norm.forward(&conv.forward(&x)?)?)?;
+            let y = conv.forward(&x)?.permute((0, 2, 3, 1))?;
+            x = Activation::Gelu.apply(&norm.forward(&y)?)?.permute((0, 3, 1, 2))?;
         }
         self.out_proj.forward(&x)
     }
