@@ -109,16 +109,18 @@ fn prompt_encoder_clicks_with_mask_prompt_match_reference() {
     let pe = prompt_encoder(&cfg);
     let input = fixture("00_input");
     let r = fixture("07_refine");
-    let points = PointPrompt {
-        coords: get(&r, "click.point_coords").clone(),
-        labels: get(&input, "click_labels").unsqueeze(0).unwrap(),
-    };
+    // Built from plain values, as the predictor will: clicks in model pixels, labels 1 / 0.
+    let xy: Vec<f32> = values(get(&input, "click_points_model"));
+    let labels = i32_values(get(&input, "click_labels"));
+    let points = PointPrompt::from_points(&[[xy[0], xy[1]], [xy[2], xy[3]]], &labels, &Device::Cpu).unwrap();
+    assert_eq!(max_abs_diff(&points.coords, get(&r, "click.point_coords")), 0.0);
     let (sparse, dense) = pe.forward(&points, Some(get(&r, "click.prev_mask_logits"))).unwrap();
     assert_close("07 click.sparse_embeddings", &sparse, get(&r, "click.sparse_embeddings"), FEATURE_TOL);
     assert_close("07 click.dense_embeddings", &dense, get(&r, "click.dense_embeddings"), FEATURE_TOL);
     // A mask prompt of the wrong size is an error, not a panic.
     let wrong = Tensor::zeros((1, 1, 16, 16), DType::F32, &Device::Cpu).unwrap();
     assert!(pe.forward(&points, Some(&wrong)).is_err());
+    assert!(PointPrompt::from_points(&[[1.0, 2.0]], &[1, 0], &Device::Cpu).is_err());
 }
 
 #[test]
