@@ -563,17 +563,17 @@ fn mask_prompt_taken_as_output_matches_reference() {
     let out = model.use_mask_as_output(pix, Some(high_res), &mask).unwrap();
     assert_eq!(out.low_res_masks.dims(), &[1, 1, 32, 32]);
     let sum = out.low_res_masks.sum_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!((sum - -7711.2021).abs() < 1e-2, "low-res sum {sum}");
+    assert!((sum - -7_711.202).abs() < 1e-2, "low-res sum {sum}");
     let row = values(&out.low_res_masks.get(0).unwrap().get(0).unwrap().get(10).unwrap().narrow(0, 5, 7).unwrap());
-    assert_values("mask-as-output low_res row", &row, &[-9.98046875, -9.7265625, -9.98046875, -10.0, -10.0, -10.0, -10.0], 1e-5);
+    assert_values("mask-as-output low_res row", &row, &[-9.980_469, -9.7265625, -9.980_469, -10.0, -10.0, -10.0, -10.0], 1e-5);
     assert_eq!(values(&out.high_res_masks), values(&mask.to_dtype(DType::F32).unwrap().affine(20.0, -10.0).unwrap()));
     assert_eq!(values(&out.ious), vec![1.0]);
     assert_eq!(values(&out.object_score_logits), vec![10.0]);
     let want_ptr = [
         -0.17766178, 0.087604426, 0.35209665, -0.022017851, 0.031673796, -0.15563706, 0.012673441,
-        0.02367964, -0.091485545, 0.44238943, 0.1516417, -0.075299218, 0.019951541, -0.3166886,
-        0.16882095, -0.074488848, 0.085341573, -0.052909583, 0.032310724, -0.035655316, 0.11237423,
-        0.059097819, 0.12920949, 0.078438744, -0.21270351, 0.15609896, 0.0095436871, -0.29941511,
+        0.02367964, -0.091485545, 0.44238943, 0.1516417, -0.075_299_22, 0.019951541, -0.3166886,
+        0.16882095, -0.074_488_85, 0.085_341_57, -0.052909583, 0.032310724, -0.035655316, 0.11237423,
+        0.059_097_82, 0.12920949, 0.078438744, -0.21270351, 0.15609896, 0.009_543_687, -0.299_415_1,
         0.063070275, -0.19860041, -0.14560242, 0.38640845,
     ];
     assert_values("mask-as-output obj_ptr", &values(&out.obj_ptr), &want_ptr, FEATURE_TOL);
@@ -603,7 +603,7 @@ fn full_size_mask_prompt_is_downsized_with_antialiasing() {
     assert_values(
         "S x S mask prompt obj_ptr",
         &values(&out.obj_ptr.narrow(1, 0, 6).unwrap()),
-        &[-0.19906163, 0.097843364, 0.34720159, 0.0017021447, 0.024071977, -0.16856489],
+        &[-0.19906163, 0.097843364, 0.347_201_6, 0.0017021447, 0.024071977, -0.16856489],
         FEATURE_TOL,
     );
     assert_values("S x S mask prompt object score", &values(&out.object_score_logits), &[3.8917258], LOGIT_TOL);

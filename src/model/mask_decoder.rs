@@ -140,7 +140,7 @@ impl MaskDecoder {
     /// Loads the decoder under `vb` (`sam_mask_decoder`) with the flags of `config`.
     pub fn new(vb: VarBuilder, config: &ModelConfig) -> Result<Self> {
         let c = config.hidden_dim();
-        if c % 8 != 0 {
+        if !c.is_multiple_of(8) {
             candle_core::bail!("mask decoder width must be a multiple of 8, got {c}");
         }
         let transformer = TwoWayTransformer::new(

@@ -380,7 +380,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn values(n: usize, phase: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.71 + phase).sin() * 1.3)).collect()
+        (0..n).map(|i| (i as f32 * 0.71 + phase).sin() * 1.3).collect()
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl PromptEncoder {
         image_embedding_size: (usize, usize),
         input_image_size: (usize, usize),
     ) -> Result<Self> {
-        if embed_dim % 2 != 0 {
+        if !embed_dim.is_multiple_of(2) {
             candle_core::bail!("prompt embedding dimension must be even, got {embed_dim}");
         }
         let pe_layer = PositionEmbeddingRandom::new(vb.pp("pe_layer"), embed_dim / 2)?;

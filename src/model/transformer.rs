@@ -41,7 +41,7 @@ impl Attention {
             candle_core::bail!("attention needs a positive downsample rate and head count");
         }
         let internal_dim = embedding_dim / downsample_rate;
-        if internal_dim == 0 || internal_dim % num_heads != 0 {
+        if internal_dim == 0 || !internal_dim.is_multiple_of(num_heads) {
             candle_core::bail!(
                 "{num_heads} heads do not divide the internal attention width {internal_dim}"
             );
