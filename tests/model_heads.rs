@@ -623,3 +623,16 @@ fn whole_model_consumes_every_checkpoint_tensor() {
     let err = partial.finish().unwrap_err().to_string();
     assert!(err.contains("sam_mask_decoder.pred_obj_score_head.weight"), "{err}");
 }
+
+#[test]
+fn object_pointer_offsets_need_two_frames() {
+    let cfg = config();
+    let model = sam2(&cfg);
+    // Offsets are normalised by min(frames, 16) - 1 before the sine encoding.
+    let enc = model.obj_ptr_pos_enc(&[0, 7, -3], 8).unwrap();
+    assert_eq!(enc.dims(), &[3, 16]);
+    let two = model.obj_ptr_pos_enc(&[1], 2).unwrap();
+    let seven = model.obj_ptr_pos_enc(&[7], 8).unwrap();
+    assert!(max_abs_diff(&two, &seven) < 1e-6, "1/1 and 7/7 are the same normalised offset");
+    assert!(model.obj_ptr_pos_enc(&[0], 1).is_err());
+}

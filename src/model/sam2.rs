@@ -257,7 +257,8 @@ impl Sam2Base {
     }
 
     /// Position encodings `[n, M]` of object pointers at temporal offsets `tpos` (normalised by
-    /// `min(num_frames, max_obj_ptrs_in_encoder) - 1`, sine-encoded, projected).
+    /// `min(num_frames, max_obj_ptrs_in_encoder) - 1`, sine-encoded, projected). That divisor
+    /// is 0 for a single frame, where the reference produces NaN encodings; this is an error.
     pub fn obj_ptr_pos_enc(&self, tpos: &[i64], num_frames: usize) -> Result<Tensor> {
         let m = &self.config;
         let mem_dim = m.mem_dim();
@@ -265,7 +266,15 @@ impl Sam2Base {
         if !m.add_tpos_enc_to_obj_ptrs {
             return Tensor::zeros((tpos.len(), mem_dim), DType::F32, device);
         }
-        let t_diff_max = num_frames.min(m.max_obj_ptrs_in_encoder) as f32 - 1.0;
+        let window = num_frames.min(m.max_obj_ptrs_in_encoder);
+        if window < 2 {
+            candle_core::bail!(
+                "object-pointer offsets are normalised by min(frames, max pointers) - 1, which is \
+                 {} for {num_frames} frame(s)",
+                window as i64 - 1
+            );
+        }
+        let t_diff_max = window as f32 - 1.0;
         let normalized: Vec<f32> = tpos.iter().map(|&t| t as f32 / t_diff_max).collect();
         let pos = Tensor::from_vec(normalized, tpos.len(), device)?;
         match &self.obj_ptr_tpos_proj {
