@@ -14,10 +14,10 @@
 //! to 4 x C_out values per pixel and a pixel shuffle.
 
 use crate::model::config::{MaskDecoderExtraArgs, ModelConfig};
-use crate::model::sam2_utils::{Activation, LayerNorm, LayerNorm2d, Linear, Mlp};
+use crate::model::sam2_utils::{Activation, LayerNorm, LayerNorm2d, Linear, Mlp, PointwiseConv2d};
 use crate::model::transformer::TwoWayTransformer;
 use candle_core::{DType, IndexOp, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Multimask outputs (there is one more mask token: the single-mask token 0).
 pub const NUM_MULTIMASK_OUTPUTS: usize = 3;
@@ -128,7 +128,7 @@ pub struct MaskDecoder {
     upscale_norm: LayerNorm,
     upscale_conv2: TransposedConv2x2,
     /// `conv_s0`, `conv_s1` when high-resolution features are used.
-    high_res_projections: Option<(Conv2d, Conv2d)>,
+    high_res_projections: Option<(PointwiseConv2d, PointwiseConv2d)>,
     hypernetworks: Vec<Mlp>,
     iou_prediction_head: Mlp,
     object_score_head: ObjectScoreHead,
@@ -166,8 +166,8 @@ impl MaskDecoder {
         let upscale_conv2 = TransposedConv2x2::new(ups.pp(3), c / 4, c / 8)?;
         let high_res_projections = if config.use_high_res_features_in_sam {
             Some((
-                candle_nn::conv2d(c, c / 8, 1, Default::default(), vb.pp("conv_s0"))?,
-                candle_nn::conv2d(c, c / 4, 1, Default::default(), vb.pp("conv_s1"))?,
+                PointwiseConv2d::new(vb.pp("conv_s0"), c, c / 8)?,
+                PointwiseConv2d::new(vb.pp("conv_s1"), c, c / 4)?,
             ))
         } else {
             None

@@ -10,7 +10,7 @@
 
 use crate::model::config::{CxBlockConfig, FuserConfig, MaskDownSamplerConfig, MemoryEncoderConfig};
 use crate::model::position_encoding::PositionEmbeddingSine;
-use crate::model::sam2_utils::{Activation, LayerNorm, LayerNorm2d, Linear};
+use crate::model::sam2_utils::{Activation, LayerNorm, LayerNorm2d, Linear, PointwiseConv2d};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
@@ -25,7 +25,7 @@ const CX_BLOCK_NORM_EPS: f64 = 1e-6;
 #[derive(Debug, Clone)]
 pub struct MaskDownSampler {
     stages: Vec<(Conv2d, LayerNorm)>,
-    out_proj: Conv2d,
+    out_proj: PointwiseConv2d,
 }
 
 impl MaskDownSampler {
@@ -54,8 +54,7 @@ impl MaskDownSampler {
             ));
             channels = out;
         }
-        let out_proj =
-            candle_nn::conv2d(channels, config.embed_dim, 1, Default::default(), vb.pp(3 * num_layers))?;
+        let out_proj = PointwiseConv2d::new(vb.pp(3 * num_layers), channels, config.embed_dim)?;
         Ok(Self { stages, out_proj })
     }
 }
@@ -267,14 +266,14 @@ impl Module for CxBlock {
 /// Optional 1x1 input projection followed by `num_layers` ConvNeXt blocks.
 #[derive(Debug, Clone)]
 pub struct Fuser {
-    proj: Option<Conv2d>,
+    proj: Option<PointwiseConv2d>,
     layers: Vec<CxBlock>,
 }
 
 impl Fuser {
     pub fn new(vb: VarBuilder, config: &FuserConfig) -> Result<Self> {
         let proj = match (config.input_projection, config.dim) {
-            (true, Some(dim)) => Some(candle_nn::conv2d(dim, dim, 1, Default::default(), vb.pp("proj"))?),
+            (true, Some(dim)) => Some(PointwiseConv2d::new(vb.pp("proj"), dim, dim)?),
             (true, None) => candle_core::bail!("fuser input projection needs `dim`"),
             (false, _) => None,
         };
@@ -309,10 +308,10 @@ pub struct EncodedMemory {
 #[derive(Debug)]
 pub struct MemoryEncoder {
     mask_downsampler: MaskDownSampler,
-    pix_feat_proj: Conv2d,
+    pix_feat_proj: PointwiseConv2d,
     fuser: Fuser,
     /// 1x1 conv to `out_dim`; absent when `out_dim == in_dim` (identity).
-    out_proj: Option<Conv2d>,
+    out_proj: Option<PointwiseConv2d>,
     position_encoding: PositionEmbeddingSine,
 }
 
@@ -321,13 +320,13 @@ impl MemoryEncoder {
     pub fn new(vb: VarBuilder, config: &MemoryEncoderConfig) -> Result<Self> {
         let in_dim = config.in_dim;
         let out_proj = if config.out_dim != in_dim {
-            Some(candle_nn::conv2d(in_dim, config.out_dim, 1, Default::default(), vb.pp("out_proj"))?)
+            Some(PointwiseConv2d::new(vb.pp("out_proj"), in_dim, config.out_dim)?)
         } else {
             None
         };
         Ok(Self {
             mask_downsampler: MaskDownSampler::new(vb.pp("mask_downsampler"), &config.mask_downsampler)?,
-            pix_feat_proj: candle_nn::conv2d(in_dim, in_dim, 1, Default::default(), vb.pp("pix_feat_proj"))?,
+            pix_feat_proj: PointwiseConv2d::new(vb.pp("pix_feat_proj"), in_dim, in_dim)?,
             fuser: Fuser::new(vb.pp("fuser"), &config.fuser)?,
             out_proj,
             position_encoding: PositionEmbeddingSine::new(&config.position_encoding)?,

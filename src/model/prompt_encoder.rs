@@ -8,7 +8,7 @@
 //! points only and always pads.
 
 use crate::model::position_encoding::PositionEmbeddingRandom;
-use crate::model::sam2_utils::{Activation, LayerNorm2d};
+use crate::model::sam2_utils::{Activation, LayerNorm2d, PointwiseConv2d};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
@@ -74,7 +74,7 @@ pub struct PromptEncoder {
     mask_norm1: LayerNorm2d,
     mask_conv2: Conv2d,
     mask_norm2: LayerNorm2d,
-    mask_conv3: Conv2d,
+    mask_conv3: PointwiseConv2d,
     /// `get_dense_pe()`, `[1, C, He, We]`, computed once.
     dense_pe: Tensor,
 }
@@ -108,8 +108,7 @@ impl PromptEncoder {
         let mask_norm1 = LayerNorm2d::new(masks.pp(1), quarter)?;
         let mask_conv2 = candle_nn::conv2d(quarter, MASK_IN_CHANS, 2, down, masks.pp(3))?;
         let mask_norm2 = LayerNorm2d::new(masks.pp(4), MASK_IN_CHANS)?;
-        let mask_conv3 =
-            candle_nn::conv2d(MASK_IN_CHANS, embed_dim, 1, Default::default(), masks.pp(6))?;
+        let mask_conv3 = PointwiseConv2d::new(masks.pp(6), MASK_IN_CHANS, embed_dim)?;
         let (eh, ew) = image_embedding_size;
         let dense_pe = pe_layer.forward(eh, ew)?.unsqueeze(0)?;
         Ok(Self {

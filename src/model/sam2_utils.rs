@@ -1,6 +1,7 @@
 //! Layers shared by several SAM2 modules (reference: `sam2/modeling/sam2_utils.py` and the plain
 //! `nn.Linear` / `nn.LayerNorm` layers used all over the model): a token-wise linear layer, layer
-//! normalisation over the last dimension and over channels (`LayerNorm2d`), the multi-layer
+//! normalisation over the last dimension and over channels (`LayerNorm2d`), the 1x1
+//! convolution (`PointwiseConv2d`), the multi-layer
 //! perceptron, the activations the configuration can name, and the 1-D sine encoding of
 //! object-pointer offsets (`get_1d_sine_pe`).
 //!
@@ -163,6 +164,39 @@ impl Module for LayerNorm {
                 .broadcast_mul(&self.weight)?
                 .broadcast_add(&self.bias)
         }
+    }
+}
+
+/// `nn.Conv2d(in, out, kernel_size=1)` on `[B, C, H, W]` tensors: one product of the weight
+/// with each image's flattened pixels (`W · X`), without im2col or layout changes.
+#[derive(Debug, Clone)]
+pub struct PointwiseConv2d {
+    /// `[out, in]`.
+    weight: Tensor,
+    /// `[out, 1]`.
+    bias: Tensor,
+}
+
+impl PointwiseConv2d {
+    /// Loads `weight` `[out, in, 1, 1]` and `bias` `[out]` under `vb`.
+    pub fn new(vb: VarBuilder, in_channels: usize, out_channels: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb
+                .get((out_channels, in_channels, 1, 1), "weight")?
+                .reshape((out_channels, in_channels))?,
+            bias: vb.get(out_channels, "bias")?.reshape((out_channels, 1))?,
+        })
+    }
+}
+
+impl Module for PointwiseConv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let out = self.weight.dim(0)?;
+        self.weight
+            .broadcast_matmul(&x.reshape((b, c, h * w))?)?
+            .broadcast_add(&self.bias)?
+            .reshape((b, out, h, w))
     }
 }
 
