@@ -1,0 +1,707 @@
+//! `SAM2Base` (reference: `sam2/modeling/sam2_base.py`): the whole network with the per-frame
+//! pieces a video predictor drives — image features with the decoder's high-resolution
+//! projections (`forward_image`), conditioning a frame on an assembled memory
+//! (`_prepare_memory_conditioned_features` without the frame selection), the SAM heads with
+//! object-score gating, mask selection and object pointers (`_forward_sam_heads`), and encoding
+//! a new memory (`_encode_new_memory`) with its bfloat16 storage rounding.
+//!
+//! Which frames enter a memory (conditioning frames, the previous `num_maskmem - 1` frames,
+//! pointer offsets) is the predictor's decision; it hands the chosen memories to
+//! `assemble_memory` as (features, temporal position) and (pointer, signed offset) lists.
+//!
+//! A mask prompt on a frame is taken as that frame's output (`_use_mask_as_output`, with
+//! `use_mask_input_as_output_without_sam`); its object pointer still comes from the decoder.
+//! Resizing masks follows `F.interpolate(mode="bilinear", align_corners=False)`: plain
+//! (Candle's `upsample_bilinear2d`) for upsampling logits, antialiased (written here as two
+//! products with PyTorch's triangle-filter weight matrices) where the reference asks for it.
+//!
+//! Not ported: non-overlap constraints across objects (`non_overlap_masks_for_mem_enc` with a
+//! batch of several objects).
+
+use crate::model::config::{ModelConfig, Sam2Config};
+use crate::model::image_encoder::{ImageEncoder, ImageEncoderOutput};
+use crate::model::mask_decoder::{first_argmax, select_per_batch, MaskDecoder, MaskDecoderOutput};
+use crate::model::memory_attention::MemoryAttention;
+use crate::model::memory_encoder::{EncodedMemory, MemoryEncoder};
+use crate::model::prompt_encoder::{PointPrompt, PromptEncoder};
+use crate::model::sam2_utils::{get_1d_sine_pe, Activation, Linear, Mlp};
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+
+/// Mask logit standing for "no object" (`NO_OBJ_SCORE`).
+pub const NO_OBJ_SCORE: f32 = -1024.0;
+/// Temperature of the object pointers' temporal sine encoding.
+const OBJ_PTR_TPOS_TEMPERATURE: f64 = 10000.0;
+
+/// Outputs of the SAM heads for one frame (`_forward_sam_heads`).
+#[derive(Debug, Clone)]
+pub struct SamHeadsOutput {
+    /// `[B, M, 4E, 4E]` decoder masks (M = 3 multimask or 1), `NO_OBJ_SCORE` where no object.
+    pub low_res_multimasks: Tensor,
+    /// `[B, M, S, S]` bilinear upsampling of `low_res_multimasks`.
+    pub high_res_multimasks: Tensor,
+    /// `[B, M]` predicted IoUs.
+    pub ious: Tensor,
+    /// `[B, 1, 4E, 4E]` the selected mask (best IoU for multimask output).
+    pub low_res_masks: Tensor,
+    /// `[B, 1, S, S]`.
+    pub high_res_masks: Tensor,
+    /// `[B, C]` object pointer (`no_obj_ptr` where no object).
+    pub obj_ptr: Tensor,
+    /// `[B, 1]`.
+    pub object_score_logits: Tensor,
+    /// Per batch entry, the decoder token whose mask was selected: 0 single-mask token,
+    /// 1..3 multimask tokens (empty when a mask prompt was taken as output).
+    pub selected_mask_token: Vec<usize>,
+    /// The decoder's raw output (all tokens' masks and IoUs); `None` when a mask prompt was
+    /// taken as output.
+    pub decoder: Option<MaskDecoderOutput>,
+}
+
+/// A stored spatial memory entering a memory-attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct SpatialMemory<'a> {
+    /// `[B, M, E, E]`, f32 or the stored bf16.
+    pub features: &'a Tensor,
+    /// `[B, M, E, E]` spatial position encoding of the memory.
+    pub pos_enc: &'a Tensor,
+    /// Temporal slot: 0 for conditioning frames, 1..num_maskmem-1 for the recent frames
+    /// (num_maskmem-1 = the adjacent frame).
+    pub t_pos: usize,
+}
+
+/// An object pointer entering a memory-attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectPointer<'a> {
+    /// `[B, C]`.
+    pub obj_ptr: &'a Tensor,
+    /// Temporal offset from the current frame (signed or absolute, as the predictor computes).
+    pub tpos: i64,
+}
+
+/// The memory-attention inputs built from a frame's memories (batch-first).
+#[derive(Debug, Clone)]
+pub struct AssembledMemory {
+    /// `[B, Nm, M]`: spatial memory tokens, then object-pointer tokens.
+    pub memory: Tensor,
+    /// `[B, Nm, M]`.
+    pub memory_pos: Tensor,
+    /// Number of trailing object-pointer tokens in `memory`.
+    pub num_obj_ptr_tokens: usize,
+}
+
+/// `obj_ptr_proj`: MLP, linear layer or identity depending on the configuration.
+#[derive(Debug, Clone)]
+enum ObjPtrProjection {
+    Mlp(Mlp),
+    Linear(Linear),
+    Identity,
+}
+
+/// The SAM2 network with MedSAM2's flags.
+#[derive(Debug)]
+pub struct Sam2Base {
+    config: ModelConfig,
+    image_encoder: ImageEncoder,
+    memory_attention: MemoryAttention,
+    memory_encoder: MemoryEncoder,
+    prompt_encoder: PromptEncoder,
+    mask_decoder: MaskDecoder,
+    obj_ptr_proj: ObjPtrProjection,
+    /// `obj_ptr_tpos_proj` Linear(C, M) when `proj_tpos_enc_in_obj_ptrs`.
+    obj_ptr_tpos_proj: Option<Linear>,
+    /// `[num_maskmem, 1, 1, M]`.
+    maskmem_tpos_enc: Tensor,
+    /// `[1, 1, C]`.
+    no_mem_embed: Tensor,
+    no_mem_pos_enc: Tensor,
+    /// `[1, C]` when object scores and pointers are used.
+    no_obj_ptr: Option<Tensor>,
+    /// `[1, M]` when `no_obj_embed_spatial`.
+    no_obj_embed_spatial: Option<Tensor>,
+    /// Conv 4x4 stride 4 turning a mask prompt into a decoder mask prompt, when object pointers
+    /// are used.
+    mask_downsample: Option<Conv2d>,
+}
+
+impl Sam2Base {
+    /// Builds the network from checkpoint weights (`vb` at the checkpoint root).
+    pub fn new(vb: VarBuilder, config: &Sam2Config) -> Result<Self> {
+        let m = &config.model;
+        let c = m.hidden_dim();
+        let mem_dim = m.mem_dim();
+        if m.pred_obj_scores && !m.use_obj_ptrs_in_encoder {
+            candle_core::bail!("pred_obj_scores without use_obj_ptrs_in_encoder is not supported");
+        }
+        if !c.is_multiple_of(mem_dim) {
+            candle_core::bail!("memory width {mem_dim} must divide the hidden width {c}");
+        }
+        let e = m.image_embedding_size();
+        let obj_ptr_proj = match (m.use_obj_ptrs_in_encoder, m.use_mlp_for_obj_ptr_proj) {
+            (true, true) => ObjPtrProjection::Mlp(Mlp::new(
+                vb.pp("obj_ptr_proj"),
+                c,
+                c,
+                c,
+                3,
+                Activation::Relu,
+                false,
+            )?),
+            (true, false) => ObjPtrProjection::Linear(Linear::new(vb.pp("obj_ptr_proj"), c, c)?),
+            (false, _) => ObjPtrProjection::Identity,
+        };
+        let obj_ptr_tpos_proj = if m.proj_tpos_enc_in_obj_ptrs {
+            Some(Linear::new(vb.pp("obj_ptr_tpos_proj"), c, mem_dim)?)
+        } else {
+            None
+        };
+        let no_obj_ptr = if m.pred_obj_scores && m.use_obj_ptrs_in_encoder {
+            Some(vb.get((1, c), "no_obj_ptr")?)
+        } else {
+            None
+        };
+        let no_obj_embed_spatial = if m.no_obj_embed_spatial {
+            Some(vb.get((1, mem_dim), "no_obj_embed_spatial")?)
+        } else {
+            None
+        };
+        let mask_downsample = if m.use_obj_ptrs_in_encoder {
+            let cfg = Conv2dConfig {
+                stride: 4,
+                ..Default::default()
+            };
+            Some(candle_nn::conv2d(1, 1, 4, cfg, vb.pp("mask_downsample"))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            config: m.clone(),
+            image_encoder: ImageEncoder::new(vb.pp("image_encoder"), &m.image_encoder)?,
+            memory_attention: MemoryAttention::new(vb.pp("memory_attention"), &m.memory_attention)?,
+            memory_encoder: MemoryEncoder::new(vb.pp("memory_encoder"), &m.memory_encoder)?,
+            prompt_encoder: PromptEncoder::new(
+                vb.pp("sam_prompt_encoder"),
+                c,
+                (e, e),
+                (m.image_size, m.image_size),
+            )?,
+            mask_decoder: MaskDecoder::new(vb.pp("sam_mask_decoder"), m)?,
+            obj_ptr_proj,
+            obj_ptr_tpos_proj,
+            maskmem_tpos_enc: vb.get((m.num_maskmem, 1, 1, mem_dim), "maskmem_tpos_enc")?,
+            no_mem_embed: vb.get((1, 1, c), "no_mem_embed")?,
+            no_mem_pos_enc: vb.get((1, 1, c), "no_mem_pos_enc")?,
+            no_obj_ptr,
+            no_obj_embed_spatial,
+            mask_downsample,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn prompt_encoder(&self) -> &PromptEncoder {
+        &self.prompt_encoder
+    }
+
+    pub fn mask_decoder(&self) -> &MaskDecoder {
+        &self.mask_decoder
+    }
+
+    pub fn memory_attention(&self) -> &MemoryAttention {
+        &self.memory_attention
+    }
+
+    pub fn memory_encoder(&self) -> &MemoryEncoder {
+        &self.memory_encoder
+    }
+
+    /// Image features of normalised `[B, 3, S, S]` images (`forward_image`): the kept FPN levels
+    /// with levels 0 and 1 already projected by the decoder's `conv_s0` / `conv_s1` when
+    /// high-resolution features are used.
+    pub fn forward_image(&self, image: &Tensor) -> Result<ImageEncoderOutput> {
+        let mut out = self.image_encoder.forward(image)?;
+        if self.mask_decoder.uses_high_res_features() {
+            if out.backbone_fpn.len() < 3 {
+                candle_core::bail!(
+                    "high-resolution SAM features need 3 feature levels, the encoder keeps {}",
+                    out.backbone_fpn.len()
+                );
+            }
+            let (s0, s1) = self
+                .mask_decoder
+                .project_high_res_features(&out.backbone_fpn[0], &out.backbone_fpn[1])?;
+            out.backbone_fpn[0] = s0;
+            out.backbone_fpn[1] = s1;
+        }
+        Ok(out)
+    }
+
+    /// Whether the SAM heads output 3 masks for a frame (`_use_multimask`).
+    pub fn use_multimask(&self, is_init_cond_frame: bool, num_points: usize) -> bool {
+        let m = &self.config;
+        m.multimask_output_in_sam
+            && (is_init_cond_frame || m.multimask_output_for_tracking)
+            && (m.multimask_min_pt_num..=m.multimask_max_pt_num).contains(&num_points)
+    }
+
+    /// Temporal encoding of a spatial memory in slot `t_pos`: `maskmem_tpos_enc[num_maskmem-1-t_pos]`,
+    /// `[1, 1, M]`.
+    fn maskmem_tpos(&self, t_pos: usize) -> Result<Tensor> {
+        let n = self.config.num_maskmem;
+        if t_pos >= n {
+            candle_core::bail!("memory slot {t_pos} outside 0..{n}");
+        }
+        self.maskmem_tpos_enc.get(n - 1 - t_pos)
+    }
+
+    /// Position encodings `[n, M]` of object pointers at temporal offsets `tpos` (normalised by
+    /// `min(num_frames, max_obj_ptrs_in_encoder) - 1`, sine-encoded, projected). That divisor
+    /// is 0 for a single frame, where the reference produces NaN encodings; this is an error.
+    pub fn obj_ptr_pos_enc(&self, tpos: &[i64], num_frames: usize) -> Result<Tensor> {
+        let m = &self.config;
+        let mem_dim = m.mem_dim();
+        let device = self.maskmem_tpos_enc.device();
+        if !m.add_tpos_enc_to_obj_ptrs {
+            return Tensor::zeros((tpos.len(), mem_dim), DType::F32, device);
+        }
+        let window = num_frames.min(m.max_obj_ptrs_in_encoder);
+        if window < 2 {
+            candle_core::bail!(
+                "object-pointer offsets are normalised by min(frames, max pointers) - 1, which is \
+                 {} for {num_frames} frame(s)",
+                window as i64 - 1
+            );
+        }
+        let t_diff_max = window as f32 - 1.0;
+        let normalized: Vec<f32> = tpos.iter().map(|&t| t as f32 / t_diff_max).collect();
+        let pos = Tensor::from_vec(normalized, tpos.len(), device)?;
+        match &self.obj_ptr_tpos_proj {
+            Some(proj) => proj.forward(&get_1d_sine_pe(&pos, m.hidden_dim(), OBJ_PTR_TPOS_TEMPERATURE)?),
+            None => get_1d_sine_pe(&pos, mem_dim, OBJ_PTR_TPOS_TEMPERATURE),
+        }
+    }
+
+    /// Concatenates the chosen memories into memory-attention inputs (step 2 of
+    /// `_prepare_memory_conditioned_features`): every spatial memory's tokens with its spatial
+    /// plus temporal encoding, then every object pointer split into `C / M` tokens sharing its
+    /// temporal encoding. `num_frames` is the length of the frame sequence.
+    pub fn assemble_memory(
+        &self,
+        spatial: &[SpatialMemory],
+        pointers: &[ObjectPointer],
+        num_frames: usize,
+    ) -> Result<AssembledMemory> {
+        let mut memory = Vec::with_capacity(spatial.len() + 1);
+        let mut memory_pos = Vec::with_capacity(spatial.len() + 1);
+        for entry in spatial {
+            let to_tokens = |x: &Tensor| -> Result<Tensor> {
+                x.to_dtype(DType::F32)?.flatten_from(2)?.transpose(1, 2)?.contiguous()
+            };
+            memory.push(to_tokens(entry.features)?);
+            memory_pos.push(to_tokens(entry.pos_enc)?.broadcast_add(&self.maskmem_tpos(entry.t_pos)?)?);
+        }
+        let mut num_obj_ptr_tokens = 0;
+        if self.config.use_obj_ptrs_in_encoder && !pointers.is_empty() {
+            let c = self.config.hidden_dim();
+            let mem_dim = self.config.mem_dim();
+            let split = c / mem_dim;
+            let ptrs = pointers.iter().map(|p| p.obj_ptr).collect::<Vec<_>>();
+            let ptrs = Tensor::stack(&ptrs, 1)?;
+            let (b, n, _) = ptrs.dims3()?;
+            let tpos: Vec<i64> = pointers.iter().map(|p| p.tpos).collect();
+            let pos = self
+                .obj_ptr_pos_enc(&tpos, num_frames)?
+                .reshape((1, n, 1, mem_dim))?
+                .broadcast_as((b, n, split, mem_dim))?
+                .reshape((b, n * split, mem_dim))?;
+            memory.push(ptrs.reshape((b, n * split, mem_dim))?);
+            memory_pos.push(pos);
+            num_obj_ptr_tokens = n * split;
+        }
+        if memory.is_empty() {
+            candle_core::bail!("a memory needs at least one spatial memory or object pointer");
+        }
+        Ok(AssembledMemory {
+            memory: Tensor::cat(&memory, 1)?,
+            memory_pos: Tensor::cat(&memory_pos, 1)?,
+            num_obj_ptr_tokens,
+        })
+    }
+
+    /// The frame feature the SAM heads see (`_prepare_memory_conditioned_features`):
+    /// `vision_features` `[B, C, E, E]` with its position encoding `vision_pos` conditioned on
+    /// `memory` by memory attention; without a memory (initial conditioning frame) the
+    /// no-memory embedding is added directly or attended to, as configured.
+    pub fn condition_on_memory(
+        &self,
+        vision_features: &Tensor,
+        vision_pos: &Tensor,
+        memory: Option<&AssembledMemory>,
+    ) -> Result<Tensor> {
+        let (b, c, h, w) = vision_features.dims4()?;
+        if self.config.num_maskmem == 0 {
+            return Ok(vision_features.clone());
+        }
+        let to_tokens = |x: &Tensor| -> Result<Tensor> { x.flatten_from(2)?.transpose(1, 2)?.contiguous() };
+        let (memory, memory_pos, num_obj_ptr_tokens) = match memory {
+            Some(mem) => (mem.memory.clone(), mem.memory_pos.clone(), mem.num_obj_ptr_tokens),
+            None if self.config.directly_add_no_mem_embed => {
+                let embed = self.no_mem_embed.reshape((1, c, 1, 1))?;
+                return vision_features.broadcast_add(&embed);
+            }
+            None => {
+                let mem_dim = self.config.mem_dim();
+                if mem_dim != c {
+                    candle_core::bail!(
+                        "the no-memory token needs memory width {mem_dim} equal to the hidden width {c}"
+                    );
+                }
+                (
+                    self.no_mem_embed.broadcast_as((b, 1, c))?.contiguous()?,
+                    self.no_mem_pos_enc.broadcast_as((b, 1, c))?.contiguous()?,
+                    0,
+                )
+            }
+        };
+        let out = self.memory_attention.forward(
+            &to_tokens(vision_features)?,
+            &to_tokens(vision_pos)?,
+            &memory,
+            &memory_pos,
+            num_obj_ptr_tokens,
+        )?;
+        out.transpose(1, 2)?.reshape((b, c, h, w))
+    }
+
+    /// Runs the prompt encoder and mask decoder on a frame feature `[B, C, E, E]`
+    /// (`_forward_sam_heads`). `points`: `None` means a single padding point; `mask_input`:
+    /// `[B, 1, 4E, 4E]` logits; `high_res_features`: the projected `(s0, s1)` levels.
+    pub fn forward_sam_heads(
+        &self,
+        backbone_features: &Tensor,
+        points: Option<&PointPrompt>,
+        mask_input: Option<&Tensor>,
+        high_res_features: Option<(&Tensor, &Tensor)>,
+        multimask_output: bool,
+    ) -> Result<SamHeadsOutput> {
+        let (b, c, h, w) = backbone_features.dims4()?;
+        let e = self.config.image_embedding_size();
+        if c != self.config.hidden_dim() || h != e || w != e {
+            candle_core::bail!(
+                "SAM heads expect [B, {}, {e}, {e}] features, got {:?}",
+                self.config.hidden_dim(),
+                backbone_features.dims()
+            );
+        }
+        let device = backbone_features.device();
+        let padding;
+        let points = match points {
+            Some(p) => p,
+            None => {
+                padding = PointPrompt::padding_only(b, device)?;
+                &padding
+            }
+        };
+        let resized;
+        let mask_input = match mask_input {
+            Some(mask) if mask.rank() == 4 && mask.dims()[2..] != [4 * e, 4 * e] => {
+                resized = resize_bilinear_antialiased(&mask.to_dtype(DType::F32)?, (4 * e, 4 * e))?;
+                Some(&resized)
+            }
+            other => other,
+        };
+        let (sparse, dense) = self.prompt_encoder.forward(points, mask_input)?;
+        let decoder = self.mask_decoder.forward(
+            backbone_features,
+            self.prompt_encoder.get_dense_pe(),
+            &sparse,
+            &dense,
+            multimask_output,
+            high_res_features,
+        )?;
+        let object_score_logits = decoder.object_score_logits.clone();
+        let is_obj = object_score_logits.gt(0.0)?;
+        let mut low_res_multimasks = decoder.masks.clone();
+        if self.config.pred_obj_scores {
+            let keep = is_obj.reshape((b, 1, 1, 1))?.broadcast_as(low_res_multimasks.shape())?;
+            let no_obj = Tensor::full(NO_OBJ_SCORE, low_res_multimasks.shape(), device)?;
+            low_res_multimasks = keep.where_cond(&low_res_multimasks, &no_obj)?;
+        }
+        let s = self.config.image_size;
+        let high_res_multimasks = low_res_multimasks.upsample_bilinear2d(s, s, false)?;
+
+        let (low_res_masks, high_res_masks, sam_output_token, selected_mask_token) = if multimask_output {
+            let ious: Vec<Vec<f32>> = decoder.iou_pred.to_vec2()?;
+            let best: Vec<usize> = ious.iter().map(|row| first_argmax(row)).collect();
+            let token = if decoder.sam_tokens_out.dim(1)? > 1 {
+                select_per_batch(&decoder.sam_tokens_out, &best)?
+            } else {
+                decoder.sam_tokens_out.narrow(1, 0, 1)?
+            };
+            (
+                select_per_batch(&low_res_multimasks, &best)?,
+                select_per_batch(&high_res_multimasks, &best)?,
+                token,
+                best.iter().map(|i| i + 1).collect(),
+            )
+        } else {
+            (
+                low_res_multimasks.clone(),
+                high_res_multimasks.clone(),
+                decoder.sam_tokens_out.narrow(1, 0, 1)?,
+                decoder.single_mask_token.clone(),
+            )
+        };
+        let sam_output_token = sam_output_token.squeeze(1)?;
+        let mut obj_ptr = match &self.obj_ptr_proj {
+            ObjPtrProjection::Mlp(mlp) => mlp.forward(&sam_output_token)?,
+            ObjPtrProjection::Linear(linear) => linear.forward(&sam_output_token)?,
+            ObjPtrProjection::Identity => sam_output_token,
+        };
+        if self.config.pred_obj_scores {
+            let lambda = if self.config.soft_no_obj_ptr {
+                candle_nn::ops::sigmoid(&object_score_logits)?
+            } else {
+                is_obj.to_dtype(DType::F32)?
+            };
+            obj_ptr = self.mix_in_no_obj_ptr(&obj_ptr, &lambda)?;
+        }
+        Ok(SamHeadsOutput {
+            low_res_multimasks,
+            high_res_multimasks,
+            ious: decoder.iou_pred.clone(),
+            low_res_masks,
+            high_res_masks,
+            obj_ptr,
+            object_score_logits,
+            selected_mask_token,
+            decoder: Some(decoder),
+        })
+    }
+
+    /// Blends an object pointer `[B, C]` with `no_obj_ptr` by the object presence `lambda`
+    /// `[B, 1]` (scaled first with `fixed_no_obj_ptr`).
+    fn mix_in_no_obj_ptr(&self, obj_ptr: &Tensor, lambda: &Tensor) -> Result<Tensor> {
+        let Some(no_obj_ptr) = &self.no_obj_ptr else {
+            return Ok(obj_ptr.clone());
+        };
+        let obj_ptr = if self.config.fixed_no_obj_ptr {
+            obj_ptr.broadcast_mul(lambda)?
+        } else {
+            obj_ptr.clone()
+        };
+        obj_ptr + lambda.affine(-1.0, 1.0)?.broadcast_mul(no_obj_ptr)?
+    }
+
+    /// Takes a mask prompt `[B, 1, S, S]` (binary, any dtype) as the frame's output
+    /// (`_use_mask_as_output`): logits ±10, an antialiased 4x downsampling as the low-res mask,
+    /// IoU 1, object score ±10 by whether the mask has any foreground, and an object pointer
+    /// from the decoder prompted with the downsampled mask.
+    pub fn use_mask_as_output(
+        &self,
+        backbone_features: &Tensor,
+        high_res_features: Option<(&Tensor, &Tensor)>,
+        mask_inputs: &Tensor,
+    ) -> Result<SamHeadsOutput> {
+        const OUT_SCALE: f64 = 20.0;
+        const OUT_BIAS: f64 = -10.0;
+        let mask = mask_inputs.to_dtype(DType::F32)?;
+        let (b, _, h, w) = mask.dims4()?;
+        let high_res_masks = mask.affine(OUT_SCALE, OUT_BIAS)?;
+        let low_res_masks = resize_bilinear_antialiased(&high_res_masks, (h / 4, w / 4))?;
+        let ious = Tensor::ones((b, 1), DType::F32, mask.device())?;
+        let obj_ptr = match &self.mask_downsample {
+            Some(conv) => {
+                let prompt = conv.forward(&mask)?;
+                self.forward_sam_heads(backbone_features, None, Some(&prompt), high_res_features, false)?
+                    .obj_ptr
+            }
+            None => Tensor::zeros((b, self.config.hidden_dim()), DType::F32, mask.device())?,
+        };
+        let lambda = mask.flatten_from(1)?.gt(0.0)?.max_keepdim(1)?.to_dtype(DType::F32)?;
+        let object_score_logits = lambda.affine(OUT_SCALE, OUT_BIAS)?;
+        let obj_ptr = if self.config.pred_obj_scores {
+            self.mix_in_no_obj_ptr(&obj_ptr, &lambda)?
+        } else {
+            obj_ptr
+        };
+        Ok(SamHeadsOutput {
+            low_res_multimasks: low_res_masks.clone(),
+            high_res_multimasks: high_res_masks.clone(),
+            ious,
+            low_res_masks,
+            high_res_masks,
+            obj_ptr,
+            object_score_logits,
+            selected_mask_token: Vec::new(),
+            decoder: None,
+        })
+    }
+
+    /// The memory encoder's mask input from high-resolution logits `[B, 1, S, S]`: binarized
+    /// (`> 0`) for masks from point prompts when `binarize_mask_from_pts_for_mem_enc`, sigmoid
+    /// otherwise, then scaled and shifted (`sigmoid_scale/bias_for_mem_enc`).
+    pub fn mask_for_memory(&self, pred_masks_high_res: &Tensor, is_mask_from_pts: bool) -> Result<Tensor> {
+        let m = &self.config;
+        let mask = if m.binarize_mask_from_pts_for_mem_enc && is_mask_from_pts {
+            pred_masks_high_res.gt(0.0)?.to_dtype(DType::F32)?
+        } else {
+            candle_nn::ops::sigmoid(pred_masks_high_res)?
+        };
+        mask.affine(m.sigmoid_scale_for_mem_enc, m.sigmoid_bias_for_mem_enc)
+    }
+
+    /// Encodes a frame's memory (`_encode_new_memory`): `pix_feat` `[B, C, E, E]` is the raw
+    /// stride-16 image feature, `pred_masks_high_res` `[B, 1, S, S]` the frame's mask logits;
+    /// frames judged object-free get `no_obj_embed_spatial` added everywhere. The features are
+    /// f32; `to_storage_precision` gives what the predictor keeps.
+    pub fn encode_new_memory(
+        &self,
+        pix_feat: &Tensor,
+        pred_masks_high_res: &Tensor,
+        object_score_logits: &Tensor,
+        is_mask_from_pts: bool,
+    ) -> Result<EncodedMemory> {
+        if self.config.non_overlap_masks_for_mem_enc && pred_masks_high_res.dim(0)? > 1 {
+            candle_core::bail!("non-overlap constraints across several objects are not supported");
+        }
+        let mask = self.mask_for_memory(pred_masks_high_res, is_mask_from_pts)?;
+        let mut memory = self.memory_encoder.forward(pix_feat, &mask, true)?;
+        if let Some(embed) = &self.no_obj_embed_spatial {
+            let b = object_score_logits.dim(0)?;
+            let absent = object_score_logits
+                .gt(0.0)?
+                .to_dtype(DType::F32)?
+                .affine(-1.0, 1.0)?
+                .reshape((b, 1, 1, 1))?;
+            let mem_dim = embed.dim(1)?;
+            let added = absent.broadcast_mul(&embed.reshape((1, mem_dim, 1, 1))?)?;
+            memory.features = memory.features.broadcast_add(&added)?;
+        }
+        Ok(memory)
+    }
+}
+
+/// What the video predictor stores for a memory: the features rounded to bfloat16
+/// (round-to-nearest-even), as `maskmem_features.to(torch.bfloat16)` does.
+pub fn to_storage_precision(features: &Tensor) -> Result<Tensor> {
+    features.to_dtype(DType::BF16)
+}
+
+/// Weights `[output, input]` (row-major) of PyTorch's antialiased linear resampling along one
+/// axis (`_upsample_bilinear2d_aa`, align_corners=False): a triangle filter widened by the
+/// downscale factor, clipped at the borders and normalised per output sample.
+fn antialiased_linear_weights(input: usize, output: usize) -> Vec<f32> {
+    let scale = input as f32 / output as f32;
+    let (support, invscale) = if scale >= 1.0 { (scale, 1.0 / scale) } else { (1.0, 1.0) };
+    let max_taps = support.ceil() as usize * 2 + 1;
+    let mut weights = vec![0f32; output * input];
+    for (i, row) in weights.chunks_mut(input.max(1)).enumerate() {
+        let center = scale * (i as f32 + 0.5);
+        let first = ((center - support + 0.5) as i64).max(0) as usize;
+        let end = ((center + support + 0.5) as i64).clamp(0, input as i64) as usize;
+        let taps = end.saturating_sub(first).min(max_taps);
+        let mut total = 0f32;
+        for j in 0..taps {
+            let x = (j as f32 + first as f32 - center + 0.5) * invscale;
+            let w = (1.0 - x.abs()).max(0.0);
+            row[first + j] = w;
+            total += w;
+        }
+        if total != 0.0 {
+            for w in &mut row[first..first + taps] {
+                *w /= total;
+            }
+        }
+    }
+    weights
+}
+
+/// `F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True)` for
+/// `[B, C, H, W]` f32 tensors, as a product with each axis's weight matrix (width first).
+pub fn resize_bilinear_antialiased(x: &Tensor, (out_h, out_w): (usize, usize)) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let device = x.device();
+    let along_w = Tensor::from_vec(antialiased_linear_weights(w, out_w), (out_w, w), device)?;
+    let along_h = Tensor::from_vec(antialiased_linear_weights(h, out_h), (out_h, h), device)?;
+    let rows = x.reshape((b * c, h, w))?.broadcast_matmul(&along_w.t()?)?;
+    along_h.broadcast_matmul(&rows)?.reshape((b, c, out_h, out_w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// `sin(0.37 i) * 7` for i = 0.., shaped `[2, 1, 12, 10]`, the input of the reference values.
+    fn wave() -> Tensor {
+        let values: Vec<f32> = (0..240).map(|i| (i as f32 * 0.37).sin() * 7.0).collect();
+        Tensor::from_vec(values, (2, 1, 12, 10), &Device::Cpu).unwrap()
+    }
+
+    fn assert_rows(got: &Tensor, want: &[&[f32]]) {
+        let got: Vec<Vec<f32>> = got.to_vec2().unwrap();
+        for (g, w) in got.iter().zip(want) {
+            for (a, b) in g.iter().zip(w.iter()) {
+                assert!((a - b).abs() < 2e-6, "{a} vs {b}");
+            }
+        }
+    }
+
+    // Reference values: torch 2.15 F.interpolate(x, size, mode="bilinear",
+    // align_corners=False, antialias=True).
+    #[test]
+    fn antialiased_downsampling_matches_torch() {
+        let x = wave();
+        let y = resize_bilinear_antialiased(&x, (3, 4)).unwrap();
+        assert_rows(
+            &y.get(0).unwrap().get(0).unwrap(),
+            &[
+                &[0.067641474, 0.347_310_8, 0.3895348, 0.1603018],
+                &[-0.095845714, -0.0418826, 0.0460563, 0.097_137_18],
+                &[-0.17887788, -0.395_917_7, -0.33608297, -0.047569044],
+            ],
+        );
+        let y = resize_bilinear_antialiased(&x, (5, 7)).unwrap();
+        assert_rows(
+            &y.get(1).unwrap().get(0).unwrap().narrow(0, 0, 2).unwrap(),
+            &[
+                &[0.030_917_55, 0.320_924_4, 0.555_663_1, 0.644_739_4, 0.546_207_9, 0.30453497, 0.012057655],
+                &[-0.20475686, -0.061027914, 0.112_137_2, 0.25636905, 0.32600203, 0.309_730_1, 0.22184294],
+            ],
+        );
+    }
+
+    #[test]
+    fn antialiased_upsampling_matches_torch() {
+        let x = wave().narrow(2, 0, 5).unwrap().narrow(3, 0, 4).unwrap().contiguous().unwrap();
+        let y = resize_bilinear_antialiased(&x, (8, 9)).unwrap();
+        let plane = y.get(0).unwrap().get(0).unwrap();
+        let first_last = Tensor::cat(&[plane.narrow(0, 0, 1).unwrap(), plane.narrow(0, 7, 1).unwrap()], 0);
+        assert_rows(
+            &first_last.unwrap(),
+            &[
+                &[0.0, 0.42188475, 1.5469106, 2.652_903, 3.6256618, 4.5984206, 5.322_745, 6.011_578, 6.269_891],
+                &[5.5177636, 5.1959224, 4.3376784, 3.4524658, 2.378469, 1.3044723, 0.1688817, -0.97550803, -1.4046544],
+            ],
+        );
+    }
+
+    #[test]
+    fn four_fold_downsampling_uses_the_widened_triangle() {
+        // Interior output samples weigh 8 inputs by (1, 3, 5, 7, 7, 5, 3, 1) / 32.
+        let w = antialiased_linear_weights(16, 4);
+        let row1: Vec<f32> = w[16..32].to_vec();
+        let want = [0., 0., 1., 3., 5., 7., 7., 5., 3., 1., 0., 0., 0., 0., 0., 0.];
+        for (g, k) in row1.iter().zip(want) {
+            assert!((g - k / 32.0).abs() < 1e-7);
+        }
+        // At the border the clipped filter is renormalised: (5, 7, 7, 5, 3, 1) / 28.
+        let row0: Vec<f32> = w[..6].to_vec();
+        for (g, k) in row0.iter().zip([5., 7., 7., 5., 3., 1.]) {
+            assert!((g - k / 28.0).abs() < 1e-7, "{row0:?}");
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! Layers shared by several SAM2 modules (reference: `sam2/modeling/sam2_utils.py` and the plain
+//! `nn.Linear` / `nn.LayerNorm` layers used all over the model): a token-wise linear layer, layer
+//! normalisation over the last dimension and over channels (`LayerNorm2d`), the 1x1
+//! convolution (`PointwiseConv2d`), the multi-layer
+//! perceptron, the activations the configuration can name, and the 1-D sine encoding of
+//! object-pointer offsets (`get_1d_sine_pe`).
+//!
+//! On the CPU the layers run the kernels of `cpu_kernels` (fused bias and activation, stable
+//! layer norm, strided multi-head attention); elsewhere they use plain candle operations.
+
+use crate::model::cpu_kernels;
+use candle_core::{D, DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+/// Whether `x` takes the hand-written CPU kernels (f32 on the CPU) rather than candle ops.
+fn runs_cpu_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Element-wise activation named by the configuration (`get_activation_fn`) or hard-coded by a
+/// module (`nn.ReLU`, `nn.GELU`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// PyTorch's default GELU, the exact erf form `x/2 · (1 + erf(x/√2))`.
+    Gelu,
+}
+
+impl Activation {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu_erf(),
+        }
+    }
+}
+
+/// `nn.Linear` applied to the last dimension of a tensor of any rank. The leading dimensions are
+/// folded into one row dimension so the product is a single matrix multiplication, however many
+/// windows, heads or batch entries the caller stacked in front.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Weight transposed to `[in, out]`, contiguous, so the product needs no strided access.
+    weight_t: Tensor,
+    bias: Tensor,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+impl Linear {
+    /// Loads `weight` `[out_dim, in_dim]` and `bias` `[out_dim]` under `vb`.
+    pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Self::from_parts(
+            &vb.get((out_dim, in_dim), "weight")?,
+            vb.get(out_dim, "bias")?,
+        )
+    }
+
+    /// From an `[out, in]` weight and `[out]` bias already loaded (e.g. a 1x1 convolution's
+    /// kernel reshaped to a matrix).
+    pub fn from_parts(weight: &Tensor, bias: Tensor) -> Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        if bias.dims() != [out_dim] {
+            candle_core::bail!(
+                "linear bias {:?} does not match weight {:?}",
+                bias.dims(),
+                weight.dims()
+            );
+        }
+        Ok(Self {
+            weight_t: weight.t()?.contiguous()?,
+            bias,
+            in_dim,
+            out_dim,
+        })
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+}
+
+impl Linear {
+    /// The layer followed by `activation` (fused into one pass on the CPU).
+    pub fn forward_activated(&self, x: &Tensor, activation: Option<Activation>) -> Result<Tensor> {
+        let dims = x.dims();
+        let Some((&last, lead)) = dims.split_last() else {
+            candle_core::bail!("linear layer needs at least one dimension, got a scalar");
+        };
+        if last != self.in_dim {
+            candle_core::bail!(
+                "linear layer expects {} input features, got shape {:?}",
+                self.in_dim,
+                dims
+            );
+        }
+        let rows: usize = lead.iter().product();
+        let x = x.reshape((rows, last))?;
+        let y = if runs_cpu_kernels(&x) {
+            cpu_kernels::linear(&x, &self.weight_t, &self.bias, activation)?
+        } else {
+            let y = x.matmul(&self.weight_t)?.broadcast_add(&self.bias)?;
+            match activation {
+                Some(activation) => activation.apply(&y)?,
+                None => y,
+            }
+        };
+        let mut out_dims = lead.to_vec();
+        out_dims.push(self.out_dim);
+        y.reshape(out_dims)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_activated(x, None)
+    }
+}
+
+/// Normalises `x` to zero mean and unit variance over dimension `dim` (biased variance, like
+/// PyTorch), with tensor operations that run on any device.
+fn normalize_over(x: &Tensor, dim: usize, eps: f64) -> Result<Tensor> {
+    let centered = x.broadcast_sub(&x.mean_keepdim(dim)?)?;
+    let var = centered.sqr()?.mean_keepdim(dim)?;
+    centered.broadcast_div(&(var + eps)?.sqrt()?)
+}
+
+/// `nn.LayerNorm` over the last dimension with an affine weight and bias.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `weight` and `bias` `[dim]` under `vb`. SAM2 uses eps 1e-6 in Hiera blocks and
+    /// PyTorch's default 1e-5 in the transformers.
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps,
+        })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if runs_cpu_kernels(x) {
+            cpu_kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
+        } else {
+            let last = x.rank().checked_sub(1).ok_or_else(|| {
+                candle_core::Error::Msg("layer norm needs at least one dimension".into())
+            })?;
+            normalize_over(x, last, self.eps)?
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)
+        }
+    }
+}
+
+/// `nn.Conv2d(in, out, kernel_size=1)` on `[B, C, H, W]` tensors: one product of the weight
+/// with each image's flattened pixels (`W · X`), without im2col or layout changes.
+#[derive(Debug, Clone)]
+pub struct PointwiseConv2d {
+    /// `[out, in]`.
+    weight: Tensor,
+    /// `[out, 1]`.
+    bias: Tensor,
+}
+
+impl PointwiseConv2d {
+    /// Loads `weight` `[out, in, 1, 1]` and `bias` `[out]` under `vb`.
+    pub fn new(vb: VarBuilder, in_channels: usize, out_channels: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb
+                .get((out_channels, in_channels, 1, 1), "weight")?
+                .reshape((out_channels, in_channels))?,
+            bias: vb.get(out_channels, "bias")?.reshape((out_channels, 1))?,
+        })
+    }
+}
+
+impl Module for PointwiseConv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let out = self.weight.dim(0)?;
+        self.weight
+            .broadcast_matmul(&x.reshape((b, c, h * w))?)?
+            .broadcast_add(&self.bias)?
+            .reshape((b, out, h, w))
+    }
+}
+
+/// `LayerNorm2d`: layer normalisation over the channel dimension of a `[B, C, H, W]` tensor
+/// (eps 1e-6), with a per-channel weight and bias.
+#[derive(Debug, Clone)]
+pub struct LayerNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm2d {
+    pub const EPS: f64 = 1e-6;
+
+    /// Loads `weight` and `bias` `[channels]` under `vb`.
+    pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(channels, "weight")?.reshape((channels, 1, 1))?,
+            bias: vb.get(channels, "bias")?.reshape((channels, 1, 1))?,
+        })
+    }
+}
+
+impl Module for LayerNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        normalize_over(x, 1, Self::EPS)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// The reference `MLP`: `num_layers` linear layers (`layers.0`, `layers.1`, ...) with the
+/// activation between them and an optional sigmoid on the output.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+    activation: Activation,
+    sigmoid_output: bool,
+}
+
+impl Mlp {
+    /// Hidden layers all have `hidden_dim` features; `num_layers` must be at least 1.
+    pub fn new(
+        vb: VarBuilder,
+        input_dim: usize,
+        hidden_dim: usize,
+        output_dim: usize,
+        num_layers: usize,
+        activation: Activation,
+        sigmoid_output: bool,
+    ) -> Result<Self> {
+        if num_layers == 0 {
+            candle_core::bail!("an MLP needs at least one layer");
+        }
+        let vb = vb.pp("layers");
+        let layers = (0..num_layers)
+            .map(|i| {
+                let in_dim = if i == 0 { input_dim } else { hidden_dim };
+                let out_dim = if i + 1 == num_layers {
+                    output_dim
+                } else {
+                    hidden_dim
+                };
+                Linear::new(vb.pp(i), in_dim, out_dim)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            activation,
+            sigmoid_output,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let last = self.layers.len() - 1;
+        let mut x = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward_activated(&x, (i < last).then_some(self.activation))?;
+        }
+        if self.sigmoid_output {
+            x = candle_nn::ops::sigmoid(&x)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Multi-head scaled dot-product attention, `softmax(q kᵀ / √d) v` per head, on
+/// `q [B, Nq, C]`, `k [B, Nk, C]`, `v [B, Nk, Cv]` whose channels hold `num_heads` consecutive
+/// head slices (the layout before PyTorch's `_separate_heads`). Returns `[B, Nq, Cv]` with the
+/// heads recombined the same way. The inputs may be strided views (e.g. slices of one fused
+/// projection) as long as the channel dimension is contiguous.
+pub fn scaled_dot_product_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    num_heads: usize,
+) -> Result<Tensor> {
+    if runs_cpu_kernels(q) {
+        cpu_kernels::attention(q, k, v, num_heads)
+    } else {
+        attention_with_candle_ops(q, k, v, num_heads)
+    }
+}
+
+/// The device-generic form of `scaled_dot_product_attention`.
+fn attention_with_candle_ops(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    num_heads: usize,
+) -> Result<Tensor> {
+    let (b, nq, c) = q.dims3()?;
+    let (_, nk, cv) = v.dims3()?;
+    if num_heads == 0 || c % num_heads != 0 || cv % num_heads != 0 {
+        candle_core::bail!("attention: {num_heads} heads do not divide {c} / {cv} channels");
+    }
+    let (d, dv) = (c / num_heads, cv / num_heads);
+    let split = |t: &Tensor, n: usize, width: usize| -> Result<Tensor> {
+        t.reshape((b, n, num_heads, width))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * num_heads, n, width))
+    };
+    let q = (split(q, nq, d)? * (1.0 / (d as f64).sqrt()))?;
+    let k = split(k, nk, d)?;
+    let v = split(v, nk, dv)?;
+    let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+    weights
+        .matmul(&v)?
+        .reshape((b, num_heads, nq, dv))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, nq, cv))
+}
+
+/// Frequencies `temperature^(2·⌊i/2⌋/n)` for `i in 0..n`, computed in f32 exactly as the
+/// reference does (`dim_t = temperature ** (2 * (dim_t // 2) / n)`). Shared by the 1-D and 2-D
+/// sine encodings.
+pub(crate) fn sine_frequencies(n: usize, temperature: f64) -> Vec<f32> {
+    let temperature = temperature as f32;
+    (0..n)
+        .map(|i| {
+            let half = (i / 2) as f32;
+            temperature.powf(2.0 * half / n as f32)
+        })
+        .collect()
+}
+
+/// `get_1d_sine_pe`: for positions `pos` (any shape, f32) returns `pos.shape + [dim]` holding
+/// `sin(pos / t_i)` in the first `dim/2` channels and `cos(pos / t_i)` in the last `dim/2`,
+/// with `t_i = temperature^(2·⌊i/2⌋/(dim/2))`.
+pub fn get_1d_sine_pe(pos: &Tensor, dim: usize, temperature: f64) -> Result<Tensor> {
+    if !dim.is_multiple_of(2) {
+        candle_core::bail!("1-D sine encoding needs an even dimension, got {dim}");
+    }
+    let half = dim / 2;
+    let freqs = Tensor::from_vec(sine_frequencies(half, temperature), half, pos.device())?;
+    let scaled = pos
+        .to_dtype(DType::F32)?
+        .unsqueeze(D::Minus1)?
+        .broadcast_div(&freqs)?;
+    Tensor::cat(&[scaled.sin()?, scaled.cos()?], D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use std::collections::HashMap;
+
+    fn var_builder(tensors: Vec<(&str, Tensor)>) -> VarBuilder<'static> {
+        let map: HashMap<String, Tensor> = tensors
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn linear_folds_leading_dimensions() {
+        let dev = Device::Cpu;
+        let w = Tensor::new(&[[1f32, 2., 3.], [-1., 0., 0.5]], &dev).unwrap();
+        let b = Tensor::new(&[0.5f32, -2.], &dev).unwrap();
+        let lin = Linear::new(var_builder(vec![("weight", w), ("bias", b)]), 3, 2).unwrap();
+        let x = Tensor::arange(0f32, 12., &dev)
+            .unwrap()
+            .reshape((2, 2, 3))
+            .unwrap();
+        let y = lin.forward(&x).unwrap();
+        assert_eq!(y.dims(), &[2, 2, 2]);
+        // Row [3, 4, 5]: 3 + 8 + 15 + 0.5 = 26.5 and -3 + 2.5 - 2 = -2.5.
+        let row: Vec<f32> = y.get(0).unwrap().get(1).unwrap().to_vec1().unwrap();
+        assert_eq!(row, vec![26.5, -2.5]);
+        assert!(
+            lin.forward(&Tensor::zeros((2, 4), DType::F32, &dev).unwrap())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn layer_norm_is_exact_for_large_means() {
+        // Mean 1000 with spread 1e-2: E[x²]−mean² in f32 would lose everything.
+        let dev = Device::Cpu;
+        let values: Vec<f32> = (0..8).map(|i| 1000.0 + 0.01 * i as f32).collect();
+        let x = Tensor::from_vec(values.clone(), (1, 8), &dev).unwrap();
+        let ln = LayerNorm::new(
+            var_builder(vec![
+                ("weight", Tensor::ones(8, DType::F32, &dev).unwrap()),
+                ("bias", Tensor::zeros(8, DType::F32, &dev).unwrap()),
+            ]),
+            8,
+            1e-6,
+        )
+        .unwrap();
+        let y: Vec<f32> = ln
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / 8.0;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / 8.0;
+        for (got, &v) in y.iter().zip(&values) {
+            let want = ((v as f64 - mean) / (var + 1e-6).sqrt()) as f32;
+            assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+        }
+        // The device-generic path agrees where f32 sums suffice.
+        let moderate = (x.affine(1.0, -990.0).unwrap() * 10.0).unwrap();
+        let generic = normalize_over(&moderate, 1, 1e-6).unwrap();
+        assert!(max_abs_diff(&generic, &ln.forward(&moderate).unwrap()) < 1e-4);
+    }
+
+    #[test]
+    fn layer_norm_2d_normalises_channels() {
+        let dev = Device::Cpu;
+        let x = Tensor::arange(0f32, 24., &dev)
+            .unwrap()
+            .reshape((1, 3, 2, 4))
+            .unwrap();
+        let ln = LayerNorm2d::new(
+            var_builder(vec![
+                ("weight", Tensor::new(&[1f32, 2., 3.], &dev).unwrap()),
+                ("bias", Tensor::new(&[0f32, 1., 0.], &dev).unwrap()),
+            ]),
+            3,
+        )
+        .unwrap();
+        let y = ln.forward(&x).unwrap();
+        // Channel values at each pixel are v, v+8, v+16: normalised to -s, 0, s with
+        // s = sqrt(3/2) (biased variance 128/3, eps negligible).
+        let s = (1.5f32).sqrt();
+        let channels: Vec<Vec<Vec<f32>>> = y.get(0).unwrap().to_vec3().unwrap();
+        let pixel: Vec<f32> = channels.iter().map(|ch| ch[1][3]).collect();
+        for (got, want) in pixel.iter().zip([-s, 1.0, 3.0 * s]) {
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn mlp_applies_activation_between_layers_and_sigmoid_at_the_end() {
+        let dev = Device::Cpu;
+        let eye = Tensor::new(&[[1f32, 0.], [0., 1.]], &dev).unwrap();
+        let zero = Tensor::zeros(2, DType::F32, &dev).unwrap();
+        let vb = var_builder(vec![
+            ("layers.0.weight", eye.clone()),
+            ("layers.0.bias", zero.clone()),
+            ("layers.1.weight", eye),
+            ("layers.1.bias", zero),
+        ]);
+        let x = Tensor::new(&[[-1f32, 2.]], &dev).unwrap();
+        let relu = Mlp::new(vb.clone(), 2, 2, 2, 2, Activation::Relu, false).unwrap();
+        let y: Vec<Vec<f32>> = relu.forward(&x).unwrap().to_vec2().unwrap();
+        assert_eq!(y, vec![vec![0.0, 2.0]]);
+        let gelu = Mlp::new(vb, 2, 2, 2, 2, Activation::Gelu, true).unwrap();
+        let y: Vec<Vec<f32>> = gelu.forward(&x).unwrap().to_vec2().unwrap();
+        // gelu(-1) = -0.158655 (erf form), gelu(2) = 1.954500; then the sigmoid.
+        let want = [-0.158_655_25f32, 1.954_499_8].map(|v| 1.0 / (1.0 + (-v).exp()));
+        assert!((y[0][0] - want[0]).abs() < 1e-6 && (y[0][1] - want[1]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn attention_kernel_matches_candle_ops_on_strided_views() {
+        let dev = Device::Cpu;
+        // A fused projection [B, N, 3C] sliced into q, k, v views, 2 heads of 4 channels.
+        let (b, n, c) = (3, 5, 8);
+        let values: Vec<f32> = (0..b * n * 3 * c)
+            .map(|i| ((i * 7919 % 113) as f32 - 56.0) / 40.0)
+            .collect();
+        let qkv = Tensor::from_vec(values, (b, n, 3 * c), &dev).unwrap();
+        let (q, k, v) = (
+            qkv.narrow(2, 0, c).unwrap(),
+            qkv.narrow(2, c, c).unwrap(),
+            qkv.narrow(2, 2 * c, c).unwrap(),
+        );
+        let fast = scaled_dot_product_attention(&q, &k, &v, 2).unwrap();
+        let generic = attention_with_candle_ops(&q, &k, &v, 2).unwrap();
+        assert_eq!(fast.dims(), &[b, n, c]);
+        assert!(max_abs_diff(&fast, &generic) < 1e-5);
+        // Fewer queries than keys (pooled queries), one big batch entry (threaded products).
+        let q1 = q.narrow(1, 0, 2).unwrap().narrow(0, 0, 1).unwrap();
+        let (k1, v1) = (k.narrow(0, 0, 1).unwrap(), v.narrow(0, 0, 1).unwrap());
+        let fast = scaled_dot_product_attention(&q1, &k1, &v1, 1).unwrap();
+        let generic = attention_with_candle_ops(&q1, &k1, &v1, 1).unwrap();
+        assert!(max_abs_diff(&fast, &generic) < 1e-5);
+        assert!(scaled_dot_product_attention(&q, &k, &v, 3).is_err());
+    }
+
+    #[test]
+    fn one_dimensional_sine_encoding_matches_formula() {
+        let dev = Device::Cpu;
+        let pos = Tensor::new(&[0f32, 0.5, 3.0], &dev).unwrap();
+        let pe: Vec<Vec<f32>> = get_1d_sine_pe(&pos, 8, 10000.0).unwrap().to_vec2().unwrap();
+        // dim 8 -> 4 frequencies 1, 1, 100, 100 (10000^(0/4), 10000^(2/4)).
+        let t = [1f32, 1., 100., 100.];
+        for (row, &p) in pe.iter().zip(&[0f32, 0.5, 3.0]) {
+            for i in 0..4 {
+                assert!((row[i] - (p / t[i]).sin()).abs() < 1e-6);
+                assert!((row[4 + i] - (p / t[i]).cos()).abs() < 1e-6);
+            }
+        }
+        assert!(get_1d_sine_pe(&pos, 7, 10000.0).is_err());
+    }
+}

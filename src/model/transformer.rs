@@ -1,0 +1,351 @@
+//! Attention layers (reference: `sam2/modeling/sam/transformer.py`): the multi-head `Attention`
+//! with an internal down-projection and a separate key/value input width, its rotary variant
+//! `RoPEAttention` used by memory attention, and the mask decoder's `TwoWayTransformer` built
+//! from `TwoWayAttentionBlock`s.
+//!
+//! Tensors are batch-first `[B, tokens, channels]` with the heads as consecutive channel
+//! slices, the layout the shared `scaled_dot_product_attention` reads directly, so heads are
+//! never split into a separate dimension except to rotate them (RoPE with several heads).
+
+use crate::model::config::RoPEAttentionConfig;
+use crate::model::position_encoding::AxialRope;
+use crate::model::sam2_utils::{scaled_dot_product_attention, Activation, LayerNorm, Linear, Mlp};
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// Epsilon of the transformers' `nn.LayerNorm` (PyTorch's default).
+pub const TRANSFORMER_NORM_EPS: f64 = 1e-5;
+
+/// Multi-head attention whose queries, keys and values are projected to
+/// `embedding_dim / downsample_rate` channels; keys and values may come in with another width
+/// (`kv_in_dim`).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    num_heads: usize,
+}
+
+impl Attention {
+    /// Loads `q_proj`, `k_proj`, `v_proj` and `out_proj` under `vb`.
+    pub fn new(
+        vb: VarBuilder,
+        embedding_dim: usize,
+        num_heads: usize,
+        downsample_rate: usize,
+        kv_in_dim: Option<usize>,
+    ) -> Result<Self> {
+        if downsample_rate == 0 || num_heads == 0 {
+            candle_core::bail!("attention needs a positive downsample rate and head count");
+        }
+        let internal_dim = embedding_dim / downsample_rate;
+        if internal_dim == 0 || !internal_dim.is_multiple_of(num_heads) {
+            candle_core::bail!(
+                "{num_heads} heads do not divide the internal attention width {internal_dim}"
+            );
+        }
+        let kv_in_dim = kv_in_dim.unwrap_or(embedding_dim);
+        Ok(Self {
+            q_proj: Linear::new(vb.pp("q_proj"), embedding_dim, internal_dim)?,
+            k_proj: Linear::new(vb.pp("k_proj"), kv_in_dim, internal_dim)?,
+            v_proj: Linear::new(vb.pp("v_proj"), kv_in_dim, internal_dim)?,
+            out_proj: Linear::new(vb.pp("out_proj"), internal_dim, embedding_dim)?,
+            num_heads,
+        })
+    }
+
+    /// Width of one head after the input projection.
+    pub fn head_dim(&self) -> usize {
+        self.q_proj.out_dim() / self.num_heads
+    }
+
+    /// Attention of projected inputs, projected back to `embedding_dim`.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let out = scaled_dot_product_attention(q, k, v, self.num_heads)?;
+        self.out_proj.forward(&out)
+    }
+
+    /// Whether `attend_raw_values` is the cheaper order: one head whose value inputs are
+    /// narrower than the projected values.
+    fn projects_values_after_attention(&self) -> bool {
+        self.num_heads == 1 && self.v_proj.in_dim() < self.v_proj.out_dim()
+    }
+
+    /// Single-head attention weighting the raw values and projecting the result:
+    /// `softmax(q kᵀ/√d) · (v W_vᵀ + b_v) = (softmax(q kᵀ/√d) · v) W_vᵀ + b_v`, because every
+    /// softmax row sums to one. Equal to `attend` up to rounding, with the value product done
+    /// at the (narrower) input width — memory attention reads 64-channel memories into 256
+    /// channels.
+    fn attend_raw_values(&self, q: &Tensor, k: &Tensor, raw_v: &Tensor) -> Result<Tensor> {
+        let weighted = scaled_dot_product_attention(q, k, raw_v, 1)?;
+        self.out_proj.forward(&self.v_proj.forward(&weighted)?)
+    }
+
+    /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        self.attend(
+            &self.q_proj.forward(q)?,
+            &self.k_proj.forward(k)?,
+            &self.v_proj.forward(v)?,
+        )
+    }
+}
+
+/// `Attention` with 2-D axial rotary position encoding of queries and keys. Queries are a square
+/// token grid; keys are the same grid, or (with `rope_k_repeat`) several copies of it, e.g. one
+/// per memory frame. Trailing keys that are not grid tokens (object pointers) are excluded from
+/// the rotation with `num_k_exclude_rope`.
+#[derive(Debug, Clone)]
+pub struct RoPEAttention {
+    attention: Attention,
+    rope: AxialRope,
+    rope_theta: f64,
+    rope_k_repeat: bool,
+    device: Device,
+}
+
+impl RoPEAttention {
+    /// Loads the projections under `vb` and builds the rotation tables for `feat_sizes`.
+    pub fn new(vb: VarBuilder, config: &RoPEAttentionConfig) -> Result<Self> {
+        let attention = Attention::new(
+            vb.clone(),
+            config.embedding_dim,
+            config.num_heads,
+            config.downsample_rate,
+            Some(config.kv_dim()),
+        )?;
+        let [end_x, end_y] = config.feat_sizes;
+        let rope = AxialRope::new(
+            attention.head_dim(),
+            end_x,
+            end_y,
+            config.rope_theta,
+            vb.device(),
+        )?;
+        Ok(Self {
+            attention,
+            rope,
+            rope_theta: config.rope_theta,
+            rope_k_repeat: config.rope_k_repeat,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Rotation tables for `tokens` queries: the configured grid, or (like the reference) a
+    /// square grid recomputed for another query count.
+    fn rope_for(&self, tokens: usize) -> Result<AxialRope> {
+        if tokens == self.rope.tokens() {
+            return Ok(self.rope.clone());
+        }
+        let side = (tokens as f64).sqrt().round() as usize;
+        if side * side != tokens {
+            candle_core::bail!("RoPE attention needs a square query grid, got {tokens} tokens");
+        }
+        AxialRope::new(self.attention.head_dim(), side, side, self.rope_theta, &self.device)
+    }
+
+    /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`; the last
+    /// `num_k_exclude_rope` keys are not rotated.
+    pub fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        num_k_exclude_rope: usize,
+    ) -> Result<Tensor> {
+        let raw_v = v;
+        let attention = &self.attention;
+        let q = attention.q_proj.forward(q)?;
+        let k = attention.k_proj.forward(k)?;
+        let nq = q.dim(1)?;
+        let nk = k.dim(1)?;
+        if nq != nk && !self.rope_k_repeat {
+            candle_core::bail!(
+                "RoPE attention without rope_k_repeat needs as many keys as queries ({nk} vs {nq})"
+            );
+        }
+        let Some(num_k_rope) = nk.checked_sub(num_k_exclude_rope) else {
+            candle_core::bail!("{num_k_exclude_rope} keys to exclude from RoPE but only {nk} keys");
+        };
+        let rope = self.rope_for(nq)?;
+        let q = self.rotate(&rope, &q, false)?;
+        let k = if num_k_exclude_rope == 0 {
+            self.rotate(&rope, &k, self.rope_k_repeat)?
+        } else {
+            let rotated = self.rotate(&rope, &k.narrow(1, 0, num_k_rope)?, self.rope_k_repeat)?;
+            Tensor::cat(&[&rotated, &k.narrow(1, num_k_rope, num_k_exclude_rope)?], 1)?
+        };
+        if attention.projects_values_after_attention() {
+            attention.attend_raw_values(&q, &k, raw_v)
+        } else {
+            attention.attend(&q, &k, &attention.v_proj.forward(raw_v)?)
+        }
+    }
+
+    /// Rotates every head of `x` `[B, N, heads·d]` (a pure reshape for a single head).
+    fn rotate(&self, rope: &AxialRope, x: &Tensor, repeat: bool) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let heads = self.attention.num_heads;
+        let per_head = x.reshape((b, n, heads, c / heads))?.transpose(1, 2)?;
+        rope.rotate(&per_head, repeat)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, n, c))
+    }
+}
+
+/// One block of the two-way transformer: token self-attention, token→image cross-attention, an
+/// MLP on the tokens, and image→token cross-attention, each followed by a LayerNorm.
+#[derive(Debug, Clone)]
+pub struct TwoWayAttentionBlock {
+    self_attn: Attention,
+    norm1: LayerNorm,
+    cross_attn_token_to_image: Attention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    norm3: LayerNorm,
+    norm4: LayerNorm,
+    cross_attn_image_to_token: Attention,
+    skip_first_layer_pe: bool,
+}
+
+impl TwoWayAttentionBlock {
+    pub fn new(
+        vb: VarBuilder,
+        embedding_dim: usize,
+        num_heads: usize,
+        mlp_dim: usize,
+        attention_downsample_rate: usize,
+        skip_first_layer_pe: bool,
+    ) -> Result<Self> {
+        let norm = |name: &str| LayerNorm::new(vb.pp(name), embedding_dim, TRANSFORMER_NORM_EPS);
+        let cross = |name: &str| {
+            Attention::new(vb.pp(name), embedding_dim, num_heads, attention_downsample_rate, None)
+        };
+        Ok(Self {
+            self_attn: Attention::new(vb.pp("self_attn"), embedding_dim, num_heads, 1, None)?,
+            norm1: norm("norm1")?,
+            cross_attn_token_to_image: cross("cross_attn_token_to_image")?,
+            norm2: norm("norm2")?,
+            mlp: Mlp::new(
+                vb.pp("mlp"),
+                embedding_dim,
+                mlp_dim,
+                embedding_dim,
+                2,
+                Activation::Relu,
+                false,
+            )?,
+            norm3: norm("norm3")?,
+            norm4: norm("norm4")?,
+            cross_attn_image_to_token: cross("cross_attn_image_to_token")?,
+            skip_first_layer_pe,
+        })
+    }
+
+    /// `queries` `[B, Nt, C]` (with `query_pe`), `keys` `[B, HW, C]` (with `key_pe`) →
+    /// updated `(queries, keys)`.
+    pub fn forward(
+        &self,
+        queries: &Tensor,
+        keys: &Tensor,
+        query_pe: &Tensor,
+        key_pe: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let queries = if self.skip_first_layer_pe {
+            self.self_attn.forward(queries, queries, queries)?
+        } else {
+            let q = (queries + query_pe)?;
+            (queries + self.self_attn.forward(&q, &q, queries)?)?
+        };
+        let queries = self.norm1.forward(&queries)?;
+
+        let k = keys.broadcast_add(key_pe)?;
+        let q = (&queries + query_pe)?;
+        let attn = self.cross_attn_token_to_image.forward(&q, &k, keys)?;
+        let queries = self.norm2.forward(&(queries + attn)?)?;
+
+        let queries = self.norm3.forward(&(&queries + self.mlp.forward(&queries)?)?)?;
+
+        let q = (&queries + query_pe)?;
+        let attn = self.cross_attn_image_to_token.forward(&k, &q, &queries)?;
+        let keys = self.norm4.forward(&(keys + attn)?)?;
+        Ok((queries, keys))
+    }
+}
+
+/// The mask decoder's transformer: `depth` two-way blocks, then a final token→image attention
+/// and LayerNorm on the tokens.
+#[derive(Debug, Clone)]
+pub struct TwoWayTransformer {
+    layers: Vec<TwoWayAttentionBlock>,
+    final_attn_token_to_image: Attention,
+    norm_final_attn: LayerNorm,
+}
+
+impl TwoWayTransformer {
+    /// Attention in the cross blocks is down-projected by `attention_downsample_rate`.
+    pub fn new(
+        vb: VarBuilder,
+        depth: usize,
+        embedding_dim: usize,
+        num_heads: usize,
+        mlp_dim: usize,
+        attention_downsample_rate: usize,
+    ) -> Result<Self> {
+        let layers = (0..depth)
+            .map(|i| {
+                TwoWayAttentionBlock::new(
+                    vb.pp("layers").pp(i),
+                    embedding_dim,
+                    num_heads,
+                    mlp_dim,
+                    attention_downsample_rate,
+                    i == 0,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            final_attn_token_to_image: Attention::new(
+                vb.pp("final_attn_token_to_image"),
+                embedding_dim,
+                num_heads,
+                attention_downsample_rate,
+                None,
+            )?,
+            norm_final_attn: LayerNorm::new(
+                vb.pp("norm_final_attn"),
+                embedding_dim,
+                TRANSFORMER_NORM_EPS,
+            )?,
+        })
+    }
+
+    /// `image_embedding` `[B, C, H, W]`, `image_pe` `[1 or B, C, H, W]`, `point_embedding`
+    /// `[B, Nt, C]` → processed tokens `[B, Nt, C]` and image tokens `[B, HW, C]`.
+    pub fn forward(
+        &self,
+        image_embedding: &Tensor,
+        image_pe: &Tensor,
+        point_embedding: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let to_tokens = |x: &Tensor| -> Result<Tensor> {
+            x.flatten_from(2)?.transpose(1, 2)?.contiguous()
+        };
+        let image_tokens = to_tokens(image_embedding)?;
+        let image_pe = to_tokens(image_pe)?;
+        let mut queries = point_embedding.clone();
+        let mut keys = image_tokens;
+        for layer in &self.layers {
+            (queries, keys) = layer.forward(&queries, &keys, point_embedding, &image_pe)?;
+        }
+        let q = (&queries + point_embedding)?;
+        let k = keys.broadcast_add(&image_pe)?;
+        let attn = self.final_attn_token_to_image.forward(&q, &k, &keys)?;
+        let queries = self.norm_final_attn.forward(&(queries + attn)?)?;
+        Ok((queries, keys))
+    }
+}
