@@ -8,3 +8,4 @@ pub mod io;
 pub mod cli;
 pub mod render;
 pub mod app;
+pub mod weights;
