@@ -253,10 +253,25 @@ fn classify(error: ApiError, url: &str, part: Option<&Path>) -> DownloadError {
             | ureq::Error::Protocol(_)) => broken(error.to_string()),
             other => DownloadError::Request { url, reason: other.to_string() },
         },
+        // The cache itself refusing writes is no network trouble: say so and do not retry.
+        ApiError::IoError(error) if is_local_write_failure(&error) => {
+            let path = part.map_or_else(PathBuf::new, Path::to_path_buf);
+            DownloadError::Io { path, source: error }
+        }
         ApiError::IoError(error) => broken(error.to_string()),
         ApiError::LockAcquisition(lock) => DownloadError::Busy { lock },
         other => DownloadError::Request { url, reason: other.to_string() },
     }
+}
+
+fn is_local_write_failure(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::PermissionDenied
+            | io::ErrorKind::ReadOnlyFilesystem
+            | io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Runs `attempt`, retrying transient failures up to `retries` times with a growing pause.
@@ -365,6 +380,19 @@ mod tests {
         assert_eq!(std::fs::metadata(&part).unwrap().len(), 9);
         fit_part_to(&part, 5).unwrap();
         assert!(!part.exists());
+    }
+
+    #[test]
+    fn full_disk_is_a_local_error_and_a_reset_is_an_interruption() {
+        let part = Path::new("/cache/blobs/x.part");
+        let full = classify(ApiError::IoError(io::ErrorKind::StorageFull.into()), "u", Some(part));
+        assert!(matches!(&full, DownloadError::Io { path, .. } if path == part));
+        assert!(!full.is_transient());
+        let reset = classify(ApiError::IoError(io::ErrorKind::ConnectionReset.into()), "u", Some(part));
+        assert!(matches!(&reset, DownloadError::Interrupted { part: p, .. } if p == part));
+        assert!(reset.is_transient());
+        let probe = classify(ApiError::IoError(io::ErrorKind::ConnectionReset.into()), "u", None);
+        assert!(matches!(probe, DownloadError::Unreachable { .. }));
     }
 
     #[test]
