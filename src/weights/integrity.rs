@@ -15,7 +15,7 @@ pub enum CheckpointError {
     Io(#[from] io::Error),
     #[error("it is empty")]
     Empty,
-    #[error("it is an HTML page (an error or login page saved in place of the file), not a checkpoint")]
+    #[error("it is an HTML or XML page (an error or login page saved in place of the file), not a checkpoint")]
     Html,
     #[error("it is not a PyTorch zip checkpoint (it starts with {0:?})")]
     NotZip(String),

@@ -221,7 +221,7 @@ mod tests {
         };
         let error = locate_in(None, &places).unwrap_err();
         assert!(matches!(&error, LocateError::Invalid { path, reason: CheckpointError::Html } if *path == first));
-        assert!(error.to_string().contains("HTML page"), "{error}");
+        assert!(error.to_string().contains("HTML or XML page"), "{error}");
     }
 
     #[test]
