@@ -12,3 +12,4 @@ pub mod model;
 pub mod segment;
 pub mod render;
 pub mod app;
+pub mod weights;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod info;
+mod weights;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ pub enum Command {
     /// Measure performance and print the figures as JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Download or locate the MedSAM2 checkpoint.
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
 }
 
 /// Runs the parsed command line.
@@ -32,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Info(args)) => info::info(args),
         Some(Command::Convert(args)) => info::convert(args),
         Some(Command::Bench(command)) => bench::run(command),
+        Some(Command::Weights(command)) => weights::run(command),
         None => crate::app::run(cli.path),
     }
 }
