@@ -247,6 +247,7 @@ fn copies_of_the_same_image_are_read_once() {
     let order = phantom_order();
     let dir = phantom_copy(&[]);
     std::fs::copy(data("ct-phantom").join(&order[3]), dir.path().join("copy-of-slice-3.dcm")).unwrap();
+    assert_eq!(list_series(dir.path()).unwrap()[0].slices, 24);
     let volume = open(dir.path(), None).unwrap();
     assert_eq!(volume.geometry.dims, [64, 64, 24]);
     assert!(volume.meta.warnings.iter().any(|w| w.contains("same SOPInstanceUID")), "{:?}", volume.meta.warnings);

@@ -43,6 +43,9 @@ struct Series {
     uid: String,
     number: Option<i64>,
     instances: Vec<Instance>,
+    /// Files that repeat the SOPInstanceUID of an image already in `instances` (copies of
+    /// the same image are common on exported media): read once.
+    duplicates: Vec<std::path::PathBuf>,
 }
 
 impl Series {
@@ -66,7 +69,17 @@ fn group_series(instances: Vec<Instance>) -> Vec<Series> {
     }
     let mut series: Vec<Series> = by_uid
         .into_iter()
-        .map(|(uid, instances)| Series { number: instances.iter().find_map(|i| i.series_number), uid, instances })
+        .map(|(uid, all)| {
+            let mut seen = HashSet::new();
+            let (instances, copies): (Vec<Instance>, Vec<Instance>) =
+                all.into_iter().partition(|i| i.sop_instance_uid.is_empty() || seen.insert(i.sop_instance_uid.clone()));
+            Series {
+                number: instances.iter().find_map(|i| i.series_number),
+                uid,
+                instances,
+                duplicates: copies.into_iter().map(|i| i.path).collect(),
+            }
+        })
         .collect();
     series.sort_by(|a, b| (a.number.is_none(), a.number, &a.uid).cmp(&(b.number.is_none(), b.number, &b.uid)));
     series
@@ -148,7 +161,14 @@ fn select(series: &[Series], selector: Option<&SeriesSelector>) -> Result<usize,
 /// Reads one series into a volume.
 fn load_series(input: &Path, series: Series) -> Result<Volume, IoError> {
     let mut warnings = Vec::new();
-    let instances = drop_duplicate_instances(series.instances, &mut warnings);
+    if let Some(first) = series.duplicates.first() {
+        warnings.push(format!(
+            "{} file(s) repeat an image already read (same SOPInstanceUID) and were skipped, e.g. {}",
+            series.duplicates.len(),
+            first.display()
+        ));
+    }
+    let instances = series.instances;
     for instance in &instances {
         check_instance(instance).map_err(|e| IoError::new(&instance.path, e))?;
     }
@@ -233,29 +253,6 @@ fn load_series(input: &Path, series: Series) -> Result<Volume, IoError> {
         warnings,
     };
     Volume::new(stack.geometry, 1, data, meta).map_err(|e| IoError::new(input, FormatError::Invalid(e.to_string())))
-}
-
-/// Keeps one file per SOPInstanceUID (copies of the same image are common on exported
-/// media), with a warning naming how many were dropped.
-fn drop_duplicate_instances(instances: Vec<Instance>, warnings: &mut Vec<String>) -> Vec<Instance> {
-    let mut seen = HashSet::new();
-    let mut dropped = Vec::new();
-    let mut kept = Vec::new();
-    for instance in instances {
-        if instance.sop_instance_uid.is_empty() || seen.insert(instance.sop_instance_uid.clone()) {
-            kept.push(instance);
-        } else {
-            dropped.push(instance.path);
-        }
-    }
-    if let Some(first) = dropped.first() {
-        warnings.push(format!(
-            "{} file(s) repeat an image already read (same SOPInstanceUID) and were skipped, e.g. {}",
-            dropped.len(),
-            first.display()
-        ));
-    }
-    kept
 }
 
 /// Checks that one file's pixels can be read: grayscale, a decodable transfer syntax, pixel
