@@ -229,6 +229,27 @@ fn dicomdir_opens_the_files_it_references() {
 }
 
 #[test]
+fn dicomdir_names_are_matched_without_case_on_lower_case_copies() {
+    fn copy_lower(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_lowercase();
+            if path.is_dir() {
+                copy_lower(&path, &to.join(name));
+            } else {
+                std::fs::copy(&path, to.join(name)).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_lower(&extra("dicomdir"), dir.path());
+    let volume = open(&dir.path().join("dicomdir"), None).unwrap();
+    assert_eq!(volume.geometry.dims, [64, 64, 4]);
+    assert!(volume.meta.warnings.is_empty(), "{:?}", volume.meta.warnings);
+}
+
+#[test]
 fn a_missing_slice_is_reported_and_the_regular_spacing_kept() {
     let order = phantom_order();
     let dir = phantom_copy(&[order[10].as_str()]);

@@ -119,7 +119,7 @@ pub fn open(path: &Path, series: Option<&SeriesSelector>) -> Result<Volume, IoEr
         let (first, why) = &scan.skipped[0];
         volume.meta.warnings.push(format!(
             "{} file(s) could not be read and were left out (first: {}: {why}); if one belonged to this series, \
-             the spacing warnings above show where",
+             the slice spacing warning shows the gap it left",
             scan.skipped.len(),
             first.display()
         ));
