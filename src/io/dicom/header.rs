@@ -120,19 +120,11 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
 
 /// Offset of the "DICM" marker: 128 after a preamble, or 0 for a file without one.
 fn find_magic(source: &mut BufReader<&File>) -> Result<u64, HeaderError> {
-    let mut head = [0u8; 132];
-    let mut filled = 0;
-    while filled < head.len() {
-        match source.read(&mut head[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if filled == 132 && &head[128..132] == b"DICM" {
+    let mut head = Vec::with_capacity(132);
+    source.take(132).read_to_end(&mut head)?;
+    if head.get(128..132) == Some(b"DICM".as_slice()) {
         Ok(128)
-    } else if filled >= 4 && &head[..4] == b"DICM" {
+    } else if head.get(..4) == Some(b"DICM".as_slice()) {
         Ok(0)
     } else {
         Err(HeaderError::NotDicom)
