@@ -406,3 +406,18 @@ fn twelve_bit_jpeg_extended_is_an_error_naming_the_transfer_syntax() {
     let message = error_of(open(&extra("JPGExtended.dcm"), None));
     assert!(message.contains("JPEG Extended") && message.contains("1.2.840.10008.1.2.4.51"), "{message}");
 }
+
+#[test]
+fn jpeg_lossless_decodes_exactly() {
+    let all = json(&extra("expected.json"));
+    for name in ["jpeg-lossless-sv1.dcm", "jpeg-lossless-p14.dcm"] {
+        let expected = &all[name];
+        let volume = open(&extra(name), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(volume.geometry.dims, [56, 40, 1], "{name}");
+        assert_eq!(volume.voxel_type(), VoxelType::I16, "{name}: CT in HU");
+        let row: Vec<f64> = (0..56).map(|i| volume.value_at([i, 0, 0], 0).unwrap()).collect();
+        assert_eq!(row, numbers(&expected["row0_hu"]), "{name}");
+        let sum: f64 = (0..volume.data.len()).map(|i| volume.data.get_f64(i)).sum();
+        assert_eq!(sum, expected["sum_hu"].as_f64().unwrap(), "{name}");
+    }
+}
