@@ -6,9 +6,11 @@ checks that both read the same geometry and values.
 
 SimpleITK: GetGDCMSeriesIDs + GetGDCMSeriesFileNames + ImageSeriesReader.Execute (what
 reading a folder takes there), timed in this process. medsam-viewer: wall time of
-`info SERIES_DIR --json` (list the series, open the volume, min/max), peak RSS from
-/usr/bin/time -v. Runs alternate between the two so both see the same page cache state;
-medians are printed as one JSON object. Needs SimpleITK and numpy.
+`info SERIES_DIR --json` (list the series, open the volume, min/max), CPU time and peak RSS
+from /usr/bin/time -v. Runs alternate between the two so both see the same page cache state
+and about the same machine load; medians (and the median of the per-pair ratios, which a
+shared, busy machine distorts least) are printed as one JSON object. CPU seconds count all
+threads. Needs SimpleITK and numpy.
 """
 
 import argparse
@@ -36,8 +38,10 @@ def run_viewer(viewer, folder, at):
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - start
-    rss_kb = next(int(line.split(":")[1]) for line in done.stderr.splitlines() if "Maximum resident set size" in line)
-    return seconds, rss_kb, json.loads(done.stdout)
+    fields = dict(line.strip().rsplit(": ", 1) for line in done.stderr.splitlines() if ": " in line)
+    rss_kb = int(fields["Maximum resident set size (kbytes)"])
+    cpu = float(fields["User time (seconds)"]) + float(fields["System time (seconds)"])
+    return seconds, cpu, rss_kb, json.loads(done.stdout)
 
 
 def main():
@@ -51,14 +55,16 @@ def main():
     array = sitk.GetArrayFromImage(image)  # k, j, i
     size = image.GetSize()
     at = [(0, 0, 0), (size[0] // 2, size[1] // 2, size[2] // 2), (size[0] - 1, size[1] // 3, size[2] - 1)]
-    itk_seconds, our_seconds, our_rss = [], [], []
+    itk_seconds, itk_cpu, our_seconds, our_cpu, our_rss = [], [], [], [], []
     report = None
     for _ in range(args.runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         load_simpleitk(args.folder)
         itk_seconds.append(time.perf_counter() - start)
-        seconds, rss_kb, report = run_viewer(args.viewer, args.folder, at)
+        itk_cpu.append(time.process_time() - start_cpu)
+        seconds, cpu, rss_kb, report = run_viewer(args.viewer, args.folder, at)
         our_seconds.append(seconds)
+        our_cpu.append(cpu)
         our_rss.append(rss_kb)
 
     same = {
@@ -79,6 +85,9 @@ def main():
         "simpleitk_pixel_type": image.GetPixelIDTypeAsString(),
         "viewer_info_s_median": round(statistics.median(our_seconds), 3),
         "viewer_info_s_all": [round(s, 3) for s in our_seconds],
+        "ratio_wall_median_of_pairs": round(statistics.median(o / i for o, i in zip(our_seconds, itk_seconds)), 3),
+        "simpleitk_cpu_s_median": round(statistics.median(itk_cpu), 3),
+        "viewer_info_cpu_s_median": round(statistics.median(our_cpu), 3),
         "viewer_peak_rss_mb": round(max(our_rss) / 1024, 1),
         "decoded_volume_mb": round(decoded_mb, 1),
         "viewer_rss_over_volume": round(max(our_rss) / 1024 / decoded_mb, 2),
