@@ -5,7 +5,7 @@
 
 use super::history::{EditHistory, VoxelEdit};
 use super::labels::LabelTable;
-use crate::io::{self, IoError, OpenOptions, SeriesSelector, nifti};
+use crate::io::{self, IoError, LoadProgress, OpenOptions, SeriesSelector, nifti};
 use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,9 +83,9 @@ impl Document {
         }
     }
 
-    /// Opens an image from disk.
-    pub fn open(path: &Path, series: Option<SeriesSelector>) -> Result<Self, IoError> {
-        let image = io::open(path, &OpenOptions { series: series.clone() })?;
+    /// Opens an image from disk, telling `progress` how far the reading has got.
+    pub fn open(path: &Path, series: Option<SeriesSelector>, progress: Option<LoadProgress>) -> Result<Self, IoError> {
+        let image = io::open(path, &OpenOptions { series: series.clone(), progress })?;
         Ok(Document::new(image, path.to_path_buf(), series))
     }
 

@@ -72,7 +72,7 @@ pub struct BackgroundJob<M> {
 
 impl<M: Send + 'static> BackgroundJob<M> {
     /// Starts `work` on a new thread; `wake` is repainted whenever a message arrives.
-    pub fn spawn(title: impl Into<String>, wake: Option<egui::Context>, work: impl FnOnce(&Progress, &JobSender<M>) + Send + 'static) -> Self {
+    pub fn spawn(title: impl Into<String>, wake: Option<egui::Context>, work: impl FnOnce(&Arc<Progress>, &JobSender<M>) + Send + 'static) -> Self {
         let (tx, rx) = crossbeam_channel::unbounded();
         let progress = Arc::new(Progress::default());
         let finished = Arc::new(AtomicBool::new(false));

@@ -167,7 +167,9 @@ impl ViewerApp {
                     }
                 }
             }
-            let result = Document::open(&path, series);
+            let shared = std::sync::Arc::clone(progress);
+            let report = crate::io::LoadProgress::new(move |done, total| shared.set(done as usize, total as usize));
+            let result = Document::open(&path, series, Some(report));
             if !progress.is_cancelled() {
                 tx.send(match result {
                     Ok(doc) => LoadMessage::Loaded(Box::new(doc)),
@@ -619,7 +621,12 @@ impl eframe::App for ViewerApp {
         egui::Panel::bottom("status").show(ui, |ui| {
             ui.horizontal(|ui| {
                 if let Some(job) = &self.load_job {
-                    ui.spinner();
+                    let (done, total) = job.progress.get();
+                    if total > 0 {
+                        ui.add(egui::ProgressBar::new(done as f32 / total as f32).desired_width(200.0).show_percentage());
+                    } else {
+                        ui.spinner();
+                    }
                     ui.label(format!("{} ({:.1} s)", job.title, job.elapsed().as_secs_f32()));
                     if ui.button("Cancel").clicked() {
                         job.progress.cancel();

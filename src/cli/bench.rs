@@ -32,7 +32,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let options = OpenOptions { series: args.series.clone() };
+    let options = OpenOptions { series: args.series.clone(), ..Default::default() };
     let baseline = process_memory().rss;
     // Warm-up: fills the page cache so every timed run reads from memory, as the others do.
     let first = io::open(&args.path, &options)?;

@@ -58,7 +58,7 @@ pub fn info(args: InfoArgs) -> anyhow::Result<()> {
     };
     // A folder with several series and no choice: describe the first one, list them all.
     let selector = args.series.clone().or_else(|| series.as_ref().filter(|s| s.len() > 1).map(|_| SeriesSelector::Index(0)));
-    let volume = io::open(&args.path, &OpenOptions { series: selector })?;
+    let volume = io::open(&args.path, &OpenOptions { series: selector, ..Default::default() })?;
     let report = describe(&volume, &args.at)?;
     let mut report = report;
     if let Some(series) = &series {
@@ -108,6 +108,12 @@ pub fn describe(volume: &Volume, at: &[Vec<usize>]) -> anyhow::Result<Value> {
     if let Some(m) = &volume.meta.modality {
         report["modality"] = json!(m);
     }
+    if let Some(d) = &volume.meta.description {
+        report["description"] = json!(d);
+    }
+    if !volume.meta.warnings.is_empty() {
+        report["warnings"] = json!(volume.meta.warnings);
+    }
     Ok(report)
 }
 
@@ -133,6 +139,12 @@ fn readable(path: &Path, volume: &Volume, report: &Value) -> String {
     s += &format!("  range       {} .. {}{unit}\n", report["min"], report["max"]);
     if let Some(m) = &volume.meta.modality {
         s += &format!("  modality    {m}\n");
+    }
+    if let Some(d) = &volume.meta.description {
+        s += &format!("  description {d}\n");
+    }
+    for w in &volume.meta.warnings {
+        s += &format!("  warning     {w}\n");
     }
     if let Some(values) = report["values"].as_array() {
         for v in values {
@@ -162,7 +174,10 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<()> {
     if args.output.exists() && !args.force {
         anyhow::bail!("{}: already exists (pass --force to replace it)", args.output.display());
     }
-    let volume = io::open(&args.input, &OpenOptions { series: args.series.clone() })?;
+    let volume = io::open(&args.input, &OpenOptions { series: args.series.clone(), ..Default::default() })?;
+    for w in &volume.meta.warnings {
+        eprintln!("warning: {w}");
+    }
     nifti::write(&args.output, &volume, nifti::NiftiKind::Image)?;
     let g = &volume.geometry;
     println!(

@@ -7,7 +7,7 @@
 //! Written by hand: no maintained Rust crate reads MetaImage.
 
 use super::limits::{check_compressed, check_plain, payload_bytes, to_usize};
-use super::{FormatError, IoError, WithPath};
+use super::{CountingReader, FormatError, IoError, LoadProgress, WithPath};
 use crate::volume::{Geometry, SourceFormat, Volume, VolumeMeta, VoxelBuffer, VoxelType};
 use std::collections::HashMap;
 use std::fs::File;
@@ -76,6 +76,11 @@ pub fn read_header(path: &Path) -> Result<MetaHeader, IoError> {
 
 /// Reads a .mhd or .mha file into a volume.
 pub fn read(path: &Path) -> Result<Volume, IoError> {
+    read_with_progress(path, None)
+}
+
+/// Like `read`, telling `progress` how many bytes of the data have been read.
+pub fn read_with_progress(path: &Path, progress: Option<LoadProgress>) -> Result<Volume, IoError> {
     let header = read_header(path)?;
     let ndims = header.numbers("NDims").at(path)?.and_then(|v| v.first().copied()).unwrap_or(0.0) as usize;
     if !(2..=4).contains(&ndims) {
@@ -103,7 +108,7 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
     let needed = payload_bytes(&dim_size.iter().map(|&d| d as u64).collect::<Vec<_>>(), ty.size() as u64).at(path)?;
     let source = locate_data(path, &header, needed)?;
     let mut data = VoxelBuffer::zeros(ty, to_usize(needed / ty.size() as u64).at(path)?);
-    read_data(&source, data.as_bytes_mut())?;
+    read_data(&source, data.as_bytes_mut(), progress)?;
     let big_endian = header.flag("BinaryDataByteOrderMSB") || header.flag("ElementByteOrderMSB");
     if big_endian != cfg!(target_endian = "big") {
         data.swap_bytes();
@@ -188,15 +193,18 @@ fn locate_data(path: &Path, header: &MetaHeader, needed: u64) -> Result<DataSour
 }
 
 /// Fills `out` from a checked data source, inflating zlib data if needed.
-fn read_data(source: &DataSource, out: &mut [u8]) -> Result<(), IoError> {
+fn read_data(source: &DataSource, out: &mut [u8], progress: Option<LoadProgress>) -> Result<(), IoError> {
     let p = &source.path;
     let mut file = File::open(p).at(p)?;
+    let total = file.metadata().at(p)?.len().saturating_sub(source.offset);
     file.seek(SeekFrom::Start(source.offset)).at(p)?;
+    let counted = BufReader::with_capacity(1 << 20, CountingReader::new(file, total, progress));
     if source.compressed {
-        let mut decoder = flate2::read::ZlibDecoder::new(BufReader::with_capacity(1 << 20, file));
+        let mut decoder = flate2::read::ZlibDecoder::new(counted);
         decoder.read_exact(out).map_err(|e| inflate_error(e, out.len() as u64)).at(p)?;
     } else {
-        file.read_exact(out).at(p)?;
+        let mut counted = counted;
+        counted.read_exact(out).at(p)?;
     }
     Ok(())
 }

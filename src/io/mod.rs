@@ -92,12 +92,64 @@ impl std::str::FromStr for SeriesSelector {
     }
 }
 
+/// Where a reader reports how far it has got: (done, total) in reader-chosen units (bytes of
+/// the file, or files of a series). Called from any thread.
+#[derive(Clone)]
+pub struct LoadProgress(std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>);
+
+impl LoadProgress {
+    pub fn new(report: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
+        LoadProgress(std::sync::Arc::new(report))
+    }
+
+    pub fn report(&self, done: u64, total: u64) {
+        (self.0)(done, total)
+    }
+}
+
+impl std::fmt::Debug for LoadProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadProgress")
+    }
+}
+
+/// A reader that reports the bytes it has passed on, out of `total`, every 4 MiB.
+pub struct CountingReader<R> {
+    inner: R,
+    done: u64,
+    reported: u64,
+    total: u64,
+    progress: Option<LoadProgress>,
+}
+
+impl<R> CountingReader<R> {
+    pub fn new(inner: R, total: u64, progress: Option<LoadProgress>) -> Self {
+        CountingReader { inner, done: 0, reported: 0, total, progress }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if let Some(p) = &self.progress
+            && (self.done - self.reported >= 4 << 20 || (n == 0 && self.done != self.reported))
+        {
+            self.reported = self.done;
+            p.report(self.done.min(self.total), self.total);
+        }
+        Ok(n)
+    }
+}
+
 /// Options of `open`.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
     /// The series to open from a DICOM folder with several; `None` = the only one, or an error
     /// listing them.
     pub series: Option<SeriesSelector>,
+    /// Told how far the reading has got (for a progress bar).
+    pub progress: Option<LoadProgress>,
 }
 
 /// Works out the format of `path` from its name and first bytes.
@@ -135,9 +187,9 @@ pub fn detect_format(path: &Path) -> Result<SourceFormat, IoError> {
 /// Opens any supported image: NIfTI, a DICOM file/folder/DICOMDIR, MetaImage or MedSAM2 .npz.
 pub fn open(path: &Path, options: &OpenOptions) -> Result<Volume, IoError> {
     match detect_format(path)? {
-        SourceFormat::Nifti => nifti::read(path),
-        SourceFormat::Metaimage => metaimage::read(path),
+        SourceFormat::Nifti => nifti::read_with_progress(path, options.progress.clone()),
+        SourceFormat::Metaimage => metaimage::read_with_progress(path, options.progress.clone()),
         SourceFormat::Npz => npz::read_image(path),
-        SourceFormat::Dicom => dicom::open(path, options.series.as_ref()),
+        SourceFormat::Dicom => dicom::open_with_progress(path, options.series.as_ref(), options.progress.clone()),
     }
 }

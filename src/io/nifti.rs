@@ -11,7 +11,7 @@
 
 use super::atomic::AtomicFile;
 use super::limits::{check_compressed, check_plain, payload_bytes, to_usize};
-use super::{FormatError, IoError, WithPath};
+use super::{CountingReader, FormatError, IoError, LoadProgress, WithPath};
 use crate::volume::{Geometry, Rescale, SourceFormat, Volume, VolumeMeta, VoxelBuffer, VoxelType, det3};
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
@@ -61,11 +61,13 @@ pub struct NiftiHeader {
 
 /// Reads a NIfTI file into a volume (all timepoints of a 4D file).
 pub fn read(path: &Path) -> Result<Volume, IoError> {
-    read_inner(path)
+    read_with_progress(path, None)
 }
 
-fn read_inner(path: &Path) -> Result<Volume, IoError> {
-    let (header, mut stream, data_path) = open_stream(path)?;
+/// Like `read`, telling `progress` how many bytes of the (possibly compressed) data file have
+/// been read.
+pub fn read_with_progress(path: &Path, progress: Option<LoadProgress>) -> Result<Volume, IoError> {
+    let (header, mut stream, data_path) = open_stream(path, progress)?;
     let shape = header.shape().at(path)?;
     let ty = header.voxel_type().at(path)?;
     let needed = payload_bytes(&[shape.0[0] as u64, shape.0[1] as u64, shape.0[2] as u64, shape.1 as u64], ty.size() as u64)
@@ -102,7 +104,7 @@ fn read_inner(path: &Path) -> Result<Volume, IoError> {
 
 /// Reads only the header of a NIfTI file.
 pub fn read_header(path: &Path) -> Result<NiftiHeader, IoError> {
-    open_stream(path).map(|(h, _, _)| h)
+    open_stream(path, None).map(|(h, _, _)| h)
 }
 
 /// A byte stream over the voxel data, plain or gzip-compressed, that tracks its position.
@@ -113,12 +115,13 @@ struct DataStream {
 }
 
 impl DataStream {
-    fn open(path: &Path) -> Result<Self, FormatError> {
+    fn open(path: &Path, progress: Option<LoadProgress>) -> Result<Self, FormatError> {
         let mut file = File::open(path)?;
+        let total = file.metadata()?.len();
         let mut magic = [0u8; 2];
         let n = read_up_to(&mut file, &mut magic)?;
         drop(file);
-        let file = BufReader::with_capacity(1 << 20, File::open(path)?);
+        let file = BufReader::with_capacity(1 << 20, CountingReader::new(File::open(path)?, total, progress));
         let compressed = n == 2 && magic == [0x1f, 0x8b];
         let reader: Box<dyn Read> = if compressed { Box::new(MultiGzDecoder::new(file)) } else { Box::new(file) };
         Ok(DataStream { reader, position: 0, compressed })
@@ -187,9 +190,9 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Opens the header, parses it, and returns a stream positioned after it over the data file
 /// (the same file for .nii, the .img for a .hdr/.img pair).
-fn open_stream(path: &Path) -> Result<(NiftiHeader, DataStream, PathBuf), IoError> {
+fn open_stream(path: &Path, progress: Option<LoadProgress>) -> Result<(NiftiHeader, DataStream, PathBuf), IoError> {
     let header_path = header_path_for(path);
-    let mut stream = DataStream::open(&header_path).at(&header_path)?;
+    let mut stream = DataStream::open(&header_path, progress.clone()).at(&header_path)?;
     let mut bytes = vec![0u8; NIFTI2_HEADER];
     let got = read_up_to(&mut stream.reader, &mut bytes[..4]).map_err(|e| truncation_error(e, 0, 4)).at(&header_path)?;
     if got < 4 {
@@ -222,7 +225,7 @@ fn open_stream(path: &Path) -> Result<(NiftiHeader, DataStream, PathBuf), IoErro
     }
     let image_path = image_path_for(&header_path)
         .ok_or_else(|| IoError::new(&header_path, FormatError::malformed("a .hdr/.img header (magic ni1) needs a .hdr file name")))?;
-    let data = DataStream::open(&image_path).at(&image_path)?;
+    let data = DataStream::open(&image_path, progress).at(&image_path)?;
     Ok((header, data, image_path))
 }
 

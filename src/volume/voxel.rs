@@ -321,8 +321,21 @@ impl Rescale {
             return buffer;
         }
         let (slope, intercept) = (self.slope, self.intercept);
+        // Small whole-number slope and intercept (CT: 1 and -1024) go through exact i32 arithmetic,
+        // which vectorises; output_type already guarantees the results fit the target type.
+        let small_int = slope.fract() == 0.0 && intercept.fract() == 0.0 && slope.abs() <= 65536.0 && intercept.abs() <= 1_048_576.0;
+        let (si, bi) = (slope as i32, intercept as i32);
         match (buffer, target) {
-            // The common CT case: u16 or i16 stored values that become i16 HU, in place.
+            (VoxelBuffer::U16(v), VoxelType::I16) if small_int => {
+                let mut out: Vec<i16> = bytemuck::allocation::cast_vec(v);
+                rescale_in_place(&mut out, |x| (si * (x as u16) as i32 + bi) as i16);
+                VoxelBuffer::I16(out)
+            }
+            (VoxelBuffer::I16(mut v), VoxelType::I16) if small_int => {
+                rescale_in_place(&mut v, |x| (si * x as i32 + bi) as i16);
+                VoxelBuffer::I16(v)
+            }
+            // The same with fractional parameters whose results still fit i16.
             (VoxelBuffer::U16(v), VoxelType::I16) => {
                 let mut out: Vec<i16> = bytemuck::allocation::cast_vec(v);
                 rescale_in_place(&mut out, |x| (slope * (x as u16) as f64 + intercept) as i16);

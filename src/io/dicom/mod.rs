@@ -13,7 +13,7 @@ mod pixels;
 mod stack;
 
 use super::limits::{check_compressed, check_plain, payload_bytes, to_usize};
-use super::{FormatError, IoError, SeriesSelector};
+use super::{FormatError, IoError, LoadProgress, SeriesSelector};
 use crate::volume::{SourceFormat, Volume, VolumeMeta, VoxelBuffer};
 use discovery::Scan;
 use header::{Instance, PixelLocation};
@@ -111,10 +111,15 @@ pub fn list_series(path: &Path) -> Result<Vec<SeriesSummary>, IoError> {
 /// Opens a DICOM file, folder or DICOMDIR: the only series it holds, or the one `series`
 /// selects.
 pub fn open(path: &Path, series: Option<&SeriesSelector>) -> Result<Volume, IoError> {
+    open_with_progress(path, series, None)
+}
+
+/// Like `open`, telling `progress` how many of the series' files have been read.
+pub fn open_with_progress(path: &Path, series: Option<&SeriesSelector>, progress: Option<LoadProgress>) -> Result<Volume, IoError> {
     let (mut all, scan) = find_series(path)?;
     let index = select(&all, series).map_err(|e| IoError::new(path, e))?;
     let chosen = all.swap_remove(index);
-    let mut volume = load_series(path, chosen)?;
+    let mut volume = load_series(path, chosen, progress)?;
     if !scan.skipped.is_empty() {
         let (first, why) = &scan.skipped[0];
         volume.meta.warnings.push(format!(
@@ -159,7 +164,7 @@ fn select(series: &[Series], selector: Option<&SeriesSelector>) -> Result<usize,
 }
 
 /// Reads one series into a volume.
-fn load_series(input: &Path, series: Series) -> Result<Volume, IoError> {
+fn load_series(input: &Path, series: Series, progress: Option<LoadProgress>) -> Result<Volume, IoError> {
     let mut warnings = Vec::new();
     if let Some(first) = series.duplicates.first() {
         warnings.push(format!(
@@ -231,7 +236,7 @@ fn load_series(input: &Path, series: Series) -> Result<Volume, IoError> {
             jobs[n].frames.push((frame, slot));
         }
     }
-    pixels::read_all(jobs)?;
+    pixels::read_all(jobs, progress)?;
 
     let rescales: Vec<_> = stack.order.iter().map(|&s| images[sources[s].0].placement(sources[s].1 as usize).rescale).collect();
     let data = pixels::apply_rescales(stored, &rescales);

@@ -7,7 +7,7 @@
 //! Compressed data and deflated data sets go through dicom-pixeldata, one frame at a time.
 
 use super::header::{Image, Instance, PixelLocation, error_chain};
-use crate::io::{FormatError, IoError, WithPath};
+use crate::io::{FormatError, IoError, LoadProgress, WithPath};
 use crate::volume::{IntoVoxelBuffer, Rescale, VoxelBuffer, VoxelType};
 use crate::with_voxels;
 use dicom::pixeldata::PixelDecoder;
@@ -54,8 +54,17 @@ pub struct FileFrames<'a> {
 }
 
 /// Fills every slot of every file, files in parallel.
-pub fn read_all(jobs: Vec<FileFrames<'_>>) -> Result<(), IoError> {
-    jobs.into_par_iter().try_for_each(|mut job| read_file(job.instance, &mut job.frames).at(&job.instance.path))
+pub fn read_all(jobs: Vec<FileFrames<'_>>, progress: Option<LoadProgress>) -> Result<(), IoError> {
+    let total = jobs.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    jobs.into_par_iter().try_for_each(|mut job| {
+        read_file(job.instance, &mut job.frames).at(&job.instance.path)?;
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if let Some(p) = &progress {
+            p.report(n, total);
+        }
+        Ok(())
+    })
 }
 
 fn read_file(instance: &Instance, frames: &mut [(u64, &mut [u8])]) -> Result<(), FormatError> {
