@@ -8,6 +8,7 @@
 //! block runs one batched attention.
 
 use crate::model::config::{HieraBlockSpec, HieraConfig};
+use crate::model::cpu_kernels;
 use crate::model::sam2_utils::{Activation, LayerNorm, Linear, Mlp, scaled_dot_product_attention};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -19,58 +20,74 @@ const NORM_EPS: f64 = 1e-6;
 /// Coefficient of PyTorch's bicubic convolution kernel.
 const BICUBIC_A: f32 = -0.75;
 
-/// Max-pools `[B, H, W, C]` over non-overlapping `sy x sx` cells (floor mode, like
-/// `nn.MaxPool2d(kernel=stride, ceil_mode=False)`).
-fn max_pool_channels_last(x: &Tensor, [sy, sx]: [usize; 2]) -> Result<Tensor> {
-    let (b, h, w, c) = x.dims4()?;
-    let (ho, wo) = (h / sy, w / sx);
-    let x = if ho * sy != h || wo * sx != w {
-        x.narrow(1, 0, ho * sy)?.narrow(2, 0, wo * sx)?
+/// Max-pools the row-major `h x w` token grid of each entry of `x [G, h·w, C]` (possibly a
+/// strided view) over non-overlapping `sy x sx` cells, floor mode like
+/// `nn.MaxPool2d(kernel=stride, ceil_mode=False)`: `[G, h/sy, w/sx, C]`.
+fn max_pool_grid(x: &Tensor, grid: (usize, usize), stride: [usize; 2]) -> Result<Tensor> {
+    if cpu_kernels::applies_to(x) {
+        cpu_kernels::max_pool_grid(x, grid, stride)
     } else {
-        x.clone()
-    };
-    x.reshape((b, ho, sy, wo, sx, c))?.max(4)?.max(2)
+        max_pool_grid_with_candle_ops(x, grid, stride)
+    }
+}
+
+fn max_pool_grid_with_candle_ops(
+    x: &Tensor,
+    (h, w): (usize, usize),
+    [sy, sx]: [usize; 2],
+) -> Result<Tensor> {
+    let (g, _, c) = x.dims3()?;
+    let (ho, wo) = (h / sy, w / sx);
+    x.reshape((g, h, w, c))?
+        .narrow(1, 0, ho * sy)?
+        .narrow(2, 0, wo * sx)?
+        .reshape((g, ho, sy, wo, sx, c))?
+        .max(4)?
+        .max(2)
 }
 
 /// Splits `[B, H, W, C]` into `[B·nh·nw, s, s, C]` windows after zero-padding H and W up to
-/// multiples of `s`; returns the padded size too.
-fn window_partition(x: &Tensor, s: usize) -> Result<(Tensor, (usize, usize))> {
+/// multiples of `s` (`window_partition`).
+fn window_partition(x: &Tensor, s: usize) -> Result<Tensor> {
+    if cpu_kernels::applies_to(x) {
+        cpu_kernels::window_partition(x, s)
+    } else {
+        window_partition_with_candle_ops(x, s)
+    }
+}
+
+fn window_partition_with_candle_ops(x: &Tensor, s: usize) -> Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
     let (hp, wp) = (h.div_ceil(s) * s, w.div_ceil(s) * s);
-    let x = if hp > h || wp > w {
-        x.pad_with_zeros(1, 0, hp - h)?
-            .pad_with_zeros(2, 0, wp - w)?
-    } else {
-        x.clone()
-    };
-    let windows = x
+    x.pad_with_zeros(1, 0, hp - h)?
+        .pad_with_zeros(2, 0, wp - w)?
         .reshape((b, hp / s, s, wp / s, s, c))?
         .permute((0, 1, 3, 2, 4, 5))?
         .contiguous()?
-        .reshape((b * (hp / s) * (wp / s), s, s, c))?;
-    Ok((windows, (hp, wp)))
+        .reshape((b * (hp / s) * (wp / s), s, s, c))
 }
 
-/// Inverse of `window_partition`: `[B·nh·nw, s, s, C]` back to `[B, H, W, C]`, dropping the
-/// padding of the `(hp, wp)` padded grid.
-fn window_unpartition(
-    windows: &Tensor,
-    s: usize,
-    (hp, wp): (usize, usize),
-    (h, w): (usize, usize),
-) -> Result<Tensor> {
-    let (n, _, _, c) = windows.dims4()?;
-    let b = n / ((hp / s) * (wp / s));
-    let x = windows
-        .reshape((b, hp / s, wp / s, s, s, c))?
-        .permute((0, 1, 3, 2, 4, 5))?
-        .contiguous()?
-        .reshape((b, hp, wp, c))?;
-    if hp > h || wp > w {
-        x.narrow(1, 0, h)?.narrow(2, 0, w)?.contiguous()
+/// Inverse of `window_partition` onto the `[B, H, W, C]` grid of `residual` (the padding is
+/// dropped), plus `residual` (`window_unpartition` followed by the block's residual sum).
+fn window_unpartition_add(windows: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    if cpu_kernels::applies_to(windows) {
+        cpu_kernels::window_unpartition_add(windows, residual)
     } else {
-        Ok(x)
+        window_unpartition_add_with_candle_ops(windows, residual)
     }
+}
+
+fn window_unpartition_add_with_candle_ops(windows: &Tensor, residual: &Tensor) -> Result<Tensor> {
+    let (_, s, _, c) = windows.dims4()?;
+    let (b, h, w, _) = residual.dims4()?;
+    let (nh, nw) = (h.div_ceil(s), w.div_ceil(s));
+    let grid = windows
+        .reshape((b, nh, nw, s, s, c))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .reshape((b, nh * s, nw * s, c))?
+        .narrow(1, 0, h)?
+        .narrow(2, 0, w)?;
+    grid + residual
 }
 
 /// `MultiScaleAttention`: multi-head self-attention over each `[s, s]` token grid of a batch
@@ -95,8 +112,9 @@ impl MultiScaleAttention {
         })
     }
 
-    /// `x`: `[G, H, W, dim]` grids (windows or whole images) → `[G, H', W', dim_out]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x`: `[G, H, W, dim]` grids (windows or whole images) → `[G, H', W', dim_out]`, plus
+    /// `residual` (same shape as the output) when given.
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let (g, h, w, _) = x.dims4()?;
         let c = self.dim_out;
         // One fused projection; q, k and v are channel slices of it (heads consecutive).
@@ -107,12 +125,13 @@ impl MultiScaleAttention {
         let (mut ho, mut wo) = (h, w);
         if let Some(stride) = self.q_stride {
             // Max-pooling each channel over the grid pools every head's queries.
-            let pooled = max_pool_channels_last(&q.reshape((g, h, w, c))?, stride)?;
+            let pooled = max_pool_grid(&q, (h, w), stride)?;
             (ho, wo) = (pooled.dim(1)?, pooled.dim(2)?);
             q = pooled.reshape((g, ho * wo, c))?;
         }
         let out = scaled_dot_product_attention(&q, &k, &v, self.num_heads)?;
-        self.proj.forward(&out.reshape((g, ho, wo, c))?)
+        self.proj
+            .forward_fused(&out.reshape((g, ho, wo, c))?, None, residual)
     }
 }
 
@@ -156,39 +175,31 @@ impl MultiScaleBlock {
 
     /// `[B, H, W, dim]` → `[B, H', W', dim_out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, _) = x.dims4()?;
         let normed = self.norm1.forward(x)?;
         let shortcut = match &self.proj {
             Some(proj) => {
                 let projected = proj.forward(&normed)?;
                 match self.spec.q_stride {
-                    Some(stride) => max_pool_channels_last(&projected, stride)?,
+                    Some(stride) => {
+                        let tokens = projected.reshape((b, h * w, self.spec.dim_out))?;
+                        max_pool_grid(&tokens, (h, w), stride)?
+                    }
                     None => projected,
                 }
             }
             None => x.clone(),
         };
-        let window = self.spec.window_size;
-        let attended = if window > 0 {
-            let (windows, _) = window_partition(&normed, window)?;
-            let out = self.attn.forward(&windows)?;
-            // After q-pooling the windows shrink by the stride; the padded grid is recomputed
-            // from the pooled size like the reference does.
-            let out_window = match self.spec.q_stride {
-                Some([sy, _]) => window / sy,
-                None => window,
-            };
-            let (h, w) = (shortcut.dim(1)?, shortcut.dim(2)?);
-            let padded = (
-                h.div_ceil(out_window) * out_window,
-                w.div_ceil(out_window) * out_window,
-            );
-            window_unpartition(&out, out_window, padded, (h, w))?
+        let x = if self.spec.window_size > 0 {
+            // Windows (zero-padded) become the batch; after q-pooling they come back smaller,
+            // tiling the pooled grid of the shortcut.
+            let windows = window_partition(&normed, self.spec.window_size)?;
+            let attended = self.attn.forward(&windows, None)?;
+            window_unpartition_add(&attended, &shortcut)?
         } else {
-            self.attn.forward(&normed)?
+            self.attn.forward(&normed, Some(&shortcut))?
         };
-        let x = (shortcut + attended)?;
-        let mlp = self.mlp.forward(&self.norm2.forward(&x)?)?;
-        x + mlp
+        self.mlp.forward_with_residual(&self.norm2.forward(&x)?, &x)
     }
 }
 
@@ -363,15 +374,18 @@ mod tests {
     }
 
     #[test]
-    fn window_partition_round_trips_with_padding() {
+    fn window_kernels_match_candle_ops_with_padding() {
         let dev = Device::Cpu;
         let x = Tensor::arange(0f32, 2. * 5. * 7. * 3., &dev)
             .unwrap()
             .reshape((2, 5, 7, 3))
             .unwrap();
-        let (windows, padded) = window_partition(&x, 4).unwrap();
-        assert_eq!(padded, (8, 8));
+        let windows = window_partition(&x, 4).unwrap();
         assert_eq!(windows.dims(), &[8, 4, 4, 3]);
+        assert_eq!(
+            max_abs_diff(&windows, &window_partition_with_candle_ops(&x, 4).unwrap()),
+            0.0
+        );
         // Window 1 of image 0 starts at column 4 of row 0; padding is zero.
         let w1: Vec<f32> = windows
             .get(1)
@@ -393,21 +407,34 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert_eq!(pad, vec![0., 0., 0.]);
-        let back = window_unpartition(&windows, 4, padded, (5, 7)).unwrap();
-        assert_eq!(max_abs_diff(&back, &x), 0.0);
+        let residual = (x.ones_like().unwrap() * 0.5).unwrap();
+        let back = window_unpartition_add(&windows, &residual).unwrap();
+        assert_eq!(max_abs_diff(&back, &(&x + 0.5).unwrap()), 0.0);
+        let generic = window_unpartition_add_with_candle_ops(&windows, &residual).unwrap();
+        assert_eq!(max_abs_diff(&back, &generic), 0.0);
     }
 
     #[test]
-    fn max_pool_takes_cell_maxima_and_floors_odd_sizes() {
+    fn max_pool_takes_cell_maxima_floors_odd_sizes_and_reads_strided_views() {
         let dev = Device::Cpu;
         let x = Tensor::new(&[3f32, 1., 4., 1., 5., 9., 2., 6., 5., 3., 5., 8.], &dev)
             .unwrap()
-            .reshape((1, 3, 4, 1))
+            .reshape((1, 12, 1))
             .unwrap();
-        let pooled = max_pool_channels_last(&x, [2, 2]).unwrap();
+        let pooled = max_pool_grid(&x, (3, 4), [2, 2]).unwrap();
         let v: Vec<f32> = pooled.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(pooled.dims(), &[1, 1, 2, 1]);
         assert_eq!(v, vec![9., 6.]);
+        // Channel slice of a wider tensor, several grids.
+        let wide = Tensor::arange(0f32, 3. * 16. * 5., &dev)
+            .unwrap()
+            .reshape((3, 16, 5))
+            .unwrap();
+        let wide = wide.sin().unwrap();
+        let view = wide.narrow(2, 1, 2).unwrap();
+        let fast = max_pool_grid(&view, (4, 4), [2, 2]).unwrap();
+        let generic = max_pool_grid_with_candle_ops(&view, (4, 4), [2, 2]).unwrap();
+        assert_eq!(max_abs_diff(&fast, &generic), 0.0);
     }
 
     #[test]
