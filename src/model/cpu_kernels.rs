@@ -558,106 +558,98 @@ impl CustomOp1 for MaxPoolGrid {
     }
 }
 
-/// Splits `x [B, H, W, C]` into `[B·nh·nw, s, s, C]` windows, zero-padding H and W up to
-/// multiples of `s`.
-pub(crate) fn window_partition(x: &Tensor, s: usize) -> Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(&WindowPartition { s })
+/// Splits `x [B, H, W, C]` into `[B·nh·nw, s, s, C]` windows, padding H and W up to multiples
+/// of `s` with the per-channel values `pad [C]`.
+pub(crate) fn window_partition(x: &Tensor, s: usize, pad: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&pad.contiguous()?, &WindowPartition { s })
 }
 
 struct WindowPartition {
     s: usize,
 }
 
-impl CustomOp1 for WindowPartition {
+impl CustomOp2 for WindowPartition {
     fn name(&self) -> &'static str {
         "sam2-window-partition"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let data = contiguous_slice(
-            f32_data(storage, "window partition input")?,
-            layout,
-            "window partition input",
-        )?;
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        pad: &CpuStorage,
+        pad_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let data = contiguous_slice(f32_data(storage, "window input")?, layout, "window input")?;
+        let pad = contiguous_slice(f32_data(pad, "window padding")?, pad_layout, "window padding")?;
         let (b, h, w, c) = layout.shape().dims4()?;
         let s = self.s;
-        if s == 0 {
-            candle_core::bail!("window partition with a zero window");
+        if s == 0 || pad.len() != c {
+            candle_core::bail!("window partition: window {s}, padding of {} for {c} channels", pad.len());
         }
         let (nh, nw) = (h.div_ceil(s), w.div_ceil(s));
-        let mut out = vec![0f32; b * nh * nw * s * s * c];
+        let size = b * nh * nw * s * s * c;
+        let mut out = if size == 0 { Vec::new() } else { pad.repeat(size / c) };
         if !out.is_empty() {
-            out.par_chunks_mut(s * s * c)
-                .enumerate()
-                .for_each(|(window, dst)| {
-                    let (img, iy, ix) = (window / (nh * nw), (window / nw) % nh, window % nw);
-                    let cols = s.min(w - ix * s);
-                    for r in 0..s.min(h.saturating_sub(iy * s)) {
-                        let start = ((img * h + iy * s + r) * w + ix * s) * c;
-                        dst[r * s * c..r * s * c + cols * c]
-                            .copy_from_slice(&data[start..start + cols * c]);
-                    }
-                });
+            out.par_chunks_mut(s * s * c).enumerate().for_each(|(window, dst)| {
+                let (img, iy, ix) = (window / (nh * nw), (window / nw) % nh, window % nw);
+                let cols = s.min(w - ix * s);
+                for r in 0..s.min(h.saturating_sub(iy * s)) {
+                    let start = ((img * h + iy * s + r) * w + ix * s) * c;
+                    dst[r * s * c..r * s * c + cols * c]
+                        .copy_from_slice(&data[start..start + cols * c]);
+                }
+            });
         }
         Ok((CpuStorage::F32(out), Shape::from((b * nh * nw, s, s, c))))
     }
 }
 
-/// Reassembles `[B·nh·nw, s, s, C]` windows into the `[B, H, W, C]` grid of `residual`,
-/// dropping the padding, and adds `residual`.
-pub(crate) fn window_unpartition_add(windows: &Tensor, residual: &Tensor) -> Result<Tensor> {
+/// Reassembles `[B·nh·nw, s, s, C]` windows into a `[B, h, w, C]` grid, dropping the padding
+/// beyond `h x w`.
+pub(crate) fn window_unpartition(windows: &Tensor, (b, h, w): (usize, usize, usize)) -> Result<Tensor> {
     windows
         .contiguous()?
-        .apply_op2_no_bwd(&residual.contiguous()?, &WindowUnpartitionAdd)
+        .apply_op1_no_bwd(&WindowUnpartition { b, h, w })
 }
 
-struct WindowUnpartitionAdd;
+struct WindowUnpartition {
+    b: usize,
+    h: usize,
+    w: usize,
+}
 
-impl CustomOp2 for WindowUnpartitionAdd {
+impl CustomOp1 for WindowUnpartition {
     fn name(&self) -> &'static str {
-        "sam2-window-unpartition-add"
+        "sam2-window-unpartition"
     }
 
-    fn cpu_fwd(
-        &self,
-        windows: &CpuStorage,
-        windows_layout: &Layout,
-        residual: &CpuStorage,
-        residual_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let windows = contiguous_slice(f32_data(windows, "windows")?, windows_layout, "windows")?;
-        let residual =
-            contiguous_slice(f32_data(residual, "residual")?, residual_layout, "residual")?;
-        let (n, s, s2, c) = windows_layout.shape().dims4()?;
-        let (b, h, w, c2) = residual_layout.shape().dims4()?;
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let windows = contiguous_slice(f32_data(storage, "windows")?, layout, "windows")?;
+        let (n, s, s2, c) = layout.shape().dims4()?;
+        let (b, h, w) = (self.b, self.h, self.w);
         let (nh, nw) = (h.div_ceil(s.max(1)), w.div_ceil(s.max(1)));
-        if s != s2 || c != c2 || n != b * nh * nw {
+        if s != s2 || n != b * nh * nw {
             candle_core::bail!(
-                "window unpartition: windows {:?} do not tile the grid {:?}",
-                windows_layout.shape(),
-                residual_layout.shape()
+                "window unpartition: windows {:?} do not tile a {b}x{h}x{w} grid",
+                layout.shape()
             );
         }
-        let mut out = residual.to_vec();
+        let mut out = vec![0f32; b * h * w * c];
         if !out.is_empty() {
-            out.par_chunks_mut(w * c)
-                .enumerate()
-                .for_each(|(row, dst)| {
-                    let (img, y) = (row / h, row % h);
-                    let (iy, r) = (y / s, y % s);
-                    for ix in 0..nw {
-                        let cols = s.min(w - ix * s);
-                        let window = (img * nh + iy) * nw + ix;
-                        let start = (window * s + r) * s * c;
-                        let src = &windows[start..start + cols * c];
-                        dst[ix * s * c..ix * s * c + cols * c]
-                            .iter_mut()
-                            .zip(src)
-                            .for_each(|(d, &v)| *d += v);
-                    }
-                });
+            out.par_chunks_mut(w * c).enumerate().for_each(|(row, dst)| {
+                let (img, y) = (row / h, row % h);
+                let (iy, r) = (y / s, y % s);
+                for ix in 0..nw {
+                    let cols = s.min(w - ix * s);
+                    let start = (((img * nh + iy) * nw + ix) * s + r) * s * c;
+                    dst[ix * s * c..ix * s * c + cols * c]
+                        .copy_from_slice(&windows[start..start + cols * c]);
+                }
+            });
         }
-        Ok((CpuStorage::F32(out), residual_layout.shape().clone()))
+        Ok((CpuStorage::F32(out), Shape::from((b, h, w, c))))
     }
 }
 

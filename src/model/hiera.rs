@@ -46,48 +46,50 @@ fn max_pool_grid_with_candle_ops(
         .max(2)
 }
 
-/// Splits `[B, H, W, C]` into `[B·nh·nw, s, s, C]` windows after zero-padding H and W up to
-/// multiples of `s` (`window_partition`).
-fn window_partition(x: &Tensor, s: usize) -> Result<Tensor> {
+/// Splits `[B, H, W, C]` into `[B·nh·nw, s, s, C]` windows after padding H and W up to
+/// multiples of `s` with the per-channel values `pad [C]` (`window_partition` pads with zeros;
+/// partitioning a linear layer's output pads with its bias, its value for a zero input).
+fn window_partition(x: &Tensor, s: usize, pad: &Tensor) -> Result<Tensor> {
     if cpu_kernels::applies_to(x) {
-        cpu_kernels::window_partition(x, s)
+        cpu_kernels::window_partition(x, s, pad)
     } else {
-        window_partition_with_candle_ops(x, s)
+        window_partition_with_candle_ops(x, s, pad)
     }
 }
 
-fn window_partition_with_candle_ops(x: &Tensor, s: usize) -> Result<Tensor> {
+fn window_partition_with_candle_ops(x: &Tensor, s: usize, pad: &Tensor) -> Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
     let (hp, wp) = (h.div_ceil(s) * s, w.div_ceil(s) * s);
-    x.pad_with_zeros(1, 0, hp - h)?
+    x.broadcast_sub(pad)?
+        .pad_with_zeros(1, 0, hp - h)?
         .pad_with_zeros(2, 0, wp - w)?
         .reshape((b, hp / s, s, wp / s, s, c))?
         .permute((0, 1, 3, 2, 4, 5))?
         .contiguous()?
-        .reshape((b * (hp / s) * (wp / s), s, s, c))
+        .reshape((b * (hp / s) * (wp / s), s, s, c))?
+        .broadcast_add(pad)
 }
 
-/// Inverse of `window_partition` onto the `[B, H, W, C]` grid of `residual` (the padding is
-/// dropped), plus `residual` (`window_unpartition` followed by the block's residual sum).
-fn window_unpartition_add(windows: &Tensor, residual: &Tensor) -> Result<Tensor> {
+/// Inverse of `window_partition` (`window_unpartition`): `[B·nh·nw, s, s, C]` windows back to
+/// a `[B, h, w, C]` grid, dropping the padding.
+fn window_unpartition(windows: &Tensor, grid: (usize, usize, usize)) -> Result<Tensor> {
     if cpu_kernels::applies_to(windows) {
-        cpu_kernels::window_unpartition_add(windows, residual)
+        cpu_kernels::window_unpartition(windows, grid)
     } else {
-        window_unpartition_add_with_candle_ops(windows, residual)
+        window_unpartition_with_candle_ops(windows, grid)
     }
 }
 
-fn window_unpartition_add_with_candle_ops(windows: &Tensor, residual: &Tensor) -> Result<Tensor> {
+fn window_unpartition_with_candle_ops(windows: &Tensor, (b, h, w): (usize, usize, usize)) -> Result<Tensor> {
     let (_, s, _, c) = windows.dims4()?;
-    let (b, h, w, _) = residual.dims4()?;
     let (nh, nw) = (h.div_ceil(s), w.div_ceil(s));
-    let grid = windows
+    windows
         .reshape((b, nh, nw, s, s, c))?
         .permute((0, 1, 3, 2, 4, 5))?
         .reshape((b, nh * s, nw * s, c))?
         .narrow(1, 0, h)?
-        .narrow(2, 0, w)?;
-    grid + residual
+        .narrow(2, 0, w)?
+        .contiguous()
 }
 
 /// `MultiScaleAttention`: multi-head self-attention over each `[s, s]` token grid of a batch
@@ -112,13 +114,13 @@ impl MultiScaleAttention {
         })
     }
 
-    /// `x`: `[G, H, W, dim]` grids (windows or whole images) → `[G, H', W', dim_out]`, plus
-    /// `residual` (same shape as the output) when given.
-    fn forward(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        let (g, h, w, _) = x.dims4()?;
+    /// The attention proper on projected `qkv [G, H, W, 3·dim_out]` grids (windows or whole
+    /// images): `[G, H', W', dim_out]`, before the output projection.
+    fn attend(&self, qkv: &Tensor) -> Result<Tensor> {
+        let (g, h, w, _) = qkv.dims4()?;
         let c = self.dim_out;
-        // One fused projection; q, k and v are channel slices of it (heads consecutive).
-        let qkv = self.qkv.forward(x)?.reshape((g, h * w, 3 * c))?;
+        // q, k and v are channel slices of the fused projection (heads consecutive).
+        let qkv = qkv.reshape((g, h * w, 3 * c))?;
         let k = qkv.narrow(2, c, c)?;
         let v = qkv.narrow(2, 2 * c, c)?;
         let mut q = qkv.narrow(2, 0, c)?;
@@ -129,9 +131,7 @@ impl MultiScaleAttention {
             (ho, wo) = (pooled.dim(1)?, pooled.dim(2)?);
             q = pooled.reshape((g, ho * wo, c))?;
         }
-        let out = scaled_dot_product_attention(&q, &k, &v, self.num_heads)?;
-        self.proj
-            .forward_fused(&out.reshape((g, ho, wo, c))?, None, residual)
+        scaled_dot_product_attention(&q, &k, &v, self.num_heads)?.reshape((g, ho, wo, c))
     }
 }
 
@@ -174,6 +174,12 @@ impl MultiScaleBlock {
     }
 
     /// `[B, H, W, dim]` → `[B, H', W', dim_out]`.
+    ///
+    /// The reference partitions the normalised tokens into zero-padded windows and projects
+    /// them; here the projection runs on the real tokens only and its output is partitioned
+    /// with the bias as padding (the projection of a zero token). Likewise the output
+    /// projection runs after the windows are reassembled and cropped. Both are per-token maps,
+    /// so the result is the same without the work on padding.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, w, _) = x.dims4()?;
         let normed = self.norm1.forward(x)?;
@@ -190,15 +196,18 @@ impl MultiScaleBlock {
             }
             None => x.clone(),
         };
-        let x = if self.spec.window_size > 0 {
-            // Windows (zero-padded) become the batch; after q-pooling they come back smaller,
-            // tiling the pooled grid of the shortcut.
-            let windows = window_partition(&normed, self.spec.window_size)?;
-            let attended = self.attn.forward(&windows, None)?;
-            window_unpartition_add(&attended, &shortcut)?
+        let qkv = self.attn.qkv.forward(&normed)?;
+        let window = self.spec.window_size;
+        let attended = if window > 0 {
+            // Windows become the batch; after q-pooling they come back smaller, tiling the
+            // pooled grid of the shortcut.
+            let windows = window_partition(&qkv, window, self.attn.qkv.bias())?;
+            let (_, ho, wo, _) = shortcut.dims4()?;
+            window_unpartition(&self.attn.attend(&windows)?, (b, ho, wo))?
         } else {
-            self.attn.forward(&normed, Some(&shortcut))?
+            self.attn.attend(&qkv)?
         };
+        let x = self.attn.proj.forward_fused(&attended, None, Some(&shortcut))?;
         self.mlp.forward_with_residual(&self.norm2.forward(&x)?, &x)
     }
 }
@@ -380,38 +389,21 @@ mod tests {
             .unwrap()
             .reshape((2, 5, 7, 3))
             .unwrap();
-        let windows = window_partition(&x, 4).unwrap();
+        let pad = Tensor::new(&[0.5f32, -1.0, 2.0], &dev).unwrap();
+        let windows = window_partition(&x, 4, &pad).unwrap();
         assert_eq!(windows.dims(), &[8, 4, 4, 3]);
-        assert_eq!(
-            max_abs_diff(&windows, &window_partition_with_candle_ops(&x, 4).unwrap()),
-            0.0
-        );
-        // Window 1 of image 0 starts at column 4 of row 0; padding is zero.
-        let w1: Vec<f32> = windows
-            .get(1)
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let generic = window_partition_with_candle_ops(&x, 4, &pad).unwrap();
+        assert_eq!(max_abs_diff(&windows, &generic), 0.0);
+        // Window 1 of image 0 starts at column 4 of row 0; the padding holds `pad`.
+        let w1: Vec<f32> = windows.get(1).unwrap().get(0).unwrap().get(0).unwrap().to_vec1().unwrap();
         assert_eq!(w1, vec![12., 13., 14.]);
-        let pad: Vec<f32> = windows
-            .get(3)
-            .unwrap()
-            .get(3)
-            .unwrap()
-            .get(3)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(pad, vec![0., 0., 0.]);
-        let residual = (x.ones_like().unwrap() * 0.5).unwrap();
-        let back = window_unpartition_add(&windows, &residual).unwrap();
-        assert_eq!(max_abs_diff(&back, &(&x + 0.5).unwrap()), 0.0);
-        let generic = window_unpartition_add_with_candle_ops(&windows, &residual).unwrap();
+        let padded: Vec<f32> = windows.get(3).unwrap().get(3).unwrap().get(3).unwrap().to_vec1().unwrap();
+        assert_eq!(padded, vec![0.5, -1.0, 2.0]);
+        let back = window_unpartition(&windows, (2, 5, 7)).unwrap();
+        assert_eq!(max_abs_diff(&back, &x), 0.0);
+        let generic = window_unpartition_with_candle_ops(&windows, (2, 5, 7)).unwrap();
         assert_eq!(max_abs_diff(&back, &generic), 0.0);
+        assert!(window_unpartition(&windows, (2, 9, 7)).is_err());
     }
 
     #[test]

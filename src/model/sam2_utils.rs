@@ -72,6 +72,11 @@ impl Linear {
         })
     }
 
+    /// The bias `[out]`: the layer's output for a zero input.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
     pub fn in_dim(&self) -> usize {
         self.in_dim
     }
