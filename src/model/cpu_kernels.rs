@@ -12,7 +12,10 @@
 //!   windows) run in parallel with single-threaded products; few large ones (global attention)
 //!   use the threaded product.
 //!
-//! * `max_pool_grid`, `window_partition`, `window_unpartition_add`: Hiera's token-grid
+//! * `im2col`: the patch matrix of a strided convolution, so that Hiera's 7x7 stride-4 patch
+//!   embedding becomes one matrix product producing channels-last output (candle's convolution
+//!   runs near 6 GFLOP/s on it and returns channels-first);
+//! * `max_pool_grid`, `window_partition`, `window_unpartition`: Hiera's token-grid
 //!   reshuffles as single parallel passes (candle would pad, permute, copy and add in separate,
 //!   mostly single-threaded passes), reading pooled inputs straight from strided views.
 //!
@@ -296,7 +299,7 @@ fn exp_approx(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let poly = p * r * r + r + 1.0;
     poly * f32::from_bits(((k + 127) << 23) as u32)
 }
@@ -502,6 +505,63 @@ impl CustomOp3 for AttentionOp {
     }
 }
 
+/// Patch matrix of `x [B, C, H, W]` for a `k x k` convolution with the given stride and zero
+/// padding: `[B·Ho·Wo, C·k·k]`, rows in output-pixel order, columns in `(c, ky, kx)` order
+/// (the layout of a PyTorch convolution weight flattened to `[out, C·k·k]`).
+pub(crate) fn im2col(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Im2Col {
+        kernel,
+        stride,
+        padding,
+    })
+}
+
+struct Im2Col {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "sam2-im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let data = contiguous_slice(f32_data(storage, "im2col input")?, layout, "im2col input")?;
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if k == 0 || s == 0 || h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("im2col: kernel {k} stride {s} padding {p} on a {h}x{w} input");
+        }
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let width = c * k * k;
+        let mut out = vec![0f32; b * ho * wo * width];
+        out.par_chunks_mut(wo * width)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (img, oy) = (row / ho, row % ho);
+                for ox in 0..wo {
+                    let cell = &mut dst[ox * width..(ox + 1) * width];
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            let Some(y) = (oy * s + ky).checked_sub(p).filter(|&y| y < h) else {
+                                continue;
+                            };
+                            let src_row = ((img * c + ci) * h + y) * w;
+                            for kx in 0..k {
+                                if let Some(x) = (ox * s + kx).checked_sub(p).filter(|&x| x < w) {
+                                    cell[(ci * k + ky) * k + kx] = data[src_row + x];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b * ho * wo, width))))
+    }
+}
+
 /// Max-pools the row-major `h x w` token grid of each entry of `x [G, h·w, C]` (a view whose
 /// channels are contiguous) over `sy x sx` cells, floor mode: `[G, h/sy, w/sx, C]`.
 pub(crate) fn max_pool_grid(
@@ -582,25 +642,38 @@ impl CustomOp2 for WindowPartition {
         pad_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let data = contiguous_slice(f32_data(storage, "window input")?, layout, "window input")?;
-        let pad = contiguous_slice(f32_data(pad, "window padding")?, pad_layout, "window padding")?;
+        let pad = contiguous_slice(
+            f32_data(pad, "window padding")?,
+            pad_layout,
+            "window padding",
+        )?;
         let (b, h, w, c) = layout.shape().dims4()?;
         let s = self.s;
         if s == 0 || pad.len() != c {
-            candle_core::bail!("window partition: window {s}, padding of {} for {c} channels", pad.len());
+            candle_core::bail!(
+                "window partition: window {s}, padding of {} for {c} channels",
+                pad.len()
+            );
         }
         let (nh, nw) = (h.div_ceil(s), w.div_ceil(s));
         let size = b * nh * nw * s * s * c;
-        let mut out = if size == 0 { Vec::new() } else { pad.repeat(size / c) };
+        let mut out = if size == 0 {
+            Vec::new()
+        } else {
+            pad.repeat(size / c)
+        };
         if !out.is_empty() {
-            out.par_chunks_mut(s * s * c).enumerate().for_each(|(window, dst)| {
-                let (img, iy, ix) = (window / (nh * nw), (window / nw) % nh, window % nw);
-                let cols = s.min(w - ix * s);
-                for r in 0..s.min(h.saturating_sub(iy * s)) {
-                    let start = ((img * h + iy * s + r) * w + ix * s) * c;
-                    dst[r * s * c..r * s * c + cols * c]
-                        .copy_from_slice(&data[start..start + cols * c]);
-                }
-            });
+            out.par_chunks_mut(s * s * c)
+                .enumerate()
+                .for_each(|(window, dst)| {
+                    let (img, iy, ix) = (window / (nh * nw), (window / nw) % nh, window % nw);
+                    let cols = s.min(w - ix * s);
+                    for r in 0..s.min(h.saturating_sub(iy * s)) {
+                        let start = ((img * h + iy * s + r) * w + ix * s) * c;
+                        dst[r * s * c..r * s * c + cols * c]
+                            .copy_from_slice(&data[start..start + cols * c]);
+                    }
+                });
         }
         Ok((CpuStorage::F32(out), Shape::from((b * nh * nw, s, s, c))))
     }
@@ -608,7 +681,10 @@ impl CustomOp2 for WindowPartition {
 
 /// Reassembles `[B·nh·nw, s, s, C]` windows into a `[B, h, w, C]` grid, dropping the padding
 /// beyond `h x w`.
-pub(crate) fn window_unpartition(windows: &Tensor, (b, h, w): (usize, usize, usize)) -> Result<Tensor> {
+pub(crate) fn window_unpartition(
+    windows: &Tensor,
+    (b, h, w): (usize, usize, usize),
+) -> Result<Tensor> {
     windows
         .contiguous()?
         .apply_op1_no_bwd(&WindowUnpartition { b, h, w })
@@ -638,16 +714,18 @@ impl CustomOp1 for WindowUnpartition {
         }
         let mut out = vec![0f32; b * h * w * c];
         if !out.is_empty() {
-            out.par_chunks_mut(w * c).enumerate().for_each(|(row, dst)| {
-                let (img, y) = (row / h, row % h);
-                let (iy, r) = (y / s, y % s);
-                for ix in 0..nw {
-                    let cols = s.min(w - ix * s);
-                    let start = (((img * nh + iy) * nw + ix) * s + r) * s * c;
-                    dst[ix * s * c..ix * s * c + cols * c]
-                        .copy_from_slice(&windows[start..start + cols * c]);
-                }
-            });
+            out.par_chunks_mut(w * c)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    let (img, y) = (row / h, row % h);
+                    let (iy, r) = (y / s, y % s);
+                    for ix in 0..nw {
+                        let cols = s.min(w - ix * s);
+                        let start = (((img * nh + iy) * nw + ix) * s + r) * s * c;
+                        dst[ix * s * c..ix * s * c + cols * c]
+                            .copy_from_slice(&windows[start..start + cols * c]);
+                    }
+                });
         }
         Ok((CpuStorage::F32(out), Shape::from((b, h, w, c))))
     }

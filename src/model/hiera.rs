@@ -80,7 +80,10 @@ fn window_unpartition(windows: &Tensor, grid: (usize, usize, usize)) -> Result<T
     }
 }
 
-fn window_unpartition_with_candle_ops(windows: &Tensor, (b, h, w): (usize, usize, usize)) -> Result<Tensor> {
+fn window_unpartition_with_candle_ops(
+    windows: &Tensor,
+    (b, h, w): (usize, usize, usize),
+) -> Result<Tensor> {
     let (_, s, _, c) = windows.dims4()?;
     let (nh, nw) = (h.div_ceil(s), w.div_ceil(s));
     windows
@@ -207,8 +210,55 @@ impl MultiScaleBlock {
         } else {
             self.attn.attend(&qkv)?
         };
-        let x = self.attn.proj.forward_fused(&attended, None, Some(&shortcut))?;
+        let x = self
+            .attn
+            .proj
+            .forward_fused(&attended, None, Some(&shortcut))?;
         self.mlp.forward_with_residual(&self.norm2.forward(&x)?, &x)
+    }
+}
+
+/// `PatchEmbed`: a 7x7 stride-4 convolution (padding 3) from RGB to `embed_dim` channels,
+/// returned channels-last.
+#[derive(Debug, Clone)]
+struct PatchEmbed {
+    /// `[out, 3, 7, 7]` for the generic convolution.
+    weight: Tensor,
+    /// `[3·7·7, out]`: the kernel as a matrix over im2col rows.
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl PatchEmbed {
+    const KERNEL: usize = 7;
+    const STRIDE: usize = 4;
+    const PADDING: usize = 3;
+
+    fn new(vb: VarBuilder, out: usize) -> Result<Self> {
+        let k = Self::KERNEL;
+        let weight = vb.get((out, 3, k, k), "weight")?;
+        Ok(Self {
+            weight_t: weight.reshape((out, 3 * k * k))?.t()?.contiguous()?,
+            weight,
+            bias: vb.get(out, "bias")?,
+        })
+    }
+
+    /// `[B, 3, H, W]` → `[B, H/4, W/4, C]`.
+    fn forward(&self, image: &Tensor) -> Result<Tensor> {
+        let (b, _, h, w) = image.dims4()?;
+        let (k, s, p) = (Self::KERNEL, Self::STRIDE, Self::PADDING);
+        if cpu_kernels::applies_to(image) {
+            let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let columns = cpu_kernels::im2col(image, k, s, p)?;
+            let out = cpu_kernels::linear(&columns, &self.weight_t, &self.bias, None, None)?;
+            out.reshape((b, ho, wo, self.bias.dim(0)?))
+        } else {
+            let conv = image.conv2d(&self.weight, p, s, 1, 1)?;
+            conv.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?
+                .permute((0, 2, 3, 1))?
+                .contiguous()
+        }
     }
 }
 
@@ -241,7 +291,7 @@ fn bicubic_matrix(input: usize, output: usize) -> Vec<f32> {
 /// The Hiera trunk.
 #[derive(Debug)]
 pub struct Hiera {
-    patch_embed: candle_nn::Conv2d,
+    patch_embed: PatchEmbed,
     /// Background position embedding `[C, bh, bw]`.
     pos_embed: Tensor,
     /// Per-window position embedding `[1, C, wh, ww]`.
@@ -257,12 +307,7 @@ impl Hiera {
     /// Builds the trunk from the `image_encoder.trunk` weights.
     pub fn new(vb: VarBuilder, config: &HieraConfig) -> Result<Self> {
         let c = config.embed_dim;
-        let patch_cfg = candle_nn::Conv2dConfig {
-            padding: 3,
-            stride: 4,
-            ..Default::default()
-        };
-        let patch_embed = candle_nn::conv2d(3, c, 7, patch_cfg, vb.pp("patch_embed").pp("proj"))?;
+        let patch_embed = PatchEmbed::new(vb.pp("patch_embed").pp("proj"), c)?;
         let [bh, bw] = config.window_pos_embed_bkg_spatial_size;
         let pos_embed = vb.get((1, c, bh, bw), "pos_embed")?.reshape((c, bh, bw))?;
         let w0 = config.window_spec.first().copied().unwrap_or(0);
@@ -319,11 +364,7 @@ impl Hiera {
 
     /// Patch embedding plus position embedding: `[B, 3, S, S]` → `[B, S/4, S/4, C]`.
     fn embed(&self, image: &Tensor) -> Result<Tensor> {
-        let x = self
-            .patch_embed
-            .forward(image)?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?;
+        let x = self.patch_embed.forward(image)?;
         let (_, h, w, _) = x.dims4()?;
         x.broadcast_add(&self.position_embedding(h, w)?)
     }
@@ -395,15 +436,53 @@ mod tests {
         let generic = window_partition_with_candle_ops(&x, 4, &pad).unwrap();
         assert_eq!(max_abs_diff(&windows, &generic), 0.0);
         // Window 1 of image 0 starts at column 4 of row 0; the padding holds `pad`.
-        let w1: Vec<f32> = windows.get(1).unwrap().get(0).unwrap().get(0).unwrap().to_vec1().unwrap();
+        let w1: Vec<f32> = windows
+            .get(1)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(w1, vec![12., 13., 14.]);
-        let padded: Vec<f32> = windows.get(3).unwrap().get(3).unwrap().get(3).unwrap().to_vec1().unwrap();
+        let padded: Vec<f32> = windows
+            .get(3)
+            .unwrap()
+            .get(3)
+            .unwrap()
+            .get(3)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(padded, vec![0.5, -1.0, 2.0]);
         let back = window_unpartition(&windows, (2, 5, 7)).unwrap();
         assert_eq!(max_abs_diff(&back, &x), 0.0);
         let generic = window_unpartition_with_candle_ops(&windows, (2, 5, 7)).unwrap();
         assert_eq!(max_abs_diff(&back, &generic), 0.0);
         assert!(window_unpartition(&windows, (2, 9, 7)).is_err());
+    }
+
+    #[test]
+    fn patch_embedding_kernel_matches_the_convolution() {
+        let dev = Device::Cpu;
+        let ckpt = Checkpoint::random(crate::model::checkpoint::RandomWeights::new(3));
+        let embed = PatchEmbed::new(ckpt.var_builder(&dev), 8).unwrap();
+        let image = Tensor::arange(0f32, 3. * 19. * 22., &dev)
+            .unwrap()
+            .reshape((1, 3, 19, 22))
+            .unwrap()
+            .cos()
+            .unwrap();
+        let fast = embed.forward(&image).unwrap();
+        let conv = image.conv2d(&embed.weight, 3, 4, 1, 1).unwrap();
+        let want = conv
+            .broadcast_add(&embed.bias.reshape((1, 8, 1, 1)).unwrap())
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap();
+        assert_eq!(fast.dims(), &[1, 5, 6, 8]);
+        assert!(max_abs_diff(&fast, &want) < 1e-5);
     }
 
     #[test]
@@ -449,12 +528,7 @@ mod tests {
             report.push(format!("{name}: {err:.2e}"));
             assert!(err < 1e-4, "{name}: max abs error {err}");
         };
-        let patches = trunk
-            .patch_embed
-            .forward(&image)
-            .unwrap()
-            .permute((0, 2, 3, 1))
-            .unwrap();
+        let patches = trunk.patch_embed.forward(&image).unwrap();
         check("trunk.patch_embed", &patches);
         check(
             "trunk.pos_embed",
