@@ -12,15 +12,29 @@
 //!   windows) run in parallel with single-threaded products; few large ones (global attention)
 //!   use the threaded product.
 //!
+//! * `im2col`: the patch matrix of a strided convolution, so that Hiera's 7x7 stride-4 patch
+//!   embedding becomes one matrix product producing channels-last output (candle's convolution
+//!   runs near 6 GFLOP/s on it and returns channels-first);
+//! * `max_pool_grid`, `window_partition`, `window_unpartition`: Hiera's token-grid
+//!   reshuffles as single parallel passes (candle would pad, permute, copy and add in separate,
+//!   mostly single-threaded passes), reading pooled inputs straight from strided views.
+//!
 //! Matrix products go through `gemm`, the library candle itself uses on the CPU.
 
 use crate::model::sam2_utils::Activation;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Elements per parallel chunk of element-wise passes.
 const CHUNK: usize = 1 << 14;
+
+/// Whether `x` can take these kernels: f32 data on the CPU.
+pub(crate) fn applies_to(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
 
 fn f32_data<'a>(storage: &'a CpuStorage, what: &str) -> Result<&'a [f32]> {
     match storage {
@@ -117,19 +131,24 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
-/// `x [M, K] · w_t [K, N] + bias [N]`, then `activation`: `[M, N]`.
+/// `activation(x [M, K] · w_t [K, N] + bias [N]) + residual [M, N]`: `[M, N]`.
 pub(crate) fn linear(
     x: &Tensor,
     weight_t: &Tensor,
     bias: &Tensor,
     activation: Option<Activation>,
+    residual: Option<&Tensor>,
 ) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3_no_bwd(weight_t, bias, &LinearOp { activation })
+    let op = LinearOp {
+        activation,
+        residual: residual.map(|r| r.contiguous()).transpose()?,
+    };
+    x.contiguous()?.apply_op3_no_bwd(weight_t, bias, &op)
 }
 
 struct LinearOp {
     activation: Option<Activation>,
+    residual: Option<Tensor>,
 }
 
 impl CustomOp3 for LinearOp {
@@ -163,12 +182,42 @@ impl CustomOp3 for LinearOp {
             "linear weight",
         )?;
         let bias = contiguous_slice(f32_data(bias, "linear bias")?, bias_layout, "linear bias")?;
-        let mut out = vec![0f32; m * n];
         if n == 0 || m == 0 {
-            return Ok((CpuStorage::F32(out), Shape::from((m, n))));
+            return Ok((CpuStorage::F32(Vec::new()), Shape::from((m, n))));
         }
-        out.par_chunks_mut(n)
-            .for_each(|row| row.copy_from_slice(bias));
+        let residual_guard = self.residual.as_ref().map(|r| r.storage_and_layout());
+        let residual = match &residual_guard {
+            None => None,
+            Some((storage, layout)) => {
+                let candle_core::Storage::Cpu(storage) = &**storage else {
+                    candle_core::bail!("linear kernel: the residual must be on the CPU");
+                };
+                let data = contiguous_slice(
+                    f32_data(storage, "linear residual")?,
+                    layout,
+                    "linear residual",
+                )?;
+                if data.len() != m * n {
+                    candle_core::bail!(
+                        "linear kernel: residual {:?} does not match [{m}, {n}]",
+                        layout.shape()
+                    );
+                }
+                Some(data)
+            }
+        };
+        // The product accumulates onto the bias, and onto the residual too when no activation
+        // sits between them.
+        let mut out = match (self.activation, residual) {
+            (None, Some(residual)) => {
+                let mut out = residual.to_vec();
+                out.par_chunks_mut(n).for_each(|row| {
+                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                });
+                out
+            }
+            _ => bias.repeat(m),
+        };
         if k > 0 {
             // SAFETY: `xs` holds m·k values (row stride k), `weight_t` k·n (row stride n) and
             // `out` m·n (row stride n), as checked above; gemm reads and writes within them.
@@ -197,20 +246,62 @@ impl CustomOp3 for LinearOp {
             }
         }
         if let Some(activation) = self.activation {
-            out.par_chunks_mut(CHUNK)
-                .for_each(|chunk| match activation {
-                    Activation::Relu => chunk.iter_mut().for_each(|v| *v = v.max(0.0)),
-                    Activation::Gelu => chunk.iter_mut().for_each(|v| *v = gelu_erf(*v)),
-                });
+            let activate = |o: &mut [f32]| match activation {
+                Activation::Relu => o.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Activation::Gelu => o.iter_mut().for_each(|v| *v = gelu_erf(*v)),
+            };
+            match residual {
+                None => out.par_chunks_mut(CHUNK).for_each(activate),
+                Some(residual) => out
+                    .par_chunks_mut(CHUNK)
+                    .zip(residual.par_chunks(CHUNK))
+                    .for_each(|(o, r)| {
+                        activate(o);
+                        o.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+                    }),
+            }
         }
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }
 
-/// PyTorch's default GELU, `x/2 · (1 + erf(x/√2))`.
-#[inline]
+/// PyTorch's default GELU, `x/2 · (1 + erf(x/√2))`, with `erf` evaluated like PyTorch's
+/// vectorised CPU kernel does.
+#[inline(always)]
 fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+    0.5 * x * (1.0 + erf_approx(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `erf(x) ≈ sign(x)·(1 − t·r(t)·e^(−x²))`, `t = 1/(1 + p|x|)` (Abramowitz & Stegun 7.1.26;
+/// with f32 rounding the absolute error stays below 6e-7): the approximation PyTorch's
+/// vectorised CPU `erf` uses. Written branch-free so loops over it vectorise.
+#[inline(always)]
+fn erf_approx(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (0.327_591_1 * a + 1.0);
+    let r =
+        (((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t + 0.254_829_6;
+    (1.0 - r * t * exp_approx(-a * a)).copysign(x)
+}
+
+/// `e^x` for `x` in [-87, 88] (clamped outside) with a relative error of a few ulp: range
+/// reduction by ln 2 and the Cephes polynomial, branch-free and free of float-to-int
+/// conversions so that loops over it vectorise.
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let k = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let poly = p * r * r + r + 1.0;
+    poly * f32::from_bits(((k + 127) << 23) as u32)
 }
 
 /// A `[B, N, C]` operand read in place: element `(b, n, c)` sits at
@@ -260,11 +351,10 @@ impl RowView {
 fn softmax_rows(scores: &mut [f32], width: usize, parallel: bool) {
     let row = |r: &mut [f32]| {
         let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
         for v in r.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
+            *v = exp_approx(*v - max);
         }
+        let sum: f32 = r.iter().sum();
         let inv = 1.0 / sum;
         r.iter_mut().for_each(|v| *v *= inv);
     };
@@ -412,5 +502,268 @@ impl CustomOp3 for AttentionOp {
                 .for_each(|(b, o)| run(b, o));
         }
         Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+/// Patch matrix of `x [B, C, H, W]` for a `k x k` convolution with the given stride and zero
+/// padding: `[B·Ho·Wo, C·k·k]`, rows in output-pixel order, columns in `(c, ky, kx)` order
+/// (the layout of a PyTorch convolution weight flattened to `[out, C·k·k]`).
+pub(crate) fn im2col(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Im2Col {
+        kernel,
+        stride,
+        padding,
+    })
+}
+
+struct Im2Col {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "sam2-im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let data = contiguous_slice(f32_data(storage, "im2col input")?, layout, "im2col input")?;
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if k == 0 || s == 0 || h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("im2col: kernel {k} stride {s} padding {p} on a {h}x{w} input");
+        }
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let width = c * k * k;
+        let mut out = vec![0f32; b * ho * wo * width];
+        out.par_chunks_mut(wo * width)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (img, oy) = (row / ho, row % ho);
+                for ox in 0..wo {
+                    let cell = &mut dst[ox * width..(ox + 1) * width];
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            let Some(y) = (oy * s + ky).checked_sub(p).filter(|&y| y < h) else {
+                                continue;
+                            };
+                            let src_row = ((img * c + ci) * h + y) * w;
+                            for kx in 0..k {
+                                if let Some(x) = (ox * s + kx).checked_sub(p).filter(|&x| x < w) {
+                                    cell[(ci * k + ky) * k + kx] = data[src_row + x];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b * ho * wo, width))))
+    }
+}
+
+/// Max-pools the row-major `h x w` token grid of each entry of `x [G, h·w, C]` (a view whose
+/// channels are contiguous) over `sy x sx` cells, floor mode: `[G, h/sy, w/sx, C]`.
+pub(crate) fn max_pool_grid(
+    x: &Tensor,
+    grid: (usize, usize),
+    stride: [usize; 2],
+) -> Result<Tensor> {
+    x.apply_op1_no_bwd(&MaxPoolGrid { grid, stride })
+}
+
+struct MaxPoolGrid {
+    grid: (usize, usize),
+    stride: [usize; 2],
+}
+
+impl CustomOp1 for MaxPoolGrid {
+    fn name(&self) -> &'static str {
+        "sam2-max-pool-grid"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let data = f32_data(storage, "max pool input")?;
+        let x = RowView::new(data, layout, "max pool input")?;
+        let (h, w) = self.grid;
+        let [sy, sx] = self.stride;
+        if x.rows != h * w || sy == 0 || sx == 0 {
+            candle_core::bail!("max pool: {} tokens are not a {h}x{w} grid", x.rows);
+        }
+        let (ho, wo, c) = (h / sy, w / sx, x.width);
+        let mut out = vec![0f32; x.batch * ho * wo * c];
+        if !out.is_empty() {
+            out.par_chunks_mut(wo * c)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    let (g, oy) = (row / ho, row % ho);
+                    for ox in 0..wo {
+                        let cell = &mut dst[ox * c..(ox + 1) * c];
+                        for dy in 0..sy {
+                            for dx in 0..sx {
+                                let token = (oy * sy + dy) * w + ox * sx + dx;
+                                let start = x.offset + g * x.batch_stride + token * x.row_stride;
+                                let src = &data[start..start + c];
+                                if dy == 0 && dx == 0 {
+                                    cell.copy_from_slice(src);
+                                } else {
+                                    cell.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v));
+                                }
+                            }
+                        }
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((x.batch, ho, wo, c))))
+    }
+}
+
+/// Splits `x [B, H, W, C]` into `[B·nh·nw, s, s, C]` windows, padding H and W up to multiples
+/// of `s` with the per-channel values `pad [C]`.
+pub(crate) fn window_partition(x: &Tensor, s: usize, pad: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&pad.contiguous()?, &WindowPartition { s })
+}
+
+struct WindowPartition {
+    s: usize,
+}
+
+impl CustomOp2 for WindowPartition {
+    fn name(&self) -> &'static str {
+        "sam2-window-partition"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        pad: &CpuStorage,
+        pad_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let data = contiguous_slice(f32_data(storage, "window input")?, layout, "window input")?;
+        let pad = contiguous_slice(
+            f32_data(pad, "window padding")?,
+            pad_layout,
+            "window padding",
+        )?;
+        let (b, h, w, c) = layout.shape().dims4()?;
+        let s = self.s;
+        if s == 0 || pad.len() != c {
+            candle_core::bail!(
+                "window partition: window {s}, padding of {} for {c} channels",
+                pad.len()
+            );
+        }
+        let (nh, nw) = (h.div_ceil(s), w.div_ceil(s));
+        let size = b * nh * nw * s * s * c;
+        let mut out = if size == 0 {
+            Vec::new()
+        } else {
+            pad.repeat(size / c)
+        };
+        if !out.is_empty() {
+            out.par_chunks_mut(s * s * c)
+                .enumerate()
+                .for_each(|(window, dst)| {
+                    let (img, iy, ix) = (window / (nh * nw), (window / nw) % nh, window % nw);
+                    let cols = s.min(w - ix * s);
+                    for r in 0..s.min(h.saturating_sub(iy * s)) {
+                        let start = ((img * h + iy * s + r) * w + ix * s) * c;
+                        dst[r * s * c..r * s * c + cols * c]
+                            .copy_from_slice(&data[start..start + cols * c]);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b * nh * nw, s, s, c))))
+    }
+}
+
+/// Reassembles `[B·nh·nw, s, s, C]` windows into a `[B, h, w, C]` grid, dropping the padding
+/// beyond `h x w`.
+pub(crate) fn window_unpartition(
+    windows: &Tensor,
+    (b, h, w): (usize, usize, usize),
+) -> Result<Tensor> {
+    windows
+        .contiguous()?
+        .apply_op1_no_bwd(&WindowUnpartition { b, h, w })
+}
+
+struct WindowUnpartition {
+    b: usize,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for WindowUnpartition {
+    fn name(&self) -> &'static str {
+        "sam2-window-unpartition"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let windows = contiguous_slice(f32_data(storage, "windows")?, layout, "windows")?;
+        let (n, s, s2, c) = layout.shape().dims4()?;
+        let (b, h, w) = (self.b, self.h, self.w);
+        let (nh, nw) = (h.div_ceil(s.max(1)), w.div_ceil(s.max(1)));
+        if s != s2 || n != b * nh * nw {
+            candle_core::bail!(
+                "window unpartition: windows {:?} do not tile a {b}x{h}x{w} grid",
+                layout.shape()
+            );
+        }
+        let mut out = vec![0f32; b * h * w * c];
+        if !out.is_empty() {
+            out.par_chunks_mut(w * c)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    let (img, y) = (row / h, row % h);
+                    let (iy, r) = (y / s, y % s);
+                    for ix in 0..nw {
+                        let cols = s.min(w - ix * s);
+                        let start = (((img * nh + iy) * nw + ix) * s + r) * s * c;
+                        dst[ix * s * c..ix * s * c + cols * c]
+                            .copy_from_slice(&windows[start..start + cols * c]);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, h, w, c))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate_over_the_softmax_range() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = ((-87.0 + 175.0 * i as f64 / 200_000.0) as f32) as f64;
+            let want = x.exp();
+            let got = exp_approx(x as f32) as f64;
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert!(exp_approx(-1000.0) < 1e-37 && exp_approx(-1000.0) >= 0.0);
+    }
+
+    #[test]
+    fn erf_and_gelu_match_the_exact_functions() {
+        let mut worst = 0f64;
+        for i in 0..=100_000 {
+            let x = ((-6.0 + 12.0 * i as f64 / 100_000.0) as f32) as f64;
+            let want = libm_erf(x);
+            worst = worst.max((erf_approx(x as f32) as f64 - want).abs());
+            let gelu_want = 0.5 * x * (1.0 + libm_erf(x / std::f64::consts::SQRT_2));
+            assert!((gelu_erf(x as f32) as f64 - gelu_want).abs() < 1e-6 * (1.0 + x.abs()));
+        }
+        assert!(worst < 6e-7, "worst absolute error {worst}");
+    }
+
+    /// Reference erf in f64 (candle's own, from libm).
+    fn libm_erf(x: f64) -> f64 {
+        candle_core::cpu::erf::erf_f64(x)
     }
 }

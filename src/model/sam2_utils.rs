@@ -13,11 +13,6 @@ use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
-/// Whether `x` takes the hand-written CPU kernels (f32 on the CPU) rather than candle ops.
-fn runs_cpu_kernels(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
-}
-
 /// Element-wise activation named by the configuration (`get_activation_fn`) or hard-coded by a
 /// module (`nn.ReLU`, `nn.GELU`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -78,6 +73,11 @@ impl Linear {
         })
     }
 
+    /// The bias `[out]`: the layer's output for a zero input.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
     pub fn in_dim(&self) -> usize {
         self.in_dim
     }
@@ -88,8 +88,14 @@ impl Linear {
 }
 
 impl Linear {
-    /// The layer followed by `activation` (fused into one pass on the CPU).
-    pub fn forward_activated(&self, x: &Tensor, activation: Option<Activation>) -> Result<Tensor> {
+    /// `activation(layer(x)) + residual`, fused into the matrix product on the CPU (the
+    /// residual has the output's shape).
+    pub fn forward_fused(
+        &self,
+        x: &Tensor,
+        activation: Option<Activation>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let dims = x.dims();
         let Some((&last, lead)) = dims.split_last() else {
             candle_core::bail!("linear layer needs at least one dimension, got a scalar");
@@ -103,24 +109,42 @@ impl Linear {
         }
         let rows: usize = lead.iter().product();
         let x = x.reshape((rows, last))?;
-        let y = if runs_cpu_kernels(&x) {
-            cpu_kernels::linear(&x, &self.weight_t, &self.bias, activation)?
+        let mut out_dims = lead.to_vec();
+        out_dims.push(self.out_dim);
+        let residual = match residual {
+            Some(r) if r.dims() != out_dims.as_slice() => candle_core::bail!(
+                "linear residual {:?} does not match the output {out_dims:?}",
+                r.dims()
+            ),
+            Some(r) => Some(r.reshape((rows, self.out_dim))?),
+            None => None,
+        };
+        let y = if cpu_kernels::applies_to(&x) {
+            cpu_kernels::linear(
+                &x,
+                &self.weight_t,
+                &self.bias,
+                activation,
+                residual.as_ref(),
+            )?
         } else {
             let y = x.matmul(&self.weight_t)?.broadcast_add(&self.bias)?;
-            match activation {
+            let y = match activation {
                 Some(activation) => activation.apply(&y)?,
+                None => y,
+            };
+            match residual {
+                Some(r) => (y + r)?,
                 None => y,
             }
         };
-        let mut out_dims = lead.to_vec();
-        out_dims.push(self.out_dim);
         y.reshape(out_dims)
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_activated(x, None)
+        self.forward_fused(x, None, None)
     }
 }
 
@@ -154,7 +178,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if runs_cpu_kernels(x) {
+        if cpu_kernels::applies_to(x) {
             cpu_kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
         } else {
             let last = x.rank().checked_sub(1).ok_or_else(|| {
@@ -271,17 +295,37 @@ impl Mlp {
     }
 }
 
-impl Module for Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Mlp {
+    /// `residual + mlp(x)`, with the addition fused into the last layer on the CPU.
+    pub fn forward_with_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if self.sigmoid_output {
+            return residual + self.forward(x)?;
+        }
+        self.run(x, Some(residual))
+    }
+
+    fn run(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let last = self.layers.len() - 1;
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward_activated(&x, (i < last).then_some(self.activation))?;
-        }
-        if self.sigmoid_output {
-            x = candle_nn::ops::sigmoid(&x)?;
+            x = if i < last {
+                layer.forward_fused(&x, Some(self.activation), None)?
+            } else {
+                layer.forward_fused(&x, None, residual)?
+            };
         }
         Ok(x)
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.run(x, None)?;
+        if self.sigmoid_output {
+            candle_nn::ops::sigmoid(&x)
+        } else {
+            Ok(x)
+        }
     }
 }
 
@@ -296,7 +340,7 @@ pub fn scaled_dot_product_attention(
     v: &Tensor,
     num_heads: usize,
 ) -> Result<Tensor> {
-    if runs_cpu_kernels(q) {
+    if cpu_kernels::applies_to(q) {
         cpu_kernels::attention(q, k, v, num_heads)
     } else {
         attention_with_candle_ops(q, k, v, num_heads)
@@ -409,6 +453,39 @@ mod tests {
             lin.forward(&Tensor::zeros((2, 4), DType::F32, &dev).unwrap())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn fused_residual_and_activation_match_separate_operations() {
+        let dev = Device::Cpu;
+        let w: Vec<f32> = (0..15).map(|i| (i as f32 - 7.0) / 5.0).collect();
+        let vb = var_builder(vec![
+            ("weight", Tensor::from_vec(w, (5, 3), &dev).unwrap()),
+            (
+                "bias",
+                Tensor::new(&[0.1f32, -0.2, 0.3, 0.0, -0.5], &dev).unwrap(),
+            ),
+        ]);
+        let lin = Linear::new(vb, 3, 5).unwrap();
+        let x = Tensor::arange(0f32, 12., &dev)
+            .unwrap()
+            .reshape((2, 2, 3))
+            .unwrap();
+        let x = (x / 4.0).unwrap();
+        let res = Tensor::arange(0f32, 20., &dev)
+            .unwrap()
+            .reshape((2, 2, 5))
+            .unwrap();
+        let plain = lin.forward(&x).unwrap();
+        let fused = lin.forward_fused(&x, None, Some(&res)).unwrap();
+        assert!(max_abs_diff(&fused, &(&plain + &res).unwrap()) < 1e-6);
+        let fused = lin
+            .forward_fused(&x, Some(Activation::Gelu), Some(&res))
+            .unwrap();
+        let want = (plain.gelu_erf().unwrap() + &res).unwrap();
+        assert!(max_abs_diff(&fused, &want) < 1e-6);
+        let bad = Tensor::zeros((2, 5), DType::F32, &dev).unwrap();
+        assert!(lin.forward_fused(&x, None, Some(&bad)).is_err());
     }
 
     #[test]
