@@ -6,3 +6,4 @@
 pub mod volume;
 pub mod io;
 pub mod cli;
+pub mod mesh;

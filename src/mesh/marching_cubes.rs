@@ -1,0 +1,614 @@
+//! Marching cubes over a label map (one label, or every label its own mesh) or over an image at
+//! an iso-value, producing an indexed mesh in LPS world millimetres.
+//!
+//! Where the surface is: a label becomes the 0/1 indicator of its voxels, cut at 0.5; an image
+//! is cut at the threshold, voxels at or above it being inside. Only the box around the inside
+//! voxels (plus one voxel) is visited. Outside the image the grid is padded by one voxel whose
+//! value mirrors an inside neighbour below the iso-value, so objects touching the border are
+//! closed half a voxel beyond it, like the others.
+//!
+//! Shared vertices: each grid edge crossing the surface gets one vertex, found again by every
+//! cube around that edge. The work runs in parallel over slabs of z layers; a slab leaves the
+//! vertices on its top plane to the slab above (its triangles hold placeholders naming the
+//! grid edge) and the merge resolves them to the vertex the slab above made for that edge.
+//!
+//! Normals: the central-difference gradient at both ends of the edge, interpolated at the
+//! vertex, taken from index space to world space by the inverse transpose of
+//! direction x diag(spacing), and negated (the inside has the larger values). Where the
+//! gradient vanishes (thin or checkerboard structures of a mask) the area-weighted normal of
+//! the surrounding triangles is used. A direction matrix with negative determinant mirrors
+//! the grid, so triangle winding is reversed to keep it counter-clockwise from outside.
+
+use super::case_table::{CASES, EDGE_CORNERS};
+use super::{Mesh, MeshError, normalized};
+use crate::volume::{Geometry, Voxel, Volume, invert3};
+use crate::with_voxels;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Surface of the voxels whose value equals `label`.
+pub fn label_surface(volume: &Volume, label: i64) -> Result<Mesh, MeshError> {
+    check_3d(volume)?;
+    let boxes = with_voxels!(&volume.data, v => label_boxes(v, volume.geometry.dims))?;
+    let Some(bounds) = boxes.get(&label) else {
+        return Err(MeshError::LabelNotFound { label, present: boxes.keys().copied().collect() });
+    };
+    with_voxels!(&volume.data, v => label_mesh(v, &volume.geometry, label, *bounds, default_slab_layers(bounds)))
+}
+
+/// One surface per non-zero label, in increasing label order.
+pub fn label_surfaces(volume: &Volume) -> Result<Vec<(i64, Mesh)>, MeshError> {
+    check_3d(volume)?;
+    let boxes = with_voxels!(&volume.data, v => label_boxes(v, volume.geometry.dims))?;
+    if boxes.is_empty() {
+        return Err(MeshError::NoLabels);
+    }
+    boxes
+        .iter()
+        .map(|(&label, bounds)| {
+            let mesh = with_voxels!(&volume.data, v => label_mesh(v, &volume.geometry, label, *bounds, default_slab_layers(bounds)))?;
+            Ok((label, mesh))
+        })
+        .collect()
+}
+
+/// The non-zero labels of a label map, in increasing order.
+pub fn labels_present(volume: &Volume) -> Result<Vec<i64>, MeshError> {
+    check_3d(volume)?;
+    let boxes = with_voxels!(&volume.data, v => label_boxes(v, volume.geometry.dims))?;
+    Ok(boxes.into_keys().collect())
+}
+
+/// Surface where the image crosses `threshold`; voxels at or above it are inside.
+pub fn iso_surface(volume: &Volume, threshold: f64) -> Result<Mesh, MeshError> {
+    check_3d(volume)?;
+    let iso = threshold as f32;
+    if !threshold.is_finite() || !iso.is_finite() {
+        return Err(MeshError::BadThreshold(threshold));
+    }
+    with_voxels!(&volume.data, v => {
+        let scalar = move |x| image_scalar(x, iso);
+        match inside_box(v, volume.geometry.dims, &scalar, iso) {
+            Some(bounds) => extract(v, &volume.geometry, &scalar, iso, bounds, default_slab_layers(&bounds)),
+            None => {
+                let (min, max) = volume.min_max().unwrap_or((f64::NAN, f64::NAN));
+                Err(MeshError::NothingAboveThreshold { threshold, min, max })
+            }
+        }
+    })
+}
+
+fn check_3d(volume: &Volume) -> Result<(), MeshError> {
+    if volume.timepoints != 1 { Err(MeshError::NotThreeD(volume.timepoints)) } else { Ok(()) }
+}
+
+/// Largest magnitude a scalar may have, so that differences of two stay finite.
+const SCALAR_LIMIT: f32 = f32::MAX / 4.0;
+
+/// An image value as a finite f32; NaN counts as just below the iso-value (outside).
+fn image_scalar<T: Voxel>(v: T, iso: f32) -> f32 {
+    let s = v.to_f32();
+    if s.is_nan() { iso.next_down() } else { s.clamp(-SCALAR_LIMIT, SCALAR_LIMIT) }
+}
+
+fn label_mesh<T: Voxel>(data: &[T], geometry: &Geometry, label: i64, bounds: VoxelBox, slab_layers: usize) -> Result<Mesh, MeshError> {
+    let target = T::from_f64(label as f64);
+    let scalar = move |v: T| if v == target { 1.0f32 } else { 0.0 };
+    extract(data, geometry, &scalar, 0.5, bounds, slab_layers)
+}
+
+/// An inclusive box of voxel indices.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct VoxelBox {
+    pub lo: [usize; 3],
+    pub hi: [usize; 3],
+}
+
+impl VoxelBox {
+    fn union(self, other: VoxelBox) -> VoxelBox {
+        VoxelBox {
+            lo: [0, 1, 2].map(|a| self.lo[a].min(other.lo[a])),
+            hi: [0, 1, 2].map(|a| self.hi[a].max(other.hi[a])),
+        }
+    }
+}
+
+/// Layers per slab: enough slabs to keep every thread busy, few enough that each slab's
+/// three extra slices stay a small share of its work.
+fn default_slab_layers(bounds: &VoxelBox) -> usize {
+    let layers = bounds.hi[2] - bounds.lo[2] + 3;
+    let slabs = 4 * rayon::current_num_threads();
+    layers.div_ceil(slabs).max(4)
+}
+
+/// The box of every non-zero label, scanning runs of equal values row by row.
+fn label_boxes<T: Voxel>(data: &[T], dims: [usize; 3]) -> Result<BTreeMap<i64, VoxelBox>, MeshError> {
+    let [nx, ny, _] = dims;
+    let zero = T::from_f64(0.0);
+    let slice_len = nx * ny;
+    data.par_chunks(slice_len.max(1))
+        .enumerate()
+        .map(|(z, slice)| {
+            let mut boxes: BTreeMap<i64, VoxelBox> = BTreeMap::new();
+            for (y, row) in slice.chunks_exact(nx).enumerate() {
+                let mut x = 0;
+                while x < nx {
+                    let v = row[x];
+                    if v == zero {
+                        x += 1;
+                        continue;
+                    }
+                    let start = x;
+                    while x < nx && row[x] == v {
+                        x += 1;
+                    }
+                    let f = v.to_f64();
+                    if !f.is_finite() || f.fract() != 0.0 {
+                        return Err(MeshError::NotALabelMap(f));
+                    }
+                    let run = VoxelBox { lo: [start, y, z], hi: [x - 1, y, z] };
+                    boxes.entry(f as i64).and_modify(|b| *b = b.union(run)).or_insert(run);
+                }
+            }
+            Ok(boxes)
+        })
+        .try_reduce(BTreeMap::new, |mut a, b| {
+            for (label, bounds) in b {
+                a.entry(label).and_modify(|x| *x = x.union(bounds)).or_insert(bounds);
+            }
+            Ok(a)
+        })
+}
+
+/// The box of the voxels whose scalar is at or above `iso`, or `None` when there are none.
+fn inside_box<T: Voxel>(data: &[T], dims: [usize; 3], scalar: &(impl Fn(T) -> f32 + Sync), iso: f32) -> Option<VoxelBox> {
+    let [nx, ny, _] = dims;
+    data.par_chunks((nx * ny).max(1))
+        .enumerate()
+        .filter_map(|(z, slice)| {
+            let mut found: Option<VoxelBox> = None;
+            for (y, row) in slice.chunks_exact(nx).enumerate() {
+                let Some(first) = row.iter().position(|&v| scalar(v) >= iso) else { continue };
+                let last = row.iter().rposition(|&v| scalar(v) >= iso).unwrap_or(first);
+                let run = VoxelBox { lo: [first, y, z], hi: [last, y, z] };
+                found = Some(found.map_or(run, |b| b.union(run)));
+            }
+            found
+        })
+        .reduce_with(VoxelBox::union)
+}
+
+/// The scalar field marched over: voxel values through `scalar`, padded outside the image.
+struct Field<'a, T, F> {
+    data: &'a [T],
+    dims: [usize; 3],
+    scalar: &'a F,
+    iso: f32,
+}
+
+impl<T: Voxel, F: Fn(T) -> f32 + Sync> Field<'_, T, F> {
+    /// The value at grid point (x, y, z); outside the image, the nearest voxel's value, or,
+    /// when that one is inside, its mirror image below the iso-value.
+    fn value(&self, x: isize, y: isize, z: isize) -> f32 {
+        let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
+        let (cx, cy, cz) = (clamp(x, self.dims[0]), clamp(y, self.dims[1]), clamp(z, self.dims[2]));
+        let s = (self.scalar)(self.data[cx + self.dims[0] * (cy + self.dims[1] * cz)]);
+        let outside_image = cx as isize != x || cy as isize != y || cz as isize != z;
+        if outside_image && s >= self.iso { (2.0 * self.iso - s).min(self.iso.next_down()) } else { s }
+    }
+}
+
+/// The grid of points marched over: `points` points from `origin` (image index coordinates,
+/// possibly one outside the image).
+#[derive(Clone, Copy)]
+struct Grid {
+    origin: [isize; 3],
+    points: [usize; 3],
+}
+
+impl Grid {
+    /// Row length of a slice buffer: the points plus one margin column each side for gradients.
+    fn row(&self) -> usize {
+        self.points[0] + 2
+    }
+
+    /// Index in a slice buffer of grid point (x, y).
+    fn at(&self, x: usize, y: usize) -> usize {
+        (x + 1) + (y + 1) * self.row()
+    }
+
+    fn plane_len(&self) -> usize {
+        self.points[0] * self.points[1]
+    }
+}
+
+/// A triangle index that names a grid edge on a slab's top plane, to be replaced at merge.
+const PLACEHOLDER: u32 = 1 << 31;
+const PLACEHOLDER_Y_AXIS: u32 = 1 << 30;
+const NO_VERTEX: u32 = u32::MAX;
+
+/// What one slab produced: vertices in image index space and their gradients, triangles
+/// (local vertex numbers or placeholders) and, for the slab below, which vertex it made on
+/// each x and y edge of its bottom plane.
+struct SlabMesh {
+    positions: Vec<[f32; 3]>,
+    gradients: Vec<[f32; 3]>,
+    indices: Vec<u32>,
+    bottom_x: Vec<u32>,
+    bottom_y: Vec<u32>,
+}
+
+/// Marches the cubes of `layers` (z layers of the grid).
+struct SlabMarcher<'g> {
+    grid: &'g Grid,
+    iso: f32,
+    /// Vertex of each x edge / y edge on the layer's bottom (z) and top (z + 1) planes, and of
+    /// each z edge of the layer, indexed by the edge's lower grid point.
+    x_bottom: Vec<u32>,
+    x_top: Vec<u32>,
+    y_bottom: Vec<u32>,
+    y_top: Vec<u32>,
+    z_edges: Vec<u32>,
+    out: SlabMesh,
+}
+
+impl<'g> SlabMarcher<'g> {
+    fn new(grid: &'g Grid, iso: f32) -> Self {
+        let n = grid.plane_len();
+        SlabMarcher {
+            grid,
+            iso,
+            x_bottom: vec![NO_VERTEX; n],
+            x_top: vec![NO_VERTEX; n],
+            y_bottom: vec![NO_VERTEX; n],
+            y_top: vec![NO_VERTEX; n],
+            z_edges: vec![NO_VERTEX; n],
+            out: SlabMesh { positions: Vec::new(), gradients: Vec::new(), indices: Vec::new(), bottom_x: Vec::new(), bottom_y: Vec::new() },
+        }
+    }
+
+    /// Marches layer `z`; `slices` hold grid planes z - 1 ..= z + 2. `defer_top` leaves the
+    /// vertices of the top plane to the next slab.
+    fn layer(&mut self, z: usize, slices: &[Vec<f32>; 4], defer_top: bool) {
+        let g = *self.grid;
+        let w = g.row();
+        let iso = self.iso;
+        let (b, t) = (&slices[1], &slices[2]);
+        let cases = &*CASES;
+        for y in 0..g.points[1] - 1 {
+            for x in 0..g.points[0] - 1 {
+                let i = g.at(x, y);
+                let config = (b[i] >= iso) as usize
+                    | ((b[i + 1] >= iso) as usize) << 1
+                    | ((b[i + w] >= iso) as usize) << 2
+                    | ((b[i + w + 1] >= iso) as usize) << 3
+                    | ((t[i] >= iso) as usize) << 4
+                    | ((t[i + 1] >= iso) as usize) << 5
+                    | ((t[i + w] >= iso) as usize) << 6
+                    | ((t[i + w + 1] >= iso) as usize) << 7;
+                if config == 0 || config == 255 {
+                    continue;
+                }
+                let mut ids = [NO_VERTEX; 12];
+                for triangle in cases[config].triangles() {
+                    for e in triangle {
+                        if ids[e as usize] == NO_VERTEX {
+                            ids[e as usize] = self.edge_vertex(x, y, z, e as usize, slices, defer_top);
+                        }
+                        self.out.indices.push(ids[e as usize]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The vertex on cube edge `e` of cell (x, y, z): found if made before, else made now (or a
+    /// placeholder on a deferred top plane).
+    fn edge_vertex(&mut self, x: usize, y: usize, z: usize, e: usize, slices: &[Vec<f32>; 4], defer_top: bool) -> u32 {
+        let g = *self.grid;
+        let corner = EDGE_CORNERS[e][0];
+        let (px, py, pz) = (x + (corner & 1) as usize, y + (corner >> 1 & 1) as usize, (corner >> 2 & 1) as usize);
+        let axis = e / 4;
+        let plane_index = px + py * g.points[0];
+        let slot = match (axis, pz) {
+            (0, 0) => &mut self.x_bottom[plane_index],
+            (0, _) => &mut self.x_top[plane_index],
+            (1, 0) => &mut self.y_bottom[plane_index],
+            (1, _) => &mut self.y_top[plane_index],
+            _ => &mut self.z_edges[plane_index],
+        };
+        if *slot != NO_VERTEX {
+            return *slot;
+        }
+        if defer_top && pz == 1 && axis < 2 {
+            let code = PLACEHOLDER | if axis == 1 { PLACEHOLDER_Y_AXIS } else { 0 } | plane_index as u32;
+            *slot = code;
+            return code;
+        }
+        let id = self.out.positions.len() as u32;
+        *slot = id;
+        // Start and end of the edge: slice numbers in `slices` and buffer indices.
+        let start = (1 + pz, g.at(px, py));
+        let end = match axis {
+            0 => (start.0, start.1 + 1),
+            1 => (start.0, start.1 + g.row()),
+            _ => (start.0 + 1, start.1),
+        };
+        let (v0, v1) = (slices[start.0][start.1], slices[end.0][end.1]);
+        let t = (self.iso - v0) / (v1 - v0);
+        let g0 = gradient(slices, start, g.row());
+        let g1 = gradient(slices, end, g.row());
+        let mut p = [
+            (g.origin[0] + px as isize) as f32,
+            (g.origin[1] + py as isize) as f32,
+            (g.origin[2] + (z + pz) as isize) as f32,
+        ];
+        p[axis] += t;
+        self.out.positions.push(p);
+        self.out.gradients.push([0, 1, 2].map(|c| g0[c] + t * (g1[c] - g0[c])));
+        id
+    }
+
+    /// Called after each layer: the top plane becomes the next layer's bottom.
+    fn advance(&mut self, first_layer: bool) {
+        if first_layer {
+            self.out.bottom_x = self.x_bottom.clone();
+            self.out.bottom_y = self.y_bottom.clone();
+        }
+        std::mem::swap(&mut self.x_bottom, &mut self.x_top);
+        std::mem::swap(&mut self.y_bottom, &mut self.y_top);
+        self.x_top.fill(NO_VERTEX);
+        self.y_top.fill(NO_VERTEX);
+        self.z_edges.fill(NO_VERTEX);
+    }
+}
+
+/// Central-difference gradient (index space) at buffer index `i` of slice `s`.
+fn gradient(slices: &[Vec<f32>; 4], (s, i): (usize, usize), row: usize) -> [f32; 3] {
+    let c = &slices[s];
+    [(c[i + 1] - c[i - 1]) * 0.5, (c[i + row] - c[i - row]) * 0.5, (slices[s + 1][i] - slices[s - 1][i]) * 0.5]
+}
+
+/// Fills `out` with grid plane `z` (relative to the grid origin) including the margin.
+fn fill_slice<T: Voxel, F: Fn(T) -> f32 + Sync>(field: &Field<'_, T, F>, grid: &Grid, z: isize, out: &mut [f32]) {
+    let w = grid.row();
+    let gz = grid.origin[2] + z;
+    for (yy, row) in out.chunks_exact_mut(w).enumerate() {
+        let gy = grid.origin[1] + yy as isize - 1;
+        for (xx, v) in row.iter_mut().enumerate() {
+            *v = field.value(grid.origin[0] + xx as isize - 1, gy, gz);
+        }
+    }
+}
+
+fn march_slab<T: Voxel, F: Fn(T) -> f32 + Sync>(field: &Field<'_, T, F>, grid: &Grid, layers: Range<usize>, last: bool) -> SlabMesh {
+    let slice_len = grid.row() * (grid.points[1] + 2);
+    let mut slices: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; slice_len]);
+    for (k, slice) in slices.iter_mut().enumerate() {
+        fill_slice(field, grid, layers.start as isize - 1 + k as isize, slice);
+    }
+    let mut marcher = SlabMarcher::new(grid, field.iso);
+    for z in layers.clone() {
+        if z > layers.start {
+            slices.rotate_left(1);
+            fill_slice(field, grid, z as isize + 2, &mut slices[3]);
+        }
+        marcher.layer(z, &slices, !last && z + 1 == layers.end);
+        marcher.advance(z == layers.start);
+    }
+    marcher.out
+}
+
+/// Marching cubes over the cubes around `bounds`, in slabs of `slab_layers` z layers.
+fn extract<T: Voxel, F: Fn(T) -> f32 + Sync>(
+    data: &[T],
+    geometry: &Geometry,
+    scalar: &F,
+    iso: f32,
+    bounds: VoxelBox,
+    slab_layers: usize,
+) -> Result<Mesh, MeshError> {
+    let grid = Grid {
+        origin: bounds.lo.map(|v| v as isize - 1),
+        points: [0, 1, 2].map(|a| bounds.hi[a] - bounds.lo[a] + 3),
+    };
+    if grid.plane_len() as u64 >= PLACEHOLDER_Y_AXIS as u64 {
+        return Err(MeshError::TooLarge(PLACEHOLDER_Y_AXIS as u64));
+    }
+    let field = Field { data, dims: geometry.dims, scalar, iso };
+    let layer_count = grid.points[2] - 1;
+    let slab_layers = slab_layers.max(1);
+    let slab_count = layer_count.div_ceil(slab_layers);
+    let slabs: Vec<SlabMesh> = (0..slab_count)
+        .into_par_iter()
+        .map(|s| {
+            let layers = s * slab_layers..((s + 1) * slab_layers).min(layer_count);
+            march_slab(&field, &grid, layers, s + 1 == slab_count)
+        })
+        .collect();
+    let mesh = merge_slabs(slabs)?;
+    Ok(to_world(mesh, geometry))
+}
+
+/// A mesh still in image index space, with gradients instead of normals.
+struct IndexSpaceMesh {
+    positions: Vec<[f32; 3]>,
+    gradients: Vec<[f32; 3]>,
+    indices: Vec<u32>,
+}
+
+/// Joins the slabs, replacing each top-plane placeholder by the vertex of the slab above.
+fn merge_slabs(slabs: Vec<SlabMesh>) -> Result<IndexSpaceMesh, MeshError> {
+    let mut offsets = Vec::with_capacity(slabs.len());
+    let mut total = 0u64;
+    for s in &slabs {
+        offsets.push(total as u32);
+        total += s.positions.len() as u64;
+    }
+    if total >= PLACEHOLDER as u64 {
+        return Err(MeshError::TooLarge(PLACEHOLDER as u64));
+    }
+    let indices: Vec<Vec<u32>> = (0..slabs.len())
+        .into_par_iter()
+        .map(|s| {
+            let resolve = |code: u32| {
+                if code & PLACEHOLDER == 0 {
+                    return offsets[s] + code;
+                }
+                let above = &slabs[s + 1];
+                let plane_index = (code & (PLACEHOLDER_Y_AXIS - 1)) as usize;
+                let local = if code & PLACEHOLDER_Y_AXIS != 0 { above.bottom_y[plane_index] } else { above.bottom_x[plane_index] };
+                debug_assert_ne!(local, NO_VERTEX, "the slab above made every crossing of its bottom plane");
+                offsets[s + 1] + local
+            };
+            slabs[s].indices.iter().map(|&code| resolve(code)).collect()
+        })
+        .collect();
+    let mut out = IndexSpaceMesh {
+        positions: Vec::with_capacity(total as usize),
+        gradients: Vec::with_capacity(total as usize),
+        indices: Vec::with_capacity(indices.iter().map(Vec::len).sum()),
+    };
+    for (slab, idx) in slabs.into_iter().zip(indices) {
+        out.positions.extend_from_slice(&slab.positions);
+        out.gradients.extend_from_slice(&slab.gradients);
+        out.indices.extend_from_slice(&idx);
+    }
+    Ok(out)
+}
+
+/// Places an index-space mesh in LPS world space and turns gradients into outward normals.
+fn to_world(mesh: IndexSpaceMesh, geometry: &Geometry) -> Mesh {
+    let affine = geometry.affine_lps();
+    let linear: [[f64; 3]; 3] = std::array::from_fn(|r| std::array::from_fn(|c| affine[r][c]));
+    let inverse = invert3(&linear).unwrap_or(crate::volume::IDENTITY3);
+    let positions: Vec<[f32; 3]> = mesh
+        .positions
+        .par_iter()
+        .map(|p| std::array::from_fn(|r| (affine[r][3] + (0..3).map(|c| affine[r][c] * p[c] as f64).sum::<f64>()) as f32))
+        .collect();
+    // World gradient = inverse(A)^T · index gradient; the outward normal is its negation.
+    let normals: Vec<[f32; 3]> = mesh
+        .gradients
+        .par_iter()
+        .map(|g| {
+            let world: [f64; 3] = std::array::from_fn(|r| -(0..3).map(|c| inverse[c][r] * g[c] as f64).sum::<f64>());
+            normalized(world).map(|x| x as f32)
+        })
+        .collect();
+    let mut indices = mesh.indices;
+    if crate::volume::det3(&linear) < 0.0 {
+        indices.par_chunks_exact_mut(3).for_each(|t| t.swap(1, 2));
+    }
+    let mut out = Mesh { positions, normals, indices };
+    if out.normals.iter().any(|n| *n == [0.0; 3]) {
+        let from_gradient = std::mem::take(&mut out.normals);
+        out.recompute_normals();
+        for (n, g) in out.normals.iter_mut().zip(from_gradient) {
+            if g != [0.0; 3] {
+                *n = g;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::MeshMetrics;
+    use crate::volume::{VolumeMeta, VoxelBuffer};
+
+    fn mask(dims: [usize; 3], inside: impl Fn(usize, usize, usize) -> bool) -> Volume {
+        let mut data = vec![0u8; dims[0] * dims[1] * dims[2]];
+        for z in 0..dims[2] {
+            for y in 0..dims[1] {
+                for x in 0..dims[0] {
+                    data[x + dims[0] * (y + dims[1] * z)] = inside(x, y, z) as u8;
+                }
+            }
+        }
+        Volume::new(Geometry::new(dims, [1.0; 3], [0.0; 3]), 1, VoxelBuffer::U8(data), VolumeMeta::default()).unwrap()
+    }
+
+    fn mesh_with_slabs(volume: &Volume, slab_layers: usize) -> Mesh {
+        let VoxelBuffer::U8(v) = &volume.data else { unreachable!() };
+        let bounds = label_boxes(v, volume.geometry.dims).unwrap()[&1];
+        label_mesh(v, &volume.geometry, 1, bounds, slab_layers).unwrap()
+    }
+
+    #[test]
+    fn one_voxel_is_a_closed_octahedron_at_half_voxel_distance() {
+        let v = mask([3, 3, 3], |x, y, z| (x, y, z) == (1, 1, 1));
+        let m = label_surface(&v, 1).unwrap();
+        assert_eq!((m.vertex_count(), m.triangle_count()), (6, 8));
+        for p in &m.positions {
+            let d: f32 = p.iter().map(|c| (c - 1.0).abs()).sum();
+            assert!((d - 0.5).abs() < 1e-6, "{p:?}");
+        }
+        let metrics = MeshMetrics::of(&m);
+        assert!(metrics.watertight);
+        assert!((metrics.enclosed_volume_ml * 1000.0 - 1.0 / 6.0).abs() < 1e-6);
+        // Normals point away from the voxel centre.
+        for (p, n) in m.positions.iter().zip(&m.normals) {
+            let out: f32 = (0..3).map(|c| (p[c] - 1.0) * n[c]).sum();
+            assert!(out > 0.0);
+        }
+    }
+
+    #[test]
+    fn voxels_on_the_border_are_closed() {
+        let v = mask([2, 2, 2], |_, _, _| true);
+        let m = label_surface(&v, 1).unwrap();
+        let metrics = MeshMetrics::of(&m);
+        assert!(metrics.watertight);
+        // Cells of a 2x2x2 block: the inner one full, 6 face cells half, 12 edge cells a
+        // prism of 1/8, 8 corner cells a tetrahedron of 1/48.
+        let expected = 1.0 + 6.0 * 0.5 + 12.0 * 0.125 + 8.0 / 48.0;
+        assert!((metrics.enclosed_volume_ml * 1000.0 - expected).abs() < 1e-6, "{}", metrics.enclosed_volume_ml);
+    }
+
+    #[test]
+    fn slab_splitting_does_not_change_the_mesh() {
+        let v = mask([17, 13, 23], |x, y, z| {
+            let d = [(x as f64 - 8.0) / 7.0, (y as f64 - 6.0) / 5.5, (z as f64 - 11.0) / 10.0];
+            d.iter().map(|c| c * c).sum::<f64>() < 1.0 || (x + 2 * y + 3 * z) % 7 == 0
+        });
+        let whole = mesh_with_slabs(&v, 1000);
+        for layers in [1, 2, 3, 5] {
+            let split = mesh_with_slabs(&v, layers);
+            assert_eq!(split.vertex_count(), whole.vertex_count(), "{layers} layers per slab");
+            assert_eq!(split.triangle_count(), whole.triangle_count());
+            let (a, b) = (MeshMetrics::of(&whole), MeshMetrics::of(&split));
+            assert!(b.watertight, "{layers} layers per slab");
+            assert!((a.surface_area_mm2 - b.surface_area_mm2).abs() < 1e-6 * a.surface_area_mm2);
+        }
+    }
+
+    #[test]
+    fn iso_surface_pads_the_border_and_handles_nan() {
+        let dims = [6, 5, 4];
+        let values: Vec<f32> = (0..120).map(|i| if i == 7 { f32::NAN } else { (i % 11) as f32 * 100.0 }).collect();
+        let v = Volume::new(Geometry::new(dims, [1.0; 3], [0.0; 3]), 1, VoxelBuffer::F32(values), VolumeMeta::default()).unwrap();
+        let m = iso_surface(&v, 400.0).unwrap();
+        assert!(MeshMetrics::of(&m).watertight);
+        assert!(m.positions.iter().flatten().all(|c| c.is_finite()));
+        assert!(matches!(iso_surface(&v, 5000.0), Err(MeshError::NothingAboveThreshold { .. })));
+        assert!(matches!(iso_surface(&v, f64::NAN), Err(MeshError::BadThreshold(_))));
+    }
+
+    #[test]
+    fn labels_are_found_with_their_boxes() {
+        let mut v = mask([8, 8, 8], |x, y, z| x < 3 && y < 4 && z < 2);
+        let VoxelBuffer::U8(d) = &mut v.data else { unreachable!() };
+        d[7 + 8 * (7 + 8 * 7)] = 5;
+        let boxes = label_boxes(d, [8, 8, 8]).unwrap();
+        assert_eq!(boxes[&1], VoxelBox { lo: [0, 0, 0], hi: [2, 3, 1] });
+        assert_eq!(boxes[&5], VoxelBox { lo: [7, 7, 7], hi: [7, 7, 7] });
+        assert_eq!(labels_present(&v).unwrap(), vec![1, 5]);
+        assert_eq!(label_surface(&v, 3), Err(MeshError::LabelNotFound { label: 3, present: vec![1, 5] }));
+        let f = Volume::new(Geometry::new([2, 1, 1], [1.0; 3], [0.0; 3]), 1, VoxelBuffer::F32(vec![0.0, 0.5]), VolumeMeta::default()).unwrap();
+        assert_eq!(labels_present(&f), Err(MeshError::NotALabelMap(0.5)));
+    }
+}
