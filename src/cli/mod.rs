@@ -2,6 +2,7 @@
 
 mod bench;
 mod info;
+mod mesh;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub enum Command {
     /// Measure performance and print the figures as JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Surface mesh of a label (or every label) or of an image at a threshold, as STL/OBJ/PLY.
+    Mesh(mesh::MeshArgs),
 }
 
 /// Runs the parsed command line.
@@ -32,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Info(args)) => info::info(args),
         Some(Command::Convert(args)) => info::convert(args),
         Some(Command::Bench(command)) => bench::run(command),
+        Some(Command::Mesh(args)) => mesh::mesh(args),
         None => anyhow::bail!("the viewer is not built yet; use a subcommand (see --help)"),
     }
 }

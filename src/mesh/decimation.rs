@@ -7,7 +7,8 @@
 //! Cheapest collapses go first. A collapse is refused when it would change the topology: the
 //! vertices adjacent to both u and v must be exactly the two opposite the edge (the link
 //! condition), and the merged vertex must keep at least three neighbours (no tetrahedron is
-//! flattened). It is also refused when a surviving triangle would turn over or degenerate.
+//! flattened). It is also refused when a surviving triangle would turn over or swing its
+//! normal by more than about 78°.
 //! Collapses refused in one pass are tried again in the next, after their surroundings changed.
 
 use super::metrics::is_watertight;
@@ -75,13 +76,13 @@ impl Quadric {
     }
 }
 
-/// A proposed collapse of v into u, valid while both vertices keep the versions seen.
+/// A proposed collapse of v into u, valid while both vertices keep the versions seen (kept
+/// small: the heap moves these around; the target point is worked out again when popped).
 struct Candidate {
     cost: f64,
     u: u32,
     v: u32,
     versions: [u32; 2],
-    target: [f64; 3],
 }
 
 impl PartialEq for Candidate {
@@ -127,6 +128,9 @@ fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
+/// Least cosine between a surviving triangle's normal before and after a collapse.
+const MIN_NORMAL_COSINE: f64 = 0.2;
+
 impl Collapser {
     fn new(mesh: &Mesh) -> Self {
         let positions: Vec<[f64; 3]> = mesh.positions.iter().map(|p| p.map(|c| c as f64)).collect();
@@ -162,22 +166,32 @@ impl Collapser {
         }
     }
 
-    fn candidate(&self, u: u32, v: u32) -> Candidate {
+    /// The cheapest point to collapse edge (u, v) to, and its error.
+    fn best_target(&self, u: u32, v: u32) -> (f64, [f64; 3]) {
         let q = self.quadrics[u as usize].add(&self.quadrics[v as usize]);
         let (pu, pv) = (self.positions[u as usize], self.positions[v as usize]);
-        let mut options = vec![pu, pv, [0, 1, 2].map(|c| (pu[c] + pv[c]) / 2.0)];
-        options.extend(q.minimiser());
-        let (cost, target) = options
-            .into_iter()
-            .map(|p| (q.error(p), p))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .expect("several options");
-        Candidate { cost: cost.max(0.0), u, v, versions: [self.versions[u as usize], self.versions[v as usize]], target }
+        let midpoint = [0, 1, 2].map(|c| (pu[c] + pv[c]) / 2.0);
+        let mut best = (q.error(midpoint), midpoint);
+        // The minimiser of a nearly flat neighbourhood can lie far off; only nearby ones count.
+        let reach2 = dot(sub(pu, pv), sub(pu, pv));
+        let nearby = q.minimiser().filter(|m| dot(sub(*m, midpoint), sub(*m, midpoint)) <= reach2);
+        for p in [Some(pu), Some(pv), nearby].into_iter().flatten() {
+            let e = q.error(p);
+            if e < best.0 {
+                best = (e, p);
+            }
+        }
+        (best.0.max(0.0), best.1)
+    }
+
+    fn candidate(&self, u: u32, v: u32) -> Candidate {
+        let (cost, _) = self.best_target(u, v);
+        Candidate { cost, u, v, versions: [self.versions[u as usize], self.versions[v as usize]] }
     }
 
     /// Queues every edge of the live mesh once.
     fn run_pass(&mut self, max_triangles: usize) {
-        self.heap.clear();
+        let mut queue = Vec::with_capacity(self.live_triangles * 3 / 2);
         for (t, tri) in self.triangles.iter().enumerate() {
             if !self.triangle_alive[t] {
                 continue;
@@ -185,19 +199,20 @@ impl Collapser {
             for i in 0..3 {
                 let (a, b) = (tri[i], tri[(i + 1) % 3]);
                 if a < b {
-                    let c = self.candidate(a, b);
-                    self.heap.push(c);
+                    queue.push(self.candidate(a, b));
                 }
             }
         }
+        self.heap = BinaryHeap::from(queue);
         while self.live_triangles > max_triangles {
             let Some(c) = self.heap.pop() else { break };
             let (u, v) = (c.u as usize, c.v as usize);
             if !self.vertex_alive[u] || !self.vertex_alive[v] || c.versions != [self.versions[u], self.versions[v]] {
                 continue;
             }
-            if self.can_collapse(c.u, c.v, c.target) {
-                self.collapse(c.u, c.v, c.target);
+            let (_, target) = self.best_target(c.u, c.v);
+            if self.can_collapse(c.u, c.v, target) {
+                self.collapse(c.u, c.v, target);
             }
         }
     }
@@ -230,7 +245,7 @@ impl Collapser {
         if nu.len() + nv.len() - 2 - 2 < 3 {
             return false;
         }
-        // No surviving triangle may turn over or collapse to a sliver.
+        // No surviving triangle may turn over or swing its normal by more than about 78°.
         for x in [u, v] {
             for t in self.live_around(x) {
                 let tri = self.triangles[t as usize];
@@ -242,7 +257,7 @@ impl Collapser {
                 let n_old = cross(sub(old[1], old[0]), sub(old[2], old[0]));
                 let n_new = cross(sub(new[1], new[0]), sub(new[2], new[0]));
                 let (l_old, l_new) = (dot(n_old, n_old).sqrt(), dot(n_new, n_new).sqrt());
-                if l_old > 0.0 && dot(n_old, n_new) <= 0.2 * l_old * l_new {
+                if l_old > 0.0 && dot(n_old, n_new) <= MIN_NORMAL_COSINE * l_old * l_new {
                     return false;
                 }
             }
@@ -369,3 +384,4 @@ mod tests {
         assert_eq!(decimate(&m, 4), Err(MeshError::NotClosed));
     }
 }
+
