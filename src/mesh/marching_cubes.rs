@@ -132,6 +132,11 @@ fn label_boxes<T: Voxel>(data: &[T], dims: [usize; 3]) -> Result<BTreeMap<i64, V
         .map(|(z, slice)| {
             let mut boxes: BTreeMap<i64, VoxelBox> = BTreeMap::new();
             for (y, row) in slice.chunks_exact(nx).enumerate() {
+                // Most rows of a mask are empty: a branch-free test over the row (which the
+                // compiler vectorises) skips them.
+                if !row.iter().fold(false, |any, &v| any | (v != zero)) {
+                    continue;
+                }
                 let mut x = 0;
                 while x < nx {
                     let v = row[x];
