@@ -63,11 +63,6 @@ fn voxelised_spheres_are_closed_with_the_right_volume_and_area() {
         assert!(m.surface_area_mm2 > a_true && relative_error(m.surface_area_mm2, a_true) < 0.15, "{spacing:?}: area {}", m.surface_area_mm2);
 
         let mut smooth = raw.clone();
-            mesh::taubin_smooth(&mut smooth, it, mesh::TAUBIN_LAMBDA, mesh::TAUBIN_MU);
-            let s = MeshMetrics::of(&smooth);
-            eprintln!("  {it}: vol {} area {}", s.enclosed_volume_ml / v_true - 1.0, s.surface_area_mm2 / a_true - 1.0);
-        }
-        let mut smooth = raw.clone();
         mesh::taubin_smooth(&mut smooth, 30, mesh::TAUBIN_LAMBDA, mesh::TAUBIN_MU);
         let s = MeshMetrics::of(&smooth);
         assert!(s.watertight);

@@ -89,8 +89,10 @@ pub fn mesh(args: MeshArgs) -> anyhow::Result<()> {
         }
         finished.push((report, m));
     }
-    let metrics: Vec<MeshMetrics> = finished.iter().map(|(_, m)| MeshMetrics::of(m)).collect();
     let mesh_seconds = mesh_start.elapsed().as_secs_f64();
+    let metrics_start = Instant::now();
+    let metrics: Vec<MeshMetrics> = finished.iter().map(|(_, m)| MeshMetrics::of(m)).collect();
+    let metrics_seconds = metrics_start.elapsed().as_secs_f64();
 
     let write_start = Instant::now();
     for ((_, m), path) in finished.iter().zip(&outputs) {
@@ -120,6 +122,7 @@ pub fn mesh(args: MeshArgs) -> anyhow::Result<()> {
             "seconds": start.elapsed().as_secs_f64(),
             "read_seconds": read_seconds,
             "mesh_seconds": mesh_seconds,
+            "metrics_seconds": metrics_seconds,
             "write_seconds": write_seconds,
         }),
     );

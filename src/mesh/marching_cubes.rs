@@ -255,8 +255,27 @@ struct SlabMarcher<'g> {
     y_bottom: Vec<u32>,
     y_top: Vec<u32>,
     z_edges: Vec<u32>,
+    /// Scratch row of column codes (see `layer`).
+    columns: Vec<u8>,
     out: SlabMesh,
 }
+
+/// Column code bit b (= dy + 2 dz) moved to cube corner bit 2b (corner dy, dz at dx = 0).
+const SPREAD_BITS: [u8; 16] = {
+    let mut table = [0u8; 16];
+    let mut code = 0;
+    while code < 16 {
+        let mut b = 0;
+        while b < 4 {
+            if code >> b & 1 == 1 {
+                table[code] |= 1 << (2 * b);
+            }
+            b += 1;
+        }
+        code += 1;
+    }
+    table
+};
 
 impl<'g> SlabMarcher<'g> {
     fn new(grid: &'g Grid, iso: f32) -> Self {
@@ -269,32 +288,40 @@ impl<'g> SlabMarcher<'g> {
             y_bottom: vec![NO_VERTEX; n],
             y_top: vec![NO_VERTEX; n],
             z_edges: vec![NO_VERTEX; n],
+            columns: vec![0; grid.points[0]],
             out: SlabMesh { positions: Vec::new(), gradients: Vec::new(), indices: Vec::new(), bottom_x: Vec::new(), bottom_y: Vec::new() },
         }
     }
 
     /// Marches layer `z`; `slices` hold grid planes z - 1 ..= z + 2. `defer_top` leaves the
     /// vertices of the top plane to the next slab.
-    fn layer(&mut self, z: usize, slices: &[Vec<f32>; 4], defer_top: bool) {
+    fn layer(&mut self, z: usize, slices: &[Plane; 4], defer_top: bool) {
         let g = *self.grid;
-        let w = g.row();
-        let iso = self.iso;
-        let (b, t) = (&slices[1], &slices[2]);
+        let (w, nx) = (g.row(), g.points[0]);
+        let (b, t) = (&slices[1].inside, &slices[2].inside);
         let cases = &*CASES;
+        let mut columns = std::mem::take(&mut self.columns);
         for y in 0..g.points[1] - 1 {
-            for x in 0..g.points[0] - 1 {
-                let i = g.at(x, y);
-                let config = (b[i] >= iso) as usize
-                    | ((b[i + 1] >= iso) as usize) << 1
-                    | ((b[i + w] >= iso) as usize) << 2
-                    | ((b[i + w + 1] >= iso) as usize) << 3
-                    | ((t[i] >= iso) as usize) << 4
-                    | ((t[i + 1] >= iso) as usize) << 5
-                    | ((t[i + w] >= iso) as usize) << 6
-                    | ((t[i + w + 1] >= iso) as usize) << 7;
-                if config == 0 || config == 255 {
+            // Column code of grid point x: its four inside flags at (y, z), (y + 1, z),
+            // (y, z + 1), (y + 1, z + 1) as bits 0..3. Rows whose cells are all outside or all
+            // inside are skipped whole.
+            let start = g.at(0, y);
+            let rows = [&b[start..start + nx], &b[start + w..start + w + nx], &t[start..start + nx], &t[start + w..start + w + nx]];
+            let (mut any, mut all) = (0u8, 15u8);
+            for (x, code) in columns.iter_mut().enumerate() {
+                *code = rows[0][x] | rows[1][x] << 1 | rows[2][x] << 2 | rows[3][x] << 3;
+                any |= *code;
+                all &= *code;
+            }
+            if any == 0 || all == 15 {
+                continue;
+            }
+            for x in 0..nx - 1 {
+                let (c0, c1) = (columns[x], columns[x + 1]);
+                if c0 == c1 && (c0 == 0 || c0 == 15) {
                     continue;
                 }
+                let config = (SPREAD_BITS[c0 as usize] | SPREAD_BITS[c1 as usize] << 1) as usize;
                 let mut ids = [NO_VERTEX; 12];
                 for triangle in cases[config].triangles() {
                     for e in triangle {
@@ -306,11 +333,12 @@ impl<'g> SlabMarcher<'g> {
                 }
             }
         }
+        self.columns = columns;
     }
 
     /// The vertex on cube edge `e` of cell (x, y, z): found if made before, else made now (or a
     /// placeholder on a deferred top plane).
-    fn edge_vertex(&mut self, x: usize, y: usize, z: usize, e: usize, slices: &[Vec<f32>; 4], defer_top: bool) -> u32 {
+    fn edge_vertex(&mut self, x: usize, y: usize, z: usize, e: usize, slices: &[Plane; 4], defer_top: bool) -> u32 {
         let g = *self.grid;
         let corner = EDGE_CORNERS[e][0];
         let (px, py, pz) = (x + (corner & 1) as usize, y + (corner >> 1 & 1) as usize, (corner >> 2 & 1) as usize);
@@ -340,7 +368,7 @@ impl<'g> SlabMarcher<'g> {
             1 => (start.0, start.1 + g.row()),
             _ => (start.0 + 1, start.1),
         };
-        let (v0, v1) = (slices[start.0][start.1], slices[end.0][end.1]);
+        let (v0, v1) = (slices[start.0].values[start.1], slices[end.0].values[end.1]);
         let t = (self.iso - v0) / (v1 - v0);
         let g0 = gradient(slices, start, g.row());
         let g1 = gradient(slices, end, g.row());
@@ -369,35 +397,62 @@ impl<'g> SlabMarcher<'g> {
     }
 }
 
-/// Central-difference gradient (index space) at buffer index `i` of slice `s`.
-fn gradient(slices: &[Vec<f32>; 4], (s, i): (usize, usize), row: usize) -> [f32; 3] {
-    let c = &slices[s];
-    [(c[i + 1] - c[i - 1]) * 0.5, (c[i + row] - c[i - row]) * 0.5, (slices[s + 1][i] - slices[s - 1][i]) * 0.5]
+/// Central-difference gradient (index space) at buffer index `i` of plane `s`.
+fn gradient(slices: &[Plane; 4], (s, i): (usize, usize), row: usize) -> [f32; 3] {
+    let c = &slices[s].values;
+    [(c[i + 1] - c[i - 1]) * 0.5, (c[i + row] - c[i - row]) * 0.5, (slices[s + 1].values[i] - slices[s - 1].values[i]) * 0.5]
 }
 
-/// Fills `out` with grid plane `z` (relative to the grid origin) including the margin.
-fn fill_slice<T: Voxel, F: Fn(T) -> f32 + Sync>(field: &Field<'_, T, F>, grid: &Grid, z: isize, out: &mut [f32]) {
+/// One grid plane with its margin: scalar values and inside flags (1 = at or above iso).
+struct Plane {
+    values: Vec<f32>,
+    inside: Vec<u8>,
+}
+
+/// Fills `plane` with grid plane `z` (relative to the grid origin) including the margin.
+fn fill_plane<T: Voxel, F: Fn(T) -> f32 + Sync>(field: &Field<'_, T, F>, grid: &Grid, z: isize, plane: &mut Plane) {
     let w = grid.row();
+    let [nx, ny, nz] = field.dims.map(|d| d as isize);
     let gz = grid.origin[2] + z;
-    for (yy, row) in out.chunks_exact_mut(w).enumerate() {
+    // Global x of buffer column 0, and the columns that fall inside the image.
+    let x0 = grid.origin[0] - 1;
+    let inside_columns = (-x0).clamp(0, w as isize) as usize..(nx - x0).clamp(0, w as isize) as usize;
+    for (yy, row) in plane.values.chunks_exact_mut(w).enumerate() {
         let gy = grid.origin[1] + yy as isize - 1;
-        for (xx, v) in row.iter_mut().enumerate() {
-            *v = field.value(grid.origin[0] + xx as isize - 1, gy, gz);
+        let padded = |row: &mut [f32], columns: Range<usize>| {
+            for xx in columns {
+                row[xx] = field.value(x0 + xx as isize, gy, gz);
+            }
+        };
+        if (0..nz).contains(&gz) && (0..ny).contains(&gy) && !inside_columns.is_empty() {
+            let first = (x0 + inside_columns.start as isize + nx * (gy + ny * gz)) as usize;
+            let source = &field.data[first..first + inside_columns.len()];
+            for (out, &v) in row[inside_columns.clone()].iter_mut().zip(source) {
+                *out = (field.scalar)(v);
+            }
+            padded(row, 0..inside_columns.start);
+            padded(row, inside_columns.end..w);
+        } else {
+            padded(row, 0..w);
         }
+    }
+    let iso = field.iso;
+    for (flag, &v) in plane.inside.iter_mut().zip(&plane.values) {
+        *flag = (v >= iso) as u8;
     }
 }
 
 fn march_slab<T: Voxel, F: Fn(T) -> f32 + Sync>(field: &Field<'_, T, F>, grid: &Grid, layers: Range<usize>, last: bool) -> SlabMesh {
     let slice_len = grid.row() * (grid.points[1] + 2);
-    let mut slices: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; slice_len]);
+    let mut slices: [Plane; 4] = std::array::from_fn(|_| Plane { values: vec![0.0; slice_len], inside: vec![0; slice_len] });
     for (k, slice) in slices.iter_mut().enumerate() {
-        fill_slice(field, grid, layers.start as isize - 1 + k as isize, slice);
+        fill_plane(field, grid, layers.start as isize - 1 + k as isize, slice);
     }
     let mut marcher = SlabMarcher::new(grid, field.iso);
     for z in layers.clone() {
         if z > layers.start {
             slices.rotate_left(1);
-            fill_slice(field, grid, z as isize + 2, &mut slices[3]);
+            fill_plane(field, grid, z as isize + 2, &mut slices[3]);
         }
         marcher.layer(z, &slices, !last && z + 1 == layers.end);
         marcher.advance(z == layers.start);
