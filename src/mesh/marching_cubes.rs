@@ -169,14 +169,21 @@ fn label_boxes<T: Voxel>(data: &[T], dims: [usize; 3]) -> Result<BTreeMap<i64, V
 /// The box of the voxels whose scalar is at or above `iso`, or `None` when there are none.
 fn inside_box<T: Voxel>(data: &[T], dims: [usize; 3], scalar: &(impl Fn(T) -> f32 + Sync), iso: f32) -> Option<VoxelBox> {
     let [nx, ny, _] = dims;
+    // Branch-free (vectorised) test of a run of voxels.
+    let any_inside = |run: &[T]| run.iter().fold(false, |any, &v| any | (scalar(v) >= iso));
     data.par_chunks((nx * ny).max(1))
         .enumerate()
         .filter_map(|(z, slice)| {
             let mut found: Option<VoxelBox> = None;
             for (y, row) in slice.chunks_exact(nx).enumerate() {
-                let Some(first) = row.iter().position(|&v| scalar(v) >= iso) else { continue };
-                let last = row.iter().rposition(|&v| scalar(v) >= iso).unwrap_or(first);
-                let run = VoxelBox { lo: [first, y, z], hi: [last, y, z] };
+                if !any_inside(row) {
+                    continue;
+                }
+                // Only the parts of the row outside the x range found so far can widen it.
+                let (lo, hi) = found.map_or((nx, 0), |b| (b.lo[0], b.hi[0]));
+                let first = if any_inside(&row[..lo.min(nx)]) { row.iter().position(|&v| scalar(v) >= iso) } else { None };
+                let last = if hi + 1 < nx && any_inside(&row[hi + 1..]) { row.iter().rposition(|&v| scalar(v) >= iso) } else { None };
+                let run = VoxelBox { lo: [first.unwrap_or(lo), y, z], hi: [last.unwrap_or(hi).max(first.unwrap_or(0)), y, z] };
                 found = Some(found.map_or(run, |b| b.union(run)));
             }
             found
@@ -316,8 +323,20 @@ impl<'g> SlabMarcher<'g> {
             if any == 0 || all == 15 {
                 continue;
             }
-            for x in 0..nx - 1 {
-                let (c0, c1) = (columns[x], columns[x + 1]);
+            let mut x = 0;
+            while x < nx - 1 {
+                // Eight cells at a time while nine column codes in a row are all 0 or all 15.
+                if x + 9 <= nx {
+                    let word = |at: usize| u64::from_ne_bytes(columns[at..at + 8].try_into().expect("eight bytes"));
+                    let here = word(x);
+                    if here == word(x + 1) && (here == 0 || here == 0x0f0f_0f0f_0f0f_0f0f) {
+                        x += 8;
+                        continue;
+                    }
+                }
+                let cell = x;
+                x += 1;
+                let (c0, c1) = (columns[cell], columns[cell + 1]);
                 if c0 == c1 && (c0 == 0 || c0 == 15) {
                     continue;
                 }
@@ -326,7 +345,7 @@ impl<'g> SlabMarcher<'g> {
                 for triangle in cases[config].triangles() {
                     for e in triangle {
                         if ids[e as usize] == NO_VERTEX {
-                            ids[e as usize] = self.edge_vertex(x, y, z, e as usize, slices, defer_top);
+                            ids[e as usize] = self.edge_vertex(cell, y, z, e as usize, slices, defer_top);
                         }
                         self.out.indices.push(ids[e as usize]);
                     }
@@ -487,91 +506,76 @@ fn extract<T: Voxel, F: Fn(T) -> f32 + Sync>(
             march_slab(&field, &grid, layers, s + 1 == slab_count)
         })
         .collect();
-    let mesh = merge_slabs(slabs)?;
-    Ok(to_world(mesh, geometry))
+    merge_slabs(slabs, geometry)
 }
 
-/// A mesh still in image index space, with gradients instead of normals.
-struct IndexSpaceMesh {
-    positions: Vec<[f32; 3]>,
-    gradients: Vec<[f32; 3]>,
-    indices: Vec<u32>,
-}
-
-/// Joins the slabs, replacing each top-plane placeholder by the vertex of the slab above.
-fn merge_slabs(slabs: Vec<SlabMesh>) -> Result<IndexSpaceMesh, MeshError> {
-    let mut offsets = Vec::with_capacity(slabs.len());
-    let mut total = 0u64;
+/// Joins the slabs into one mesh in LPS world space: each slab's vertices are placed by the
+/// voxel-to-world affine, its gradients become outward normals, and its top-plane placeholders
+/// become the vertices the slab above made on those grid edges. Slabs are written in parallel
+/// into their own stretches of the output.
+fn merge_slabs(slabs: Vec<SlabMesh>, geometry: &Geometry) -> Result<Mesh, MeshError> {
+    let mut vertex_offsets = Vec::with_capacity(slabs.len() + 1);
+    let mut index_offsets = Vec::with_capacity(slabs.len() + 1);
+    let (mut vertices, mut indices) = (0u64, 0usize);
     for s in &slabs {
-        offsets.push(total as u32);
-        total += s.positions.len() as u64;
+        vertex_offsets.push(vertices as u32);
+        index_offsets.push(indices);
+        vertices += s.positions.len() as u64;
+        indices += s.indices.len();
     }
-    if total >= PLACEHOLDER as u64 {
+    if vertices >= PLACEHOLDER as u64 {
         return Err(MeshError::TooLarge(PLACEHOLDER as u64));
     }
-    let indices: Vec<Vec<u32>> = (0..slabs.len())
-        .into_par_iter()
-        .map(|s| {
-            let resolve = |code: u32| {
-                if code & PLACEHOLDER == 0 {
-                    return offsets[s] + code;
-                }
-                let above = &slabs[s + 1];
+    let affine = geometry.affine_lps();
+    let linear: [[f64; 3]; 3] = std::array::from_fn(|r| std::array::from_fn(|c| affine[r][c]));
+    // World gradient = inverse(A)^T · index gradient; the outward normal is its negation.
+    let inverse = invert3(&linear).unwrap_or(crate::volume::IDENTITY3);
+    let mirrored = crate::volume::det3(&linear) < 0.0;
+
+    let mut mesh = Mesh { positions: vec![[0.0; 3]; vertices as usize], normals: vec![[0.0; 3]; vertices as usize], indices: vec![0; indices] };
+    let mut parts = Vec::with_capacity(slabs.len());
+    let (mut positions, mut normals, mut index_rest) = (&mut mesh.positions[..], &mut mesh.normals[..], &mut mesh.indices[..]);
+    for s in &slabs {
+        let (p, p_rest) = positions.split_at_mut(s.positions.len());
+        let (n, n_rest) = normals.split_at_mut(s.positions.len());
+        let (i, i_rest) = index_rest.split_at_mut(s.indices.len());
+        parts.push((p, n, i));
+        (positions, normals, index_rest) = (p_rest, n_rest, i_rest);
+    }
+    parts.into_par_iter().enumerate().for_each(|(k, (positions, normals, indices))| {
+        let slab = &slabs[k];
+        for (out, p) in positions.iter_mut().zip(&slab.positions) {
+            *out = std::array::from_fn(|r| (affine[r][3] + (0..3).map(|c| affine[r][c] * p[c] as f64).sum::<f64>()) as f32);
+        }
+        for (out, g) in normals.iter_mut().zip(&slab.gradients) {
+            let world: [f64; 3] = std::array::from_fn(|r| -(0..3).map(|c| inverse[c][r] * g[c] as f64).sum::<f64>());
+            *out = normalized(world).map(|x| x as f32);
+        }
+        for (out, &code) in indices.iter_mut().zip(&slab.indices) {
+            *out = if code & PLACEHOLDER == 0 {
+                vertex_offsets[k] + code
+            } else {
+                let above = &slabs[k + 1];
                 let plane_index = (code & (PLACEHOLDER_Y_AXIS - 1)) as usize;
                 let local = if code & PLACEHOLDER_Y_AXIS != 0 { above.bottom_y[plane_index] } else { above.bottom_x[plane_index] };
                 debug_assert_ne!(local, NO_VERTEX, "the slab above made every crossing of its bottom plane");
-                offsets[s + 1] + local
+                vertex_offsets[k + 1] + local
             };
-            slabs[s].indices.iter().map(|&code| resolve(code)).collect()
-        })
-        .collect();
-    let mut out = IndexSpaceMesh {
-        positions: Vec::with_capacity(total as usize),
-        gradients: Vec::with_capacity(total as usize),
-        indices: Vec::with_capacity(indices.iter().map(Vec::len).sum()),
-    };
-    for (slab, idx) in slabs.into_iter().zip(indices) {
-        out.positions.extend_from_slice(&slab.positions);
-        out.gradients.extend_from_slice(&slab.gradients);
-        out.indices.extend_from_slice(&idx);
-    }
-    Ok(out)
-}
-
-/// Places an index-space mesh in LPS world space and turns gradients into outward normals.
-fn to_world(mesh: IndexSpaceMesh, geometry: &Geometry) -> Mesh {
-    let affine = geometry.affine_lps();
-    let linear: [[f64; 3]; 3] = std::array::from_fn(|r| std::array::from_fn(|c| affine[r][c]));
-    let inverse = invert3(&linear).unwrap_or(crate::volume::IDENTITY3);
-    let positions: Vec<[f32; 3]> = mesh
-        .positions
-        .par_iter()
-        .map(|p| std::array::from_fn(|r| (affine[r][3] + (0..3).map(|c| affine[r][c] * p[c] as f64).sum::<f64>()) as f32))
-        .collect();
-    // World gradient = inverse(A)^T · index gradient; the outward normal is its negation.
-    let normals: Vec<[f32; 3]> = mesh
-        .gradients
-        .par_iter()
-        .map(|g| {
-            let world: [f64; 3] = std::array::from_fn(|r| -(0..3).map(|c| inverse[c][r] * g[c] as f64).sum::<f64>());
-            normalized(world).map(|x| x as f32)
-        })
-        .collect();
-    let mut indices = mesh.indices;
-    if crate::volume::det3(&linear) < 0.0 {
-        indices.par_chunks_exact_mut(3).for_each(|t| t.swap(1, 2));
-    }
-    let mut out = Mesh { positions, normals, indices };
-    if out.normals.iter().any(|n| *n == [0.0; 3]) {
-        let from_gradient = std::mem::take(&mut out.normals);
-        out.recompute_normals();
-        for (n, g) in out.normals.iter_mut().zip(from_gradient) {
+        }
+        if mirrored {
+            indices.chunks_exact_mut(3).for_each(|t| t.swap(1, 2));
+        }
+    });
+    if mesh.normals.par_iter().any(|n| *n == [0.0; 3]) {
+        let from_gradient = std::mem::take(&mut mesh.normals);
+        mesh.recompute_normals();
+        for (n, g) in mesh.normals.iter_mut().zip(from_gradient) {
             if g != [0.0; 3] {
                 *n = g;
             }
         }
     }
-    out
+    Ok(mesh)
 }
 
 #[cfg(test)]
@@ -656,6 +660,30 @@ mod tests {
         assert!(m.positions.iter().flatten().all(|c| c.is_finite()));
         assert!(matches!(iso_surface(&v, 5000.0), Err(MeshError::NothingAboveThreshold { .. })));
         assert!(matches!(iso_surface(&v, f64::NAN), Err(MeshError::BadThreshold(_))));
+    }
+
+    #[test]
+    fn inside_box_matches_a_plain_scan() {
+        let dims = [13, 7, 5];
+        let mut state = 12345u32;
+        let values: Vec<f32> = (0..13 * 7 * 5)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1 << 24) as f32
+            })
+            .collect();
+        for iso in [0.5, 0.9, 0.97, 0.995, 2.0] {
+            let scalar = |v: f32| v;
+            let mut expected: Option<VoxelBox> = None;
+            for (n, &v) in values.iter().enumerate() {
+                if v >= iso {
+                    let p = [n % 13, n / 13 % 7, n / 91];
+                    let b = VoxelBox { lo: p, hi: p };
+                    expected = Some(expected.map_or(b, |e| e.union(b)));
+                }
+            }
+            assert_eq!(inside_box(&values, dims, &scalar, iso), expected, "iso {iso}");
+        }
     }
 
     #[test]
