@@ -13,3 +13,4 @@ pub mod segment;
 pub mod render;
 pub mod app;
 pub mod weights;
+pub mod mesh;

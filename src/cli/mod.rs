@@ -3,6 +3,7 @@
 mod bench;
 mod info;
 mod weights;
+mod mesh;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub enum Command {
     /// Download or locate the MedSAM2 checkpoint.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
+    /// Surface mesh of a label (or every label) or of an image at a threshold, as STL/OBJ/PLY.
+    Mesh(mesh::MeshArgs),
 }
 
 /// Runs the parsed command line.
@@ -37,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Convert(args)) => info::convert(args),
         Some(Command::Bench(command)) => bench::run(command),
         Some(Command::Weights(command)) => weights::run(command),
+        Some(Command::Mesh(args)) => mesh::mesh(args),
         None => crate::app::run(cli.path),
     }
 }
