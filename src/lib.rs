@@ -6,3 +6,5 @@
 pub mod volume;
 pub mod io;
 pub mod cli;
+pub mod measure;
+pub mod classic;

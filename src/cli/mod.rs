@@ -1,7 +1,9 @@
 //! Command-line interface: argument definitions and the headless subcommands.
 
 mod bench;
+mod classic;
 mod info;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,6 +26,11 @@ pub enum Command {
     /// Measure performance and print the figures as JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Measure every label of a mask over its image (volume, surface, HU, diameters, Dice...).
+    Stats(stats::StatsArgs),
+    /// Classical segmentation tools that write a label map (threshold, region growing, lungs).
+    #[command(subcommand)]
+    Classic(classic::ClassicCommand),
 }
 
 /// Runs the parsed command line.
@@ -32,6 +39,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Info(args)) => info::info(args),
         Some(Command::Convert(args)) => info::convert(args),
         Some(Command::Bench(command)) => bench::run(command),
+        Some(Command::Stats(args)) => stats::stats(args),
+        Some(Command::Classic(command)) => classic::run(command),
         None => anyhow::bail!("the viewer is not built yet; use a subcommand (see --help)"),
     }
 }
