@@ -122,8 +122,12 @@ fn box_is_exact_where_a_box_allows() {
     }
     let faces = 2.0 * (side[0] * side[1] + side[1] * side[2] + side[0] * side[2]);
     assert!(close(m.voxel_face_area_mm2, faces, 1e-12), "{} vs {faces}", m.voxel_face_area_mm2);
-    // Crofton sees the box's voxel centres, a box one voxel smaller along the diagonals.
-    assert!(close(m.surface_area_mm2, faces, 0.06), "{} vs {faces}", m.surface_area_mm2);
+    // The 13-direction Crofton estimate is exact on average over orientations but not for
+    // every plane: on this grid it measures x, y and z faces at 0.84, 0.91 and 0.87 of their
+    // area (2 Σ w_d |u_d · n|), and it sees the box of voxel centres, one voxel smaller along
+    // the diagonal directions.
+    let ratio = m.surface_area_mm2 / faces;
+    assert!(ratio > 0.80 && ratio < 0.90, "Crofton {} vs faces {faces}", m.surface_area_mm2);
     // Coronal profile: 12 slices (j = 3..=14) each of 20 x 7 pixels.
     assert_eq!(m.slices.len(), 12);
     assert_eq!(m.slices[0].index, 3);
@@ -134,8 +138,8 @@ fn box_is_exact_where_a_box_allows() {
     assert_eq!(m.diameter_slice, 2, "all slices tie: the lowest index");
     let i = m.intensity.unwrap();
     assert_eq!((i.min, i.max, i.mean, i.median), (10.0, 30.0, 20.0, 20.0));
-    // Sample SD of 840 values, half 10 and half 30: sqrt(840 · 100 / 839).
-    assert!((i.sd - (84_000.0f64 / 839.0).sqrt()).abs() < 1e-9);
+    // Sample SD of 1680 values, half 10 and half 30: sqrt(1680 · 100 / 1679).
+    assert!((i.sd - (168_000.0f64 / 1679.0).sqrt()).abs() < 1e-9);
 }
 
 #[test]
@@ -155,9 +159,10 @@ fn ellipsoid_on_an_oblique_anisotropic_grid() {
     assert!(close(m.volume_ml * 1000.0, v, 0.015), "volume {} vs {v}", m.volume_ml * 1000.0);
     for a in 0..3 {
         assert!((m.centroid_lps_mm[a] - centre[a]).abs() < 0.15, "centroid {:?} vs {centre:?}", m.centroid_lps_mm);
-        // The LPS box holds the ellipsoid's extent to within a voxel.
-        assert!(m.bbox_lps_mm[0][a] >= centre[a] - axes[a] - 1e-9 && m.bbox_lps_mm[0][a] <= centre[a] - axes[a] + 2.5);
-        assert!(m.bbox_lps_mm[1][a] <= centre[a] + axes[a] + 1e-9 && m.bbox_lps_mm[1][a] >= centre[a] + axes[a] - 2.5);
+        // The LPS box of the voxel centres lies inside the ellipsoid's extent, within a voxel.
+        let (lo, hi) = (m.bbox_lps_mm[0][a], m.bbox_lps_mm[1][a]);
+        assert!(lo >= centre[a] - axes[a] - 1e-9 && lo <= centre[a] - axes[a] + 2.5 + 1e-6, "{a}: {lo}");
+        assert!(hi <= centre[a] + axes[a] + 1e-9 && hi >= centre[a] + axes[a] - 2.5 - 1e-6, "{a}: {hi}");
     }
     // Thomsen's approximation of the ellipsoid's area (within 1.1%).
     let p = 1.6075;
@@ -218,7 +223,7 @@ fn agreement_of_boxes_shifted_by_one_voxel() {
     // A's 4 face-interior voxels on the shared side are inside B, one step (1 mm) from B's side
     // faces (or s from B's end): min(s, 1). Likewise from B to A. All others lie on the other
     // surface: 0. Pooled: 32 × s, 8 × min(s, 1), 72 × 0.
-    for (axis, s) in [(0, 2.0), (2, 3.0), (1, 0.5)] {
+    for (axis, s) in [(0, 2.0f64), (2, 3.0), (1, 0.5)] {
         let dims = [8, 8, 8];
         let mut spacing = [1.0; 3];
         spacing[axis] = s;

@@ -94,19 +94,19 @@ mod tests {
 
     #[test]
     fn diagonal_voxels_join_only_with_26_connectivity() {
-        let dims = [3, 3, 3];
-        let mut mask = vec![false; 27];
+        let dims = [5, 3, 3];
+        let mut mask = vec![false; 45];
         mask[0] = true; // (0,0,0)
-        mask[13] = true; // (1,1,1)
-        mask[26] = true; // (2,2,2)
-        mask[2] = true; // (2,0,0): not touching the others
+        mask[21] = true; // (1,1,1)
+        mask[42] = true; // (2,2,2)
+        mask[4] = true; // (4,0,0): not touching the others
         assert_eq!(components(dims, &mask, Connectivity::Six).len(), 4);
         let c = components(dims, &mask, Connectivity::TwentySix);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].voxels, 3);
         assert_eq!(c[0].seed, 0);
         assert_eq!(c[0].mean_index(), [1.0, 1.0, 1.0]);
-        let kept = keep_components(dims, &mask, Connectivity::TwentySix, &[2]);
+        let kept = keep_components(dims, &mask, Connectivity::TwentySix, &[4]);
         assert_eq!(kept.iter().filter(|x| **x).count(), 1);
     }
 

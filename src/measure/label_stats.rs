@@ -1,8 +1,8 @@
 //! One parallel pass over a label map that gathers, for every label present, everything the
-//! shape measurements need: voxel count, index bounding box, index sums (centroid), intercept
-//! counts along the 13 lattice directions (surface area), and per-slice voxel counts along all
-//! three index axes plus per-slice in-plane intercepts along one chosen axis (area and perimeter
-//! profile).
+//! shape measurements need: voxel count, index bounding box, the physical extent, index sums
+//! (centroid), intercept counts along the 13 lattice directions (surface area), and per-slice
+//! voxel counts along all three index axes plus per-slice in-plane intercepts along one chosen
+//! axis (area and perimeter profile).
 //!
 //! Only label voxels do work: all-background rows are skipped whole, and each label voxel
 //! compares itself with its 26 neighbours (the image border counts as outside).
@@ -18,6 +18,10 @@ pub struct LabelAccumulation {
     /// Smallest and largest (i, j, k) of the label's voxels (inclusive).
     pub bbox_min: [usize; 3],
     pub bbox_max: [usize; 3],
+    /// Smallest and largest of `steps · (i, j, k)` per world axis over the label's voxels: the
+    /// physical extent relative to the origin (only boundary voxels can be extreme).
+    pub extent_min: [f64; 3],
+    pub extent_max: [f64; 3],
     /// Sums of i, j and k over the label's voxels.
     pub index_sum: [u64; 3],
     /// Per direction of `DIRECTIONS`: label voxels whose neighbour at +d is not the label, plus
@@ -35,6 +39,8 @@ impl LabelAccumulation {
             voxels: 0,
             bbox_min: [usize::MAX; 3],
             bbox_max: [0; 3],
+            extent_min: [f64::INFINITY; 3],
+            extent_max: [f64::NEG_INFINITY; 3],
             index_sum: [0; 3],
             intercepts: [0; 13],
             slice_voxels: [vec![0; dims[0]], vec![0; dims[1]], vec![0; dims[2]]],
@@ -47,6 +53,8 @@ impl LabelAccumulation {
         for a in 0..3 {
             self.bbox_min[a] = self.bbox_min[a].min(other.bbox_min[a]);
             self.bbox_max[a] = self.bbox_max[a].max(other.bbox_max[a]);
+            self.extent_min[a] = self.extent_min[a].min(other.extent_min[a]);
+            self.extent_max[a] = self.extent_max[a].max(other.extent_max[a]);
             self.index_sum[a] += other.index_sum[a];
             for (x, y) in self.slice_voxels[a].iter_mut().zip(&other.slice_voxels[a]) {
                 *x += y;
@@ -69,8 +77,9 @@ impl LabelAccumulation {
 }
 
 /// Gathers the accumulations of every nonzero label of `labels` (one 3D frame of `dims`),
-/// in increasing label order.
-pub fn accumulate(labels: &[u8], dims: [usize; 3], profile: SliceAxis) -> Vec<(u8, LabelAccumulation)> {
+/// in increasing label order. `steps[c]` is the physical vector of one step along index axis c
+/// (`plane::index_steps`).
+pub fn accumulate(labels: &[u8], dims: [usize; 3], steps: &[[f64; 3]; 3], profile: SliceAxis) -> Vec<(u8, LabelAccumulation)> {
     let [nx, ny, nz] = dims;
     assert_eq!(labels.len(), nx * ny * nz, "label map does not match dims");
     let plane = nx * ny;
@@ -112,6 +121,13 @@ pub fn accumulate(labels: &[u8], dims: [usize; 3], profile: SliceAxis) -> Vec<(u
                         };
                         crossings[n] = (forward != a) as u64 + (backward != a) as u64;
                         acc.intercepts[n] += crossings[n];
+                    }
+                    if crossings[..3].iter().any(|&c| c > 0) {
+                        for r in 0..3 {
+                            let x = (0..3).map(|c| steps[c][r] * ijk[c] as f64).sum::<f64>();
+                            acc.extent_min[r] = acc.extent_min[r].min(x);
+                            acc.extent_max[r] = acc.extent_max[r].max(x);
+                        }
                     }
                     let slice = &mut acc.slice_intercepts[ijk[normal]];
                     for (m, &n) in in_plane.iter().enumerate() {
@@ -188,12 +204,14 @@ pub fn label_boxes(labels: &[u8], dims: [usize; 3]) -> Vec<Option<([usize; 3], [
 mod tests {
     use super::*;
 
+    const UNIT: [[f64; 3]; 3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+
     #[test]
     fn one_voxel_crosses_every_line_twice() {
         let dims = [3, 3, 3];
         let mut labels = vec![0u8; 27];
         labels[13] = 4;
-        let acc = accumulate(&labels, dims, SliceAxis::Axial);
+        let acc = accumulate(&labels, dims, &UNIT, SliceAxis::Axial);
         assert_eq!(acc.len(), 1);
         let (label, a) = &acc[0];
         assert_eq!(*label, 4);
@@ -209,7 +227,7 @@ mod tests {
     fn border_counts_as_outside_and_labels_stay_apart() {
         // A 4x1x1 row: voxels 0,1 = label 1, voxels 2,3 = label 2.
         let labels = vec![1u8, 1, 2, 2];
-        let acc = accumulate(&labels, [4, 1, 1], SliceAxis::Axial);
+        let acc = accumulate(&labels, [4, 1, 1], &UNIT, SliceAxis::Axial);
         assert_eq!(acc.len(), 2);
         for (_, a) in &acc {
             assert_eq!(a.voxels, 2);
@@ -219,6 +237,7 @@ mod tests {
         }
         assert_eq!(acc[1].1.bbox_min, [2, 0, 0]);
         assert_eq!(acc[1].1.index_sum, [5, 0, 0]);
+        assert_eq!((acc[1].1.extent_min, acc[1].1.extent_max), ([2.0, 0.0, 0.0], [3.0, 0.0, 0.0]));
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub struct LabelMeasurements {
     pub voxel_face_area_mm2: f64,
     /// Smallest and largest (i, j, k), inclusive.
     pub bbox_index: [[usize; 3]; 2],
-    /// Smallest and largest LPS coordinate of the voxel centres at the corners of `bbox_index`.
+    /// Smallest and largest LPS coordinate of the label's voxel centres (the same as the
+    /// corners of `bbox_index` when the direction is the identity).
     pub bbox_lps_mm: [[f64; 3]; 2],
     /// Mean LPS position of the label's voxel centres.
     pub centroid_lps_mm: [f64; 3],
@@ -118,7 +119,7 @@ pub fn measure(image: &Volume, labels: &Volume, reference: Option<&Volume>, opti
     let g = &image.geometry;
     let n = g.voxel_count();
     let plane = g.dims[0] * g.dims[1];
-    let accumulated = label_stats::accumulate(mask, g.dims, options.profile_axis);
+    let accumulated = label_stats::accumulate(mask, g.dims, &plane::index_steps(g), options.profile_axis);
     let intensities: Vec<Option<IntensityStats>> = with_voxels!(&image.data, v => intensity::by_label(mask, &v[..n], plane));
     let surface = crofton::SurfaceEstimator::new(g);
     let profile_basis = PlaneBasis::new(g, options.profile_axis);
@@ -147,7 +148,7 @@ pub fn measure(image: &Volume, labels: &Volume, reference: Option<&Volume>, opti
                 surface_area_mm2: surface.area(&acc.intercepts),
                 voxel_face_area_mm2: surface.face_area(&acc.intercepts),
                 bbox_index: [lo, hi],
-                bbox_lps_mm: world_box(g, lo, hi),
+                bbox_lps_mm: [acc.extent_min, acc.extent_max].map(|e| [0, 1, 2].map(|r| g.origin[r] + e[r])),
                 centroid_lps_mm: g.voxel_to_world(acc.mean_index()),
                 intensity: intensities[*label as usize],
                 longest_diameter_mm: recist.longest_mm,
@@ -218,20 +219,6 @@ fn slice_point_to_world(g: &Geometry, axis: SliceAxis, index: usize, uv: [f64; 2
     ijk[iu] = uv[0];
     ijk[iv] = uv[1];
     g.voxel_to_world(ijk)
-}
-
-/// Componentwise LPS extent of the voxel centres at the 8 corners of an index box.
-fn world_box(g: &Geometry, lo: [usize; 3], hi: [usize; 3]) -> [[f64; 3]; 2] {
-    let mut out = [[f64::INFINITY; 3], [f64::NEG_INFINITY; 3]];
-    for corner in 0..8 {
-        let pick = |c: usize| if corner >> c & 1 == 1 { hi[c] } else { lo[c] } as f64;
-        let p = g.voxel_to_world([pick(0), pick(1), pick(2)]);
-        for c in 0..3 {
-            out[0][c] = out[0][c].min(p[c]);
-            out[1][c] = out[1][c].max(p[c]);
-        }
-    }
-    out
 }
 
 fn check_three_d(volume: &Volume, what: &'static str) -> Result<(), MeasureError> {
