@@ -49,8 +49,8 @@ fn sphere_matches_its_formulas() {
     let m = &report.labels[0];
     let volume_mm3 = 4.0 / 3.0 * PI * r.powi(3);
     assert!(close(m.volume_ml * 1000.0, volume_mm3, 0.01), "volume {} vs {volume_mm3}", m.volume_ml * 1000.0);
-    for a in 0..3 {
-        assert!((m.centroid_lps_mm[a] - c[a]).abs() < 0.05, "centroid {:?}", m.centroid_lps_mm);
+    for (got, want) in m.centroid_lps_mm.iter().zip(c) {
+        assert!((got - want).abs() < 0.05, "centroid {:?}", m.centroid_lps_mm);
     }
     // Surface: Crofton within 2% of 4πr²; the voxel-face area overestimates by about 1.5x.
     let area = 4.0 * PI * r * r;
@@ -63,7 +63,7 @@ fn sphere_matches_its_formulas() {
         let reach = (r * r - others).sqrt();
         assert_eq!(m.bbox_index[0][a], (c[a] - reach).ceil() as usize);
         assert_eq!(m.bbox_index[1][a], (c[a] + reach).floor() as usize);
-        assert_eq!(m.bbox_lps_mm[0][a], m.bbox_index[0][a] as f64);
+        assert!((m.bbox_lps_mm[0][a] - m.bbox_index[0][a] as f64).abs() < 1e-9);
     }
     // Diameters on the largest axial slice, next to the centre: a circle of radius
     // sqrt(r² − dz²) there; edge-midpoint diameters are within a pixel of its diameter.
@@ -114,12 +114,10 @@ fn box_is_exact_where_a_box_allows() {
     assert_eq!(m.voxels, 20 * 12 * 7);
     assert!(close(m.volume_ml, side[0] * side[1] * side[2] / 1000.0, 1e-12));
     assert_eq!(m.bbox_index, [lo, hi]);
-    assert_eq!(m.bbox_lps_mm[0], g.voxel_to_world([4.0, 3.0, 2.0]));
-    assert_eq!(m.bbox_lps_mm[1], g.voxel_to_world([23.0, 14.0, 8.0]));
-    let centre = g.voxel_to_world([13.5, 8.5, 5.0]);
-    for a in 0..3 {
-        assert!((m.centroid_lps_mm[a] - centre[a]).abs() < 1e-9);
-    }
+    let near = |a: [f64; 3], b: [f64; 3]| (0..3).all(|c| (a[c] - b[c]).abs() < 1e-9);
+    assert!(near(m.bbox_lps_mm[0], g.voxel_to_world([4.0, 3.0, 2.0])));
+    assert!(near(m.bbox_lps_mm[1], g.voxel_to_world([23.0, 14.0, 8.0])));
+    assert!(near(m.centroid_lps_mm, g.voxel_to_world([13.5, 8.5, 5.0])));
     let faces = 2.0 * (side[0] * side[1] + side[1] * side[2] + side[0] * side[2]);
     assert!(close(m.voxel_face_area_mm2, faces, 1e-12), "{} vs {faces}", m.voxel_face_area_mm2);
     // The 13-direction Crofton estimate is exact on average over orientations but not for
@@ -390,8 +388,8 @@ fn ct_lesions_match_their_recorded_figures() {
             }
         }
         let centroid = image.geometry.voxel_to_world(sum.map(|s| s / values.len() as f64));
-        for a in 0..3 {
-            assert!((m.centroid_lps_mm[a] - centroid[a]).abs() < 1e-9);
+        for (got, want) in m.centroid_lps_mm.iter().zip(centroid) {
+            assert!((got - want).abs() < 1e-9);
         }
         // A lesion is a few cm across; its long axis is no shorter than its short one.
         assert!(m.longest_diameter_mm >= m.perpendicular_diameter_mm && m.longest_diameter_mm > 5.0 && m.longest_diameter_mm < 200.0);

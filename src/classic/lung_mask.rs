@@ -12,6 +12,7 @@
 //!    lungs, brighter than the threshold);
 //! 5. optionally the mask is dilated by a radius in mm (exact Euclidean distance, physical
 //!    spacing).
+//!
 //! "Axial" is the index axis closest to the patient's superior-inferior direction.
 
 use super::components::{Component, components, flood, keep_components};

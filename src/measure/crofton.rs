@@ -16,7 +16,14 @@
 //! 0.0740 per face diagonal, 0.0704 per body diagonal; 2D: 1/4 each) and says the weights should
 //! be recomputed for anisotropic spacing. Here the weights are computed for the actual physical
 //! directions (direction · spacing), so on an isotropic grid the result equals ITK's and on an
-//! anisotropic one it stays unbiased.
+//! anisotropic one it stays unbiased on average over orientations.
+//!
+//! Accuracy: exact on average over surface orientations (a digitised sphere of radius 12 voxels
+//! comes within 1%), but a plane with normal n is measured at 2 Σ w_d |u_d · n| of its area:
+//! 0.93 to 1.02 on an isotropic grid (axis-aligned faces are the low end), 0.90 to 1.08 at
+//! 0.78 x 0.78 x 1.25 mm, 0.84 to 1.11 at 0.8 x 1.2 x 2.5 mm; ITK's fixed weights give 0.82 to
+//! 1.19 and 0.60 to 1.31 on those two grids. The 49 directions of the 5x5x5 neighbourhood would
+//! narrow the isotropic range to 0.98 to 1.01 at four times the neighbour look-ups.
 
 use super::plane::{PlaneBasis, dot3, index_steps, norm3};
 use crate::volume::{Geometry, SliceAxis};
@@ -190,14 +197,13 @@ mod tests {
         let w = sphere_voronoi_shares(&physical);
         // ITK's itkShapeLabelMapFilter constants (per direction, both signs together).
         let itk = [0.045_777_891_204_76 * 2.0, 0.036_980_627_876_08 * 2.0, 0.035_195_639_782_32 * 2.0];
-        for n in 0..3 {
-            assert!((w[n] - itk[0]).abs() < 2e-4, "axis {n}: {}", w[n]);
-        }
-        for n in 3..9 {
-            assert!((w[n] - itk[1]).abs() < 2e-4, "face diagonal {n}: {}", w[n]);
-        }
-        for n in 9..13 {
-            assert!((w[n] - itk[2]).abs() < 2e-4, "body diagonal {n}: {}", w[n]);
+        for (n, weight) in w.iter().enumerate() {
+            let class = match n {
+                0..3 => 0,
+                3..9 => 1,
+                _ => 2,
+            };
+            assert!((weight - itk[class]).abs() < 2e-4, "direction {n}: {weight}");
         }
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     }
@@ -209,8 +215,8 @@ mod tests {
         // ITK: P = π/4 · (dy·Ix/2 + dx·Iy/2 + dx·dy/|dxy|·Ixy/2) with both diagonals in Ixy.
         let pi = std::f64::consts::PI;
         let expected = [pi / 4.0 * 2.0 / 2.0, pi / 4.0 * 2.0 / 2.0, pi / 4.0 * 4.0 / 8f64.sqrt() / 2.0, pi / 4.0 * 4.0 / 8f64.sqrt() / 2.0];
-        for n in 0..4 {
-            assert!((e.per_intercept[n] - expected[n]).abs() < 1e-12);
+        for (got, want) in e.per_intercept.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-12);
         }
     }
 

@@ -103,11 +103,11 @@ pub fn accumulate(labels: &[u8], dims: [usize; 3], steps: &[[f64; 3]; 3], profil
                     let acc = table[a as usize].get_or_insert_with(|| LabelAccumulation::new(dims, profile));
                     let ijk = [i, j, k];
                     acc.voxels += 1;
-                    for c in 0..3 {
-                        acc.bbox_min[c] = acc.bbox_min[c].min(ijk[c]);
-                        acc.bbox_max[c] = acc.bbox_max[c].max(ijk[c]);
-                        acc.index_sum[c] += ijk[c] as u64;
-                        acc.slice_voxels[c][ijk[c]] += 1;
+                    for (c, &x) in ijk.iter().enumerate() {
+                        acc.bbox_min[c] = acc.bbox_min[c].min(x);
+                        acc.bbox_max[c] = acc.bbox_max[c].max(x);
+                        acc.index_sum[c] += x as u64;
+                        acc.slice_voxels[c][x] += 1;
                     }
                     let p = row_start + i;
                     let interior = i > 0 && i + 1 < nx && j > 0 && j + 1 < ny && k > 0 && k + 1 < nz;
@@ -123,8 +123,8 @@ pub fn accumulate(labels: &[u8], dims: [usize; 3], steps: &[[f64; 3]; 3], profil
                         acc.intercepts[n] += crossings[n];
                     }
                     if crossings[..3].iter().any(|&c| c > 0) {
-                        for r in 0..3 {
-                            let x = (0..3).map(|c| steps[c][r] * ijk[c] as f64).sum::<f64>();
+                        let position = [0, 1, 2].map(|r| (0..3).map(|c| steps[c][r] * ijk[c] as f64).sum::<f64>());
+                        for (r, &x) in position.iter().enumerate() {
                             acc.extent_min[r] = acc.extent_min[r].min(x);
                             acc.extent_max[r] = acc.extent_max[r].max(x);
                         }
