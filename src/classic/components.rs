@@ -5,10 +5,9 @@
 //! memory is one flag per voxel; a component is rebuilt by flooding again from its seed.
 
 use super::Connectivity;
-use serde::Serialize;
 
 /// One connected component: a voxel of it, its size and the sums of its voxels' indices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Component {
     /// Linear index of its first voxel in memory order.
     pub seed: usize,

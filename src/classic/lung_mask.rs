@@ -75,12 +75,39 @@ pub fn lung_mask(image: &Volume, options: &LungMaskOptions) -> Result<LungMask, 
     drop(inside);
     fill_holes_per_slice(&mut mask, dims, axial);
     if options.dilation_mm > 0.0 {
-        let distance = squared_distance_to(dims, g.spacing, &mask);
-        let r2 = options.dilation_mm * options.dilation_mm * (1.0 + 1e-12);
-        mask = distance.par_iter().map(|&d| d <= r2).collect();
+        dilate(&mut mask, dims, g.spacing, options.dilation_mm);
     }
     let components = components(dims, &mask, Connectivity::Six);
     Ok(LungMask { mask, components })
+}
+
+/// Adds to `mask` every voxel within `radius` mm of it (Euclidean, voxel centres). The distance
+/// transform runs on the mask's bounding box grown by the radius, not on the whole volume.
+fn dilate(mask: &mut [bool], dims: [usize; 3], spacing: [f64; 3], radius: f64) {
+    let [nx, ny, _] = dims;
+    let Some((lo, hi)) = (0..mask.len()).filter(|&p| mask[p]).fold(None, |b: Option<([usize; 3], [usize; 3])>, p| {
+        let q = [p % nx, (p / nx) % ny, p / (nx * ny)];
+        Some(match b {
+            None => (q, q),
+            Some((lo, hi)) => ([0, 1, 2].map(|c| lo[c].min(q[c])), [0, 1, 2].map(|c| hi[c].max(q[c]))),
+        })
+    }) else {
+        return;
+    };
+    let margin = [0, 1, 2].map(|c| (radius / spacing[c]).ceil() as usize);
+    let lo = [0, 1, 2].map(|c| lo[c].saturating_sub(margin[c]));
+    let hi = [0, 1, 2].map(|c| (hi[c] + margin[c]).min(dims[c] - 1));
+    let size = [0, 1, 2].map(|c| hi[c] - lo[c] + 1);
+    let at = |q: [usize; 3]| (lo[0] + q[0]) + nx * ((lo[1] + q[1]) + ny * (lo[2] + q[2]));
+    let index = |n: usize| [n % size[0], (n / size[0]) % size[1], n / (size[0] * size[1])];
+    let crop: Vec<bool> = (0..size.iter().product()).map(|n| mask[at(index(n))]).collect();
+    let distance = squared_distance_to(size, spacing, &crop);
+    let r2 = radius * radius * (1.0 + 1e-12);
+    for (n, d) in distance.iter().enumerate() {
+        if *d <= r2 {
+            mask[at(index(n))] = true;
+        }
+    }
 }
 
 /// Air voxels connected to the four faces of the volume that bound the slices along `axial`.

@@ -31,7 +31,7 @@ pub enum ClassicError {
 }
 
 /// Which neighbours of a voxel touch it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Connectivity {
     /// Faces only.
     #[default]

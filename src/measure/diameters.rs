@@ -13,7 +13,7 @@
 use super::plane::PlaneBasis;
 
 /// The two RECIST diameters of one slice and where they lie.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recist {
     pub longest_mm: f64,
     pub perpendicular_mm: f64,

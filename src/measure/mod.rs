@@ -18,7 +18,6 @@ pub mod surface_distance;
 
 use crate::volume::{Geometry, SliceAxis, Volume, Voxel, extract_slice};
 use crate::with_voxels;
-use diameters::Recist;
 use intensity::IntensityStats;
 use plane::PlaneBasis;
 use rayon::prelude::*;
@@ -134,12 +133,8 @@ pub fn measure(image: &Volume, labels: &Volume, reference: Option<&Volume>, opti
             let mut slice = Vec::new();
             extract_slice(mask, g.dims, diameter_axis, diameter_slice, &mut slice);
             let (w, h) = diameter_axis.slice_size(g);
-            let recist = diameters::recist(&slice, w, h, *label, &diameter_basis).unwrap_or(Recist {
-                longest_mm: 0.0,
-                perpendicular_mm: 0.0,
-                long_axis: [[0.0; 2]; 2],
-                short_axis: [[0.0; 2]; 2],
-            });
+            // The slice with the label's largest area always holds it, so this is never empty.
+            let recist = diameters::recist(&slice, w, h, *label, &diameter_basis).unwrap_or_default();
             let to_world = |uv: [f64; 2]| slice_point_to_world(g, diameter_axis, diameter_slice, uv);
             LabelMeasurements {
                 label: *label,
