@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use medsam_viewer::measure::distance_transform::squared_distance_to;
-use medsam_viewer::measure::{MeasureOptions, intensity, label_stats, measure};
+use medsam_viewer::measure::{MeasureOptions, intensity, label_stats, measure, plane};
 use medsam_viewer::volume::{Geometry, SliceAxis, Volume, VolumeMeta, VoxelBuffer};
 use std::hint::black_box;
 
@@ -42,7 +42,8 @@ fn benches(c: &mut Criterion) {
     let values = image.frame::<i16>(0).unwrap();
     let mut group = c.benchmark_group("measure_256x256x128");
     group.sample_size(10);
-    group.bench_function("label_pass", |b| b.iter(|| label_stats::accumulate(black_box(mask), dims, SliceAxis::Axial)));
+    let steps = plane::index_steps(&image.geometry);
+    group.bench_function("label_pass", |b| b.iter(|| label_stats::accumulate(black_box(mask), dims, &steps, SliceAxis::Axial)));
     group.bench_function("intensity_pass", |b| b.iter(|| intensity::by_label(black_box(mask), values, dims[0] * dims[1])));
     let feature: Vec<bool> = mask.iter().map(|&l| l == 1).collect();
     group.bench_function("distance_transform", |b| b.iter(|| squared_distance_to(dims, image.geometry.spacing, black_box(&feature))));
