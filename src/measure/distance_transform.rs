@@ -3,7 +3,7 @@
 //! Felzenszwalb & Huttenlocher's separable algorithm ("Distance Transforms of Sampled
 //! Functions", 2012): the squared distance to the nearest feature voxel is the lower envelope
 //! of parabolas, computed exactly one axis after the other (x, then y, then z), each pass in
-//! parallel over independent lines. Distances are in millimetres between voxel centres on an
+//! parallel over independent lines; the first pass, on binary input, is a two-way sweep. Distances are in millimetres between voxel centres on an
 //! orthogonal lattice with the given spacing (the direction matrix is a rotation, so it does not
 //! change distances). Written here because no maintained crate offers an exact anisotropic 3D EDT.
 
@@ -15,18 +15,30 @@ use rayon::prelude::*;
 pub fn squared_distance_to(dims: [usize; 3], spacing: [f64; 3], feature: &[bool]) -> Vec<f64> {
     let [nx, ny, nz] = dims;
     assert_eq!(feature.len(), nx * ny * nz, "feature grid does not match dims");
-    let mut out: Vec<f64> = feature.par_iter().map(|&f| if f { 0.0 } else { f64::INFINITY }).collect();
+    let mut out = vec![0.0; feature.len()];
     if out.is_empty() {
         return out;
     }
-    // Along x: rows are contiguous.
-    out.par_chunks_mut(nx).for_each_init(
-        || (LowerEnvelope::new(nx), vec![0.0; nx]),
-        |(env, line), row| {
-            line.copy_from_slice(row);
-            env.transform(line, spacing[0], row);
-        },
-    );
+    // Along x the input is binary: the distance to the nearest feature voxel of the row, found
+    // by one sweep each way.
+    out.par_chunks_mut(nx).zip(feature.par_chunks(nx)).for_each(|(row, features)| {
+        let mut last: Option<usize> = None;
+        for (q, (o, &f)) in row.iter_mut().zip(features).enumerate() {
+            if f {
+                last = Some(q);
+            }
+            *o = last.map_or(f64::INFINITY, |p| ((q - p) as f64 * spacing[0]).powi(2));
+        }
+        let mut next: Option<usize> = None;
+        for (q, (o, &f)) in row.iter_mut().zip(features).enumerate().rev() {
+            if f {
+                next = Some(q);
+            }
+            if let Some(p) = next {
+                *o = o.min(((p - q) as f64 * spacing[0]).powi(2));
+            }
+        }
+    });
     // Along y: every z plane is independent; columns are strided by nx within the plane.
     out.par_chunks_mut(nx * ny).for_each_init(
         || (LowerEnvelope::new(ny), vec![0.0; ny], vec![0.0; ny]),
