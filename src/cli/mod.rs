@@ -1,9 +1,11 @@
 //! Command-line interface: argument definitions and the headless subcommands.
 
 mod bench;
+mod classic;
 mod info;
 mod weights;
 mod mesh;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,6 +33,11 @@ pub enum Command {
     Weights(weights::WeightsCommand),
     /// Surface mesh of a label (or every label) or of an image at a threshold, as STL/OBJ/PLY.
     Mesh(mesh::MeshArgs),
+    /// Measure every label of a mask over its image (volume, surface, HU, diameters, Dice...).
+    Stats(stats::StatsArgs),
+    /// Classical segmentation tools that write a label map (threshold, region growing, lungs).
+    #[command(subcommand)]
+    Classic(classic::ClassicCommand),
 }
 
 /// Runs the parsed command line.
@@ -41,6 +48,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Bench(command)) => bench::run(command),
         Some(Command::Weights(command)) => weights::run(command),
         Some(Command::Mesh(args)) => mesh::mesh(args),
+        Some(Command::Stats(args)) => stats::stats(args),
+        Some(Command::Classic(command)) => classic::run(command),
         None => crate::app::run(cli.path),
     }
 }
