@@ -9,16 +9,18 @@ pub mod document;
 pub mod history;
 pub mod jobs;
 pub mod labels;
+pub mod model_panel;
 pub mod morphology;
 pub mod panels;
 pub mod recovery;
 pub mod settings;
 pub mod slice_view;
 pub mod tools;
+pub mod view3d;
 pub mod view_frame;
 
 use crate::io::{SeriesSelector, dicom::SeriesSummary};
-use crate::render::{Colormap, SliceRenderer};
+use crate::render::{Colormap, MeshRenderer, SliceRenderer};
 use crate::volume::{Window, WindowPreset, CT_PRESETS};
 use brush::Brush;
 use dialogs::Dialog;
@@ -29,7 +31,8 @@ use settings::{AppPaths, Settings};
 use slice_view::{PromptMark, SliceView, ViewEvent, ViewInputs};
 use std::path::{Path, PathBuf};
 use tools::Tool;
-use view_frame::{Plane, ViewFrame};
+use view3d::View3d;
+use view_frame::{Pane, Plane, ViewFrame};
 
 /// The bundled sample offered on first start (a DeepLesion chest CT crop; see assets/sample).
 const SAMPLE_NIFTI: &[u8] = include_bytes!("../../assets/sample/chest_ct_lesion.nii.gz");
@@ -77,9 +80,13 @@ pub struct ViewerApp {
     pub tool: Tool,
     pub brush: Brush,
     pub active_label: u8,
-    pub maximized: Option<Plane>,
+    pub maximized: Option<Pane>,
+    pub view3d: View3d,
+    pub model_panel: model_panel::ModelPanel,
     pub prompts: Vec<PromptMark>,
     pub status: String,
+    /// The title last sent to the window, so it is only sent when it changes.
+    window_title: String,
     pub hover: Option<[usize; 3]>,
     pub settings: Settings,
     pub paths: AppPaths,
@@ -97,8 +104,11 @@ impl ViewerApp {
     pub fn new(cc: &eframe::CreationContext<'_>, path: Option<PathBuf>, paths: AppPaths) -> Self {
         let render_state = cc.wgpu_render_state.clone();
         if let Some(rs) = &render_state {
-            let renderer = SliceRenderer::new(&rs.device, &rs.queue, rs.target_format);
-            rs.renderer.write().callback_resources.insert(renderer);
+            let slices = SliceRenderer::new(&rs.device, &rs.queue, rs.target_format);
+            let surfaces = MeshRenderer::new(&rs.device, rs.target_format);
+            let mut renderer = rs.renderer.write();
+            renderer.callback_resources.insert(slices);
+            renderer.callback_resources.insert(surfaces);
         }
         let mut app = ViewerApp {
             gpu_error: render_state.is_none().then(|| "no wgpu device: the slice views need the wgpu renderer".to_string()),
@@ -116,8 +126,11 @@ impl ViewerApp {
             brush: Brush::default(),
             active_label: 1,
             maximized: None,
+            view3d: View3d::default(),
+            model_panel: model_panel::ModelPanel::default(),
             prompts: Vec::new(),
             status: String::new(),
+            window_title: String::new(),
             hover: None,
             settings: Settings::load(&paths.settings),
             paths,
@@ -150,7 +163,7 @@ impl ViewerApp {
     }
 
     fn start_loading(&mut self, ctx: &egui::Context, path: PathBuf, series: Option<SeriesSelector>) {
-        let title = format!("Opening {}", path.display());
+        let title = format!("Opening {}", file_name(&path));
         self.status = title.clone();
         self.load_job = Some(BackgroundJob::spawn(title, Some(ctx.clone()), move |progress, tx| {
             let is_series_source = path.is_dir() || path.file_name().is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"));
@@ -189,6 +202,9 @@ impl ViewerApp {
             v.pan = egui::Vec2::ZERO;
         });
         self.prompts.clear();
+        let mut surfaces = self.render_state.as_ref().map(|rs| rs.renderer.write());
+        self.view3d.reset(surfaces.as_mut().and_then(|r| r.callback_resources.get_mut::<MeshRenderer>()));
+        drop(surfaces);
         self.active_label = doc.label_table.labels.first().map_or(1, |l| l.value);
         if let Some(rs) = &self.render_state {
             let mut renderer = rs.renderer.write();
@@ -205,7 +221,7 @@ impl ViewerApp {
         let warnings = doc.image.meta.warnings.join("; ");
         self.status = format!(
             "Opened {} — {} x {} x {}{}",
-            doc.image_path.display(),
+            file_name(&doc.image_path),
             g.dims[0],
             g.dims[1],
             g.dims[2],
@@ -312,7 +328,7 @@ impl ViewerApp {
         match doc.save_mask(path) {
             Ok(()) => {
                 recovery::remove(&self.paths.recovery, &doc.image_path);
-                self.status = format!("Saved {}", path.display());
+                self.status = format!("Saved {}", file_name(path));
             }
             Err(e) => self.status = format!("Save failed: {e}"),
         }
@@ -322,7 +338,7 @@ impl ViewerApp {
     pub fn open_mask(&mut self, path: &Path) {
         let Some(doc) = &mut self.doc else { return };
         match doc.open_mask(path) {
-            Ok(()) => self.status = format!("Opened mask {}", path.display()),
+            Ok(()) => self.status = format!("Opened mask {}", file_name(path)),
             Err(e) => self.status = format!("Cannot open mask: {e}"),
         }
     }
@@ -544,17 +560,12 @@ impl ViewerApp {
         let area = ui.available_rect_before_wrap();
         let g = doc.image.geometry.clone();
         let gpu = self.render_state.is_some() && self.gpu_error.is_none();
-        let panes: Vec<(usize, egui::Rect)> = match self.maximized {
-            Some(p) => vec![(p as usize, area)],
+        let panes: Vec<(Pane, egui::Rect)> = match self.maximized {
+            Some(p) => vec![(p, area)],
             None => {
-                // Axial large on the left, coronal and sagittal stacked on the right.
-                let left = egui::Rect::from_min_size(area.min, egui::vec2(area.width() * 0.6 - 2.0, area.height()));
-                let right_x = area.min.x + area.width() * 0.6;
-                let half_h = area.height() / 2.0;
-                let right = |r: f32| {
-                    egui::Rect::from_min_size(egui::pos2(right_x, area.min.y + r * half_h), egui::vec2(area.width() * 0.4, half_h - 2.0))
-                };
-                vec![(0, left), (1, right(0.0)), (2, right(1.0))]
+                let half = egui::vec2((area.width() - 2.0) / 2.0, (area.height() - 2.0) / 2.0);
+                let cell = |col: f32, row: f32| egui::Rect::from_min_size(area.min + egui::vec2(col * (half.x + 2.0), row * (half.y + 2.0)), half);
+                Pane::ALL.iter().zip([cell(0.0, 0.0), cell(1.0, 0.0), cell(0.0, 1.0), cell(1.0, 1.0)]).map(|(&p, r)| (p, r)).collect()
             }
         };
         let inputs = ViewInputs {
@@ -571,12 +582,22 @@ impl ViewerApp {
             gpu,
         };
         let mut all_events = Vec::new();
-        for (n, rect) in panes {
-            let events = self.views[n].show(ui, rect, &inputs);
-            if ui.rect_contains_pointer(rect) && ui.input(|i| i.pointer.button_double_clicked(egui::PointerButton::Primary)) && self.tool == Tool::Navigate {
-                self.maximized = if self.maximized.is_some() { None } else { Some(self.views[n].plane) };
+        let double_clicked = ui.input(|i| i.pointer.button_double_clicked(egui::PointerButton::Primary));
+        for (pane, rect) in panes {
+            match pane {
+                Pane::Slice(plane) => {
+                    let n = plane as usize;
+                    let events = self.views[n].show(ui, rect, &inputs);
+                    all_events.push((plane, events));
+                    if ui.rect_contains_pointer(rect) && double_clicked && self.tool == Tool::Navigate {
+                        self.maximized = if self.maximized.is_some() { None } else { Some(pane) };
+                    }
+                }
+                Pane::ThreeD => {
+                    // A double click in the 3D pane re-frames the camera; the View menu maximises it.
+                    self.view3d.show(ui, rect, &g, &doc.label_table, self.crosshair, gpu);
+                }
             }
-            all_events.push((self.views[n].plane, events));
         }
         if let Some(e) = &self.gpu_error {
             ui.painter().text(area.center(), egui::Align2::CENTER_CENTER, e, egui::FontId::proportional(16.0), egui::Color32::LIGHT_RED);
@@ -600,6 +621,19 @@ fn format_value(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e9 { format!("{v:.0}") } else { format!("{v:.3}") }
 }
 
+/// The last component of a path, for the status line (the full path is in the window title).
+pub fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The window title: the image's full path and whether the mask has unsaved changes.
+fn window_title(doc: Option<&Document>) -> String {
+    match doc {
+        Some(doc) => format!("{}{} — MedSAM Viewer", if doc.is_dirty() { "• " } else { "" }, doc.image_path.display()),
+        None => "MedSAM Viewer".into(),
+    }
+}
+
 /// `scan.nii.gz` -> `scan_mask.nii.gz`.
 pub fn default_mask_name(image: &Path) -> String {
     let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
@@ -613,6 +647,11 @@ impl eframe::App for ViewerApp {
         self.poll_jobs(&ctx);
         self.handle_close(&ctx);
         self.handle_shortcuts(&ctx);
+        let title = window_title(self.doc.as_ref());
+        if title != self.window_title {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
+            self.window_title = title;
+        }
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
         if let Some(path) = dropped.into_iter().next() {
             self.request_open(&ctx, path, None);
@@ -644,6 +683,13 @@ impl eframe::App for ViewerApp {
         egui::CentralPanel::no_frame().show(ui, |ui| self.views_ui(ui));
         dialogs::show(self, &ctx);
         self.sync_gpu();
+        self.view3d.poll(self.render_state.as_ref());
+        if self.model_panel.poll() {
+            self.status = "MedSAM2 checkpoint downloaded and verified".into();
+        }
+        if let Some(doc) = &self.doc {
+            self.view3d.schedule(&ctx, doc.revision(), &doc.image.geometry, &doc.labels);
+        }
         self.upload_palette();
         self.autosave();
     }

@@ -3,7 +3,7 @@
 
 use super::ViewerApp;
 use super::tools::Tool;
-use super::view_frame::Plane;
+use super::view_frame::Pane;
 use crate::render::Colormap;
 use crate::volume::CT_PRESETS;
 
@@ -60,12 +60,15 @@ pub fn menu_bar(app: &mut ViewerApp, ui: &mut egui::Ui) {
                 }
             });
             ui.menu_button("View", |ui| {
-                for plane in Plane::ALL {
-                    let on = app.maximized == Some(plane);
-                    if ui.selectable_label(on, format!("Maximise {}", plane.name())).clicked() {
-                        app.maximized = if on { None } else { Some(plane) };
+                for pane in Pane::ALL {
+                    let on = app.maximized == Some(pane);
+                    if ui.selectable_label(on, format!("Maximise {}", pane.name())).clicked() {
+                        app.maximized = if on { None } else { Some(pane) };
                     }
                 }
+                ui.separator();
+                ui.add(egui::Slider::new(&mut app.view3d.opacity, 0.1..=1.0).text("3D opacity"));
+                ui.checkbox(&mut app.view3d.show_planes, "Slice planes in 3D");
                 if ui.button("Show all views").clicked() {
                     app.maximized = None;
                 }
@@ -122,6 +125,12 @@ pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
     ui.separator();
 
     labels_panel(app, ui);
+    ui.separator();
+    egui::CollapsingHeader::new("Model").default_open(false).show(ui, |ui| {
+        if app.model_panel.ui(ui, &mut app.settings) {
+            app.save_settings();
+        }
+    });
 }
 
 fn labels_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {

@@ -13,6 +13,8 @@ pub struct Settings {
     pub recent: Vec<PathBuf>,
     /// Checkpoint chosen in the model panel (None = the default search).
     pub checkpoint: Option<PathBuf>,
+    /// Model configuration yaml chosen in the model panel (None = the built-in MedSAM2 t512).
+    pub model_config: Option<PathBuf>,
     /// "cpu", "cuda" or "metal".
     pub device: Option<String>,
 }

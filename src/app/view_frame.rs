@@ -14,6 +14,25 @@ pub enum Plane {
     Sagittal,
 }
 
+/// One of the four panes of the 2x2 layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pane {
+    Slice(Plane),
+    ThreeD,
+}
+
+impl Pane {
+    /// Every pane in layout order: axial, sagittal (top); coronal, 3D (bottom).
+    pub const ALL: [Pane; 4] = [Pane::Slice(Plane::Axial), Pane::Slice(Plane::Sagittal), Pane::Slice(Plane::Coronal), Pane::ThreeD];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pane::Slice(plane) => plane.name(),
+            Pane::ThreeD => "3D",
+        }
+    }
+}
+
 impl Plane {
     pub const ALL: [Plane; 3] = [Plane::Axial, Plane::Coronal, Plane::Sagittal];
 

@@ -1,0 +1,182 @@
+//! The model settings panel: which MedSAM2 checkpoint and model configuration the viewer uses,
+//! on which device, whether the checkpoint is there, and the download of `MedSAM2_latest.pt`
+//! from the Hugging Face hub (progress bar, cancel, resume) when it is not.
+
+use super::jobs::BackgroundJob;
+use super::settings::Settings;
+use crate::weights::{self, DownloadOptions, Downloaded, Located};
+use std::path::PathBuf;
+
+/// Devices the build can run the model on.
+pub fn available_devices() -> Vec<&'static str> {
+    let mut devices = vec!["cpu"];
+    if cfg!(feature = "cuda") {
+        devices.push("cuda");
+    }
+    if cfg!(feature = "metal") {
+        devices.push("metal");
+    }
+    devices
+}
+
+/// What the worker of a download reports.
+pub enum DownloadMessage {
+    Done(Downloaded),
+    Failed(String),
+}
+
+/// State of the model panel.
+#[derive(Default)]
+pub struct ModelPanel {
+    /// Result of the last search for the checkpoint, refreshed when the settings change.
+    found: Option<(Option<PathBuf>, Result<Located, String>)>,
+    download: Option<BackgroundJob<DownloadMessage>>,
+    /// The outcome of the last download, for the panel.
+    pub last_download: Option<Result<PathBuf, String>>,
+}
+
+impl ModelPanel {
+    /// The checkpoint the settings point to (or the default search finds).
+    pub fn checkpoint(&mut self, settings: &Settings) -> &Result<Located, String> {
+        let stale = self.found.as_ref().is_none_or(|(explicit, _)| explicit != &settings.checkpoint);
+        if stale {
+            let found = weights::locate(settings.checkpoint.as_deref()).map_err(|e| e.to_string());
+            self.found = Some((settings.checkpoint.clone(), found));
+        }
+        &self.found.as_ref().expect("set above").1
+    }
+
+    /// Forgets the last search (a file may have appeared).
+    pub fn refresh(&mut self) {
+        self.found = None;
+    }
+
+    pub fn is_downloading(&self) -> bool {
+        self.download.is_some()
+    }
+
+    /// Starts downloading `MedSAM2_latest.pt` into the hub cache on a worker thread.
+    pub fn start_download(&mut self, ctx: &egui::Context, options: DownloadOptions) {
+        if self.download.is_some() {
+            return;
+        }
+        let title = format!("Downloading {} from {}", options.hub_file.file, options.hub_file.repo);
+        self.download = Some(BackgroundJob::spawn(title, Some(ctx.clone()), move |progress, tx| {
+            let shared = std::sync::Arc::clone(progress);
+            let result = weights::download(&options, |done, total| shared.set(done as usize, total as usize), progress.cancel_flag());
+            tx.send(match result {
+                Ok(done) => DownloadMessage::Done(done),
+                Err(e) => DownloadMessage::Failed(e.to_string()),
+            });
+        }));
+    }
+
+    /// Takes a finished download's outcome; true when a checkpoint just arrived.
+    pub fn poll(&mut self) -> bool {
+        let Some(job) = &self.download else { return false };
+        let mut arrived = false;
+        for message in job.drain() {
+            match message {
+                DownloadMessage::Done(d) => {
+                    self.last_download = Some(Ok(d.path));
+                    arrived = true;
+                }
+                DownloadMessage::Failed(e) => self.last_download = Some(Err(e)),
+            }
+        }
+        if job.is_finished() {
+            self.download = None;
+            self.found = None;
+        }
+        arrived
+    }
+
+    /// The panel: checkpoint, configuration, device, status and the download button.
+    pub fn ui(&mut self, ui: &mut egui::Ui, settings: &mut Settings) -> bool {
+        let mut changed = false;
+        ui.horizontal(|ui| {
+            ui.label("Checkpoint");
+            let shown = settings.checkpoint.as_ref().map_or_else(|| "default search".to_string(), |p| p.display().to_string());
+            ui.label(egui::RichText::new(shown).monospace()).on_hover_text(
+                "Default: weights/MedSAM2_latest.pt next to the program or the current folder, then the Hugging Face cache",
+            );
+        });
+        ui.horizontal(|ui| {
+            if ui.button("Choose checkpoint…").on_hover_text("A MedSAM2/SAM2.1 .pt or .safetensors file").clicked()
+                && let Some(path) = rfd::FileDialog::new().add_filter("checkpoint", &["pt", "safetensors"]).pick_file()
+            {
+                settings.checkpoint = Some(path);
+                changed = true;
+            }
+            if settings.checkpoint.is_some() && ui.button("Use default").clicked() {
+                settings.checkpoint = None;
+                changed = true;
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.label("Config");
+            let shown = settings.model_config.as_ref().map_or_else(|| "sam2.1_hiera_t512 (built in)".to_string(), |p| p.display().to_string());
+            ui.label(egui::RichText::new(shown).monospace());
+            if ui.small_button("…").on_hover_text("An official SAM2/MedSAM2 model yaml").clicked()
+                && let Some(path) = rfd::FileDialog::new().add_filter("yaml", &["yaml", "yml"]).pick_file()
+            {
+                settings.model_config = Some(path);
+                changed = true;
+            }
+            if settings.model_config.is_some() && ui.small_button("x").on_hover_text("Back to the built-in MedSAM2 configuration").clicked() {
+                settings.model_config = None;
+                changed = true;
+            }
+        });
+        let devices = available_devices();
+        let mut device = settings.device.clone().unwrap_or_else(|| "cpu".into());
+        egui::ComboBox::from_label("device").selected_text(device.clone()).show_ui(ui, |ui| {
+            for d in &devices {
+                ui.selectable_value(&mut device, d.to_string(), *d);
+            }
+        });
+        if settings.device.as_deref().unwrap_or("cpu") != device {
+            settings.device = Some(device);
+            changed = true;
+        }
+        if changed {
+            self.found = None;
+        }
+        match self.checkpoint(settings) {
+            Ok(found) => {
+                ui.colored_label(egui::Color32::LIGHT_GREEN, "Checkpoint found").on_hover_text(found.path.display().to_string());
+            }
+            Err(e) => {
+                ui.colored_label(egui::Color32::from_rgb(240, 180, 90), "No usable checkpoint").on_hover_text(e.clone());
+            }
+        }
+        if let Some(job) = &self.download {
+            let (done, total) = job.progress.get();
+            ui.add(egui::ProgressBar::new(if total > 0 { done as f32 / total as f32 } else { 0.0 }).text(format!(
+                "{:.0} / {:.0} MB",
+                done as f64 / 1e6,
+                total as f64 / 1e6
+            )));
+            if ui.button("Cancel download").on_hover_text("The partial file is kept; downloading again resumes").clicked() {
+                job.progress.cancel();
+            }
+        } else if self.checkpoint(settings).is_err()
+            && ui
+                .button("Download MedSAM2_latest.pt")
+                .on_hover_text("From huggingface.co/wanglab/MedSAM2 into the Hugging Face cache (HF_ENDPOINT is honoured); see weights/README.md for the manual route")
+                .clicked()
+        {
+            self.start_download(ui.ctx(), DownloadOptions::default());
+        }
+        match &self.last_download {
+            Some(Ok(path)) => {
+                ui.label(format!("Downloaded {}", super::file_name(path)));
+            }
+            Some(Err(e)) => {
+                ui.colored_label(egui::Color32::LIGHT_RED, e);
+            }
+            None => {}
+        }
+        changed
+    }
+}
