@@ -132,3 +132,28 @@ fn start_screen_offers_the_sample() {
     wait_until(&mut harness, |app| app.doc.is_some());
     assert_eq!(harness.state().doc.as_ref().unwrap().image.geometry.dims, [512, 512, 16]);
 }
+
+#[test]
+fn three_d_view_shows_the_lesion_surface_and_orbits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = open_viewer(dir.path(), Some(sample()));
+    let gt = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample/chest_ct_lesion_gt.nii.gz");
+    harness.state_mut().open_mask(&gt);
+    let revision = harness.state().doc.as_ref().unwrap().revision();
+    wait_until(&mut harness, |app| app.view3d.built_revision() == Some(revision));
+    assert!(harness.state().view3d.status.starts_with("1 surface(s)"), "{}", harness.state().view3d.status);
+
+    // Maximise the 3D pane from the View menu and look at the lesion.
+    harness.get_by_label("View").click();
+    harness.run_steps(2);
+    harness.get_by_label("Maximise 3D").click();
+    harness.run_steps(3);
+    harness.snapshot("view3d_lesion");
+
+    // Dragging orbits the camera; a double click frames the volume again.
+    let centre = pane_centre(&harness, "3D view");
+    let before = harness.state().view3d.camera.clone().unwrap();
+    drag(&mut harness, centre, centre + Vec2::new(80.0, 30.0), PointerButton::Primary);
+    let after = harness.state().view3d.camera.clone().unwrap();
+    assert!((after.yaw - before.yaw).abs() > 0.3 && (after.pitch - before.pitch).abs() > 0.1, "{before:?} -> {after:?}");
+}

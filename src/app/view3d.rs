@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 /// Wait this long after the last edit before rebuilding surfaces.
 const DEBOUNCE: Duration = Duration::from_millis(400);
+/// Taubin smoothing passes applied to the displayed surfaces (volume-preserving; the
+/// staircase of thick slices otherwise dominates the picture). Exports use the CLI's choice.
+const DISPLAY_SMOOTHING: usize = 10;
 
 /// Orbit camera: looks at `target` from `distance` at `yaw`/`pitch` (radians), superior up.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,13 +26,14 @@ pub struct OrbitCamera {
 }
 
 impl OrbitCamera {
-    /// Facing the patient (anterior view: the patient's right on screen left), whole volume in view.
+    /// Facing the patient from the front, a little from the right and above (the patient's
+    /// right on screen left, superior up), whole volume in view.
     pub fn framing(g: &Geometry) -> Self {
         let corners = [[0.0; 3], g.dims.map(|d| d as f64 - 1.0)];
         let (a, b) = (g.voxel_to_world(corners[0]), g.voxel_to_world(corners[1]));
         let target = Vec3::new(((a[0] + b[0]) / 2.0) as f32, ((a[1] + b[1]) / 2.0) as f32, ((a[2] + b[2]) / 2.0) as f32);
         let extent: f64 = (0..3).map(|i| (g.dims[i] as f64 * g.spacing[i]).powi(2)).sum::<f64>().sqrt();
-        OrbitCamera { target, distance: (extent * 1.4) as f32, yaw: 0.0, pitch: 0.0 }
+        OrbitCamera { target, distance: (extent * 1.4) as f32, yaw: -0.5, pitch: 0.35 }
     }
 
     /// Camera position: yaw 0, pitch 0 puts it anterior (-y in LPS) of the target.
@@ -97,6 +101,11 @@ impl View3d {
         }
     }
 
+    /// The label-map revision the shown surfaces were built from.
+    pub fn built_revision(&self) -> Option<u64> {
+        self.built_revision
+    }
+
     /// True while surfaces are being rebuilt.
     pub fn is_building(&self) -> bool {
         self.job.is_some()
@@ -129,7 +138,16 @@ impl View3d {
         self.status = "Building surfaces…".into();
         self.job = Some(BackgroundJob::spawn("Building 3D surfaces", Some(ctx.clone()), move |_, tx| {
             let built = match mesh::label_surfaces(&volume) {
-                Ok(list) => BuiltSurfaces { revision, surfaces: list.into_iter().map(|(l, m)| (l as u8, m)).collect(), error: None },
+                Ok(list) => {
+                    let surfaces = list
+                        .into_iter()
+                        .map(|(label, mut m)| {
+                            mesh::taubin_smooth(&mut m, DISPLAY_SMOOTHING, mesh::TAUBIN_LAMBDA, mesh::TAUBIN_MU);
+                            (label as u8, m)
+                        })
+                        .collect();
+                    BuiltSurfaces { revision, surfaces, error: None }
+                }
                 Err(mesh::MeshError::NoLabels) => BuiltSurfaces { revision, surfaces: Vec::new(), error: None },
                 Err(e) => BuiltSurfaces { revision, surfaces: Vec::new(), error: Some(e.to_string()) },
             };
@@ -210,11 +228,14 @@ impl View3d {
     }
 }
 
-/// The three planes through the crosshair as LPS quads (strip order), coloured per axis.
+/// The three planes through the crosshair as LPS quads (strip order), coloured by the anatomical
+/// plane they are closest to: sagittal red, coronal green, axial blue.
 fn slice_planes(g: &Geometry, crosshair: [f64; 3]) -> Vec<([[f32; 3]; 4], [f32; 4])> {
-    let colors = [[0.9, 0.3, 0.3, 0.18], [0.3, 0.9, 0.3, 0.18], [0.3, 0.5, 1.0, 0.18]];
+    let colors = [[0.9, 0.3, 0.3, 0.12], [0.3, 0.9, 0.3, 0.12], [0.3, 0.5, 1.0, 0.12]];
     (0..3)
         .map(|normal| {
+            // The world axis this voxel axis runs along most is the plane's normal.
+            let world = (0..3).max_by(|&a, &b| g.direction[a][normal].abs().total_cmp(&g.direction[b][normal].abs())).unwrap_or(normal);
             let (a, b) = match normal {
                 0 => (1, 2),
                 1 => (0, 2),
@@ -228,7 +249,7 @@ fn slice_planes(g: &Geometry, crosshair: [f64; 3]) -> Vec<([[f32; 3]; 4], [f32; 
                 g.voxel_to_world(ijk).map(|x| x as f32)
             };
             let (ua, vb) = (g.dims[a] as f64 - 1.0, g.dims[b] as f64 - 1.0);
-            ([corner(0.0, 0.0), corner(ua, 0.0), corner(0.0, vb), corner(ua, vb)], colors[normal])
+            ([corner(0.0, 0.0), corner(ua, 0.0), corner(0.0, vb), corner(ua, vb)], colors[world])
         })
         .collect()
 }
