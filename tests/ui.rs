@@ -7,7 +7,11 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use medsam_viewer::app::ViewerApp;
 use medsam_viewer::app::settings::AppPaths;
+use medsam_viewer::app::slice_view::PromptMark;
 use medsam_viewer::app::tools::Tool;
+use medsam_viewer::app::view_frame::Plane;
+use medsam_viewer::io::nifti;
+use medsam_viewer::volume::{Geometry, Volume, VolumeMeta, VoxelBuffer};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -156,4 +160,82 @@ fn three_d_view_shows_the_lesion_surface_and_orbits() {
     drag(&mut harness, centre, centre + Vec2::new(80.0, 30.0), PointerButton::Primary);
     let after = harness.state().view3d.camera.clone().unwrap();
     assert!((after.yaw - before.yaw).abs() > 0.3 && (after.pitch - before.pitch).abs() > 0.1, "{before:?} -> {after:?}");
+}
+
+const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini");
+
+/// The sam2-mini reference volume ([D, H, W] u8) as a NIfTI file: x = W, y = H, z = D.
+fn mini_volume(dir: &Path) -> PathBuf {
+    let input = candle_core::safetensors::load(format!("{MINI}/00_input.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let volume_u8 = input["volume_u8"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let g = Geometry::new([112, 96, 8], [1.0, 1.0, 2.0], [0.0; 3]);
+    let volume = Volume::new(g, 1, VoxelBuffer::U8(volume_u8), VolumeMeta::default()).unwrap();
+    let path = dir.join("mini.nii.gz");
+    nifti::write(&path, &volume, nifti::NiftiKind::Image).unwrap();
+    path
+}
+
+#[test]
+fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = mini_volume(dir.path());
+    let mut harness = open_viewer(&dir.path().join("app"), Some(image));
+    {
+        let app = harness.state_mut();
+        app.settings.checkpoint = Some(format!("{MINI}/model.pt").into());
+        app.settings.model_config = Some(format!("{MINI}/config.yaml").into());
+        app.model_panel.refresh();
+    }
+    // The key slice of the reference run, then a box dragged with the box tool.
+    harness.state_mut().crosshair[2] = 4.0;
+    harness.key_press(egui::Key::B);
+    harness.run_steps(1);
+    assert_eq!(harness.state().tool, Tool::Box);
+    let axial = pane_centre(&harness, "Axial view");
+    drag(&mut harness, axial - Vec2::new(40.0, 30.0), axial + Vec2::new(40.0, 30.0), PointerButton::Primary);
+    let drawn = harness.state().prompts.clone();
+    assert!(matches!(drawn.as_slice(), [PromptMark::Box { plane: Plane::Axial, slice: 4, .. }]), "{drawn:?}");
+    // The reference box exactly (x0, y0, x1, y1) = (33, 33, 73, 68), so the result can be
+    // compared with PyTorch's.
+    harness.state_mut().prompts = vec![PromptMark::Box { plane: Plane::Axial, slice: 4, a: [33.0, 33.0, 4.0], b: [73.0, 68.0, 4.0] }];
+
+    // Enter runs it on the worker; the UI keeps stepping while slices stream in.
+    harness.key_press(egui::Key::Enter);
+    let start = Instant::now();
+    let mut longest_frame = Duration::ZERO;
+    let mut saw_partial = false;
+    harness.step();
+    assert!(harness.state().segmentation.is_running(), "{}", harness.state().status);
+    while harness.state().segmentation.is_running() {
+        assert!(start.elapsed() < Duration::from_secs(120), "segmentation timed out");
+        let t = Instant::now();
+        harness.step();
+        longest_frame = longest_frame.max(t.elapsed());
+        let count = harness.state().doc.as_ref().unwrap().voxel_count(1);
+        saw_partial |= count > 0 && harness.state().segmentation.is_running();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    harness.run_steps(2);
+    println!("longest UI frame while segmenting: {:.2} ms; streamed before the end: {saw_partial}", longest_frame.as_secs_f64() * 1e3);
+    assert!(harness.state().status.starts_with("Segmented"), "{}", harness.state().status);
+
+    // The label map equals MedSAM2's final mask from the PyTorch run (largest component of the
+    // forward OR backward pass), apart from pixels whose reference logit is within 1e-3 of 0.
+    let reference = candle_core::safetensors::load(format!("{MINI}/06_propagation.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let want = reference["seg_lcc"].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let doc = harness.state().doc.as_ref().unwrap();
+    let got: Vec<u8> = doc.labels.iter().map(|&l| u8::from(l == 1)).collect();
+    let differing = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    let voxels = want.iter().filter(|&&v| v == 1).count();
+    assert!(voxels > 1000, "the reference mask is not trivial ({voxels} voxels)");
+    assert!(differing <= 39, "{differing} voxels differ from the reference mask");
+    harness.snapshot("viewer_segmented");
+
+    // The whole run is one undo step.
+    harness.key_press_modifiers(Modifiers::COMMAND, egui::Key::Z);
+    harness.run_steps(2);
+    assert_eq!(harness.state().doc.as_ref().unwrap().voxel_count(1), 0);
+    harness.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, egui::Key::Z);
+    harness.run_steps(2);
+    assert_eq!(harness.state().doc.as_ref().unwrap().voxel_count(1) as usize, got.iter().filter(|&&v| v == 1).count());
 }

@@ -15,6 +15,8 @@ pub enum Dialog {
     RecoverForImage(RecoveryInfo),
     /// A recovery file exists and no image was given on start.
     RecoverAtStart(RecoveryInfo),
+    /// Segmentation needs a checkpoint that is not there: offer the download.
+    NoWeights(String),
     Error(String),
 }
 
@@ -92,6 +94,33 @@ pub fn show(app: &mut ViewerApp, ctx: &egui::Context) {
                     close = true;
                 }
                 if ui.button("Later").clicked() {
+                    close = true;
+                }
+            });
+        }
+        Dialog::NoWeights(message) => {
+            ui.heading("MedSAM2 weights are needed");
+            ui.label("Segmentation runs the MedSAM2 model, and its checkpoint is not on this machine yet.");
+            ui.label(egui::RichText::new(message).small());
+            ui.horizontal(|ui| {
+                if ui
+                    .button("Download MedSAM2_latest.pt")
+                    .on_hover_text("About 150 MB from huggingface.co/wanglab/MedSAM2 into the Hugging Face cache; resumable")
+                    .clicked()
+                {
+                    app.model_panel.start_download(ctx, crate::weights::DownloadOptions::default());
+                    app.status = "Downloading MedSAM2 weights… (Model panel shows the progress)".into();
+                    close = true;
+                }
+                if ui.button("Choose a checkpoint file…").clicked() {
+                    if let Some(path) = rfd::FileDialog::new().add_filter("checkpoint", &["pt", "safetensors"]).pick_file() {
+                        app.settings.checkpoint = Some(path);
+                        app.model_panel.refresh();
+                        app.save_settings();
+                    }
+                    close = true;
+                }
+                if ui.button("Cancel").clicked() {
                     close = true;
                 }
             });

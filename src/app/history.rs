@@ -47,26 +47,53 @@ impl VoxelEdit {
         }
     }
 
-    /// Folds a later edit into this one (for a stroke made of many dabs): voxels already
-    /// changed keep their first `before`.
+    fn bytes(&self) -> usize {
+        self.indices.len() * 6
+    }
+}
+
+/// Builds one edit out of many that are shown as they come (the dabs of a brush stroke, the
+/// slices of a propagation): a voxel changed more than once keeps its first `before` and its
+/// last `after`. Each fold costs the size of the later edit only.
+#[derive(Debug, Default)]
+pub struct EditBuilder {
+    edit: VoxelEdit,
+    position: std::collections::HashMap<u32, usize>,
+}
+
+impl EditBuilder {
+    pub fn new(description: impl Into<String>) -> Self {
+        EditBuilder { edit: VoxelEdit::new(description), position: Default::default() }
+    }
+
+    pub fn description(&self) -> &str {
+        &self.edit.description
+    }
+
+    /// Folds a later edit in.
     pub fn merge(&mut self, later: VoxelEdit) {
-        use std::collections::HashMap;
-        let mut position: HashMap<u32, usize> = self.indices.iter().enumerate().map(|(n, &i)| (i, n)).collect();
+        let edit = &mut self.edit;
         for ((i, b), a) in later.indices.into_iter().zip(later.before).zip(later.after) {
-            match position.get(&i) {
-                Some(&n) => self.after[n] = a,
+            match self.position.get(&i) {
+                Some(&n) => edit.after[n] = a,
                 None => {
-                    position.insert(i, self.indices.len());
-                    self.indices.push(i);
-                    self.before.push(b);
-                    self.after.push(a);
+                    self.position.insert(i, edit.indices.len());
+                    edit.indices.push(i);
+                    edit.before.push(b);
+                    edit.after.push(a);
                 }
             }
         }
     }
 
-    fn bytes(&self) -> usize {
-        self.indices.len() * 6
+    /// The whole edit; voxels back where they started are dropped.
+    pub fn finish(self) -> VoxelEdit {
+        let e = self.edit;
+        let mut out = VoxelEdit::new(e.description);
+        for ((i, b), a) in e.indices.into_iter().zip(e.before).zip(e.after) {
+            out.push(i as usize, b, a);
+        }
+        out
     }
 }
 
@@ -153,13 +180,19 @@ mod tests {
     }
 
     #[test]
-    fn merge_keeps_first_before() {
-        let mut a = VoxelEdit::new("stroke");
-        a.push(5, 0, 1);
+    fn builder_keeps_first_before_and_drops_round_trips() {
+        let mut a = EditBuilder::new("stroke");
+        let mut first = VoxelEdit::new("dab");
+        first.push(5, 0, 1);
+        first.push(7, 0, 1);
+        a.merge(first);
         let mut b = VoxelEdit::new("dab");
         b.push(5, 1, 2);
         b.push(6, 0, 2);
+        b.push(7, 1, 0);
         a.merge(b);
-        assert_eq!((a.indices.clone(), a.before.clone(), a.after.clone()), (vec![5, 6], vec![0, 0], vec![2, 2]));
+        let e = a.finish();
+        assert_eq!(e.description, "stroke");
+        assert_eq!((e.indices, e.before, e.after), (vec![5, 6], vec![0, 0], vec![2, 2]));
     }
 }

@@ -13,6 +13,7 @@ pub mod model_panel;
 pub mod morphology;
 pub mod panels;
 pub mod recovery;
+pub mod segmentation;
 pub mod settings;
 pub mod slice_view;
 pub mod tools;
@@ -25,7 +26,7 @@ use crate::volume::{Window, WindowPreset, CT_PRESETS};
 use brush::Brush;
 use dialogs::Dialog;
 use document::Document;
-use history::VoxelEdit;
+use history::EditBuilder;
 use jobs::BackgroundJob;
 use settings::{AppPaths, Settings};
 use slice_view::{PromptMark, SliceView, ViewEvent, ViewInputs};
@@ -66,6 +67,13 @@ pub enum PendingAction {
     Quit,
 }
 
+/// What a running segmentation writes, and where.
+struct RunEdit {
+    edit: EditBuilder,
+    axis: crate::volume::SliceAxis,
+    label: u8,
+}
+
 pub struct ViewerApp {
     render_state: Option<egui_wgpu::RenderState>,
     pub doc: Option<Document>,
@@ -83,6 +91,11 @@ pub struct ViewerApp {
     pub maximized: Option<Pane>,
     pub view3d: View3d,
     pub model_panel: model_panel::ModelPanel,
+    pub segmentation: segmentation::Segmentation,
+    /// The edit a running segmentation has made so far (recorded as one undo step at the end).
+    run_edit: Option<RunEdit>,
+    /// Changes with every opened image (segmentation sessions belong to one image).
+    image_id: u64,
     pub prompts: Vec<PromptMark>,
     pub status: String,
     /// The title last sent to the window, so it is only sent when it changes.
@@ -91,7 +104,7 @@ pub struct ViewerApp {
     pub settings: Settings,
     pub paths: AppPaths,
     load_job: Option<BackgroundJob<LoadMessage>>,
-    stroke: Option<VoxelEdit>,
+    stroke: Option<EditBuilder>,
     pub dialog: Option<Dialog>,
     gpu_error: Option<String>,
     uploaded_palette: Option<[u8; 1024]>,
@@ -128,6 +141,9 @@ impl ViewerApp {
             maximized: None,
             view3d: View3d::default(),
             model_panel: model_panel::ModelPanel::default(),
+            segmentation: segmentation::Segmentation::default(),
+            run_edit: None,
+            image_id: 0,
             prompts: Vec::new(),
             status: String::new(),
             window_title: String::new(),
@@ -202,6 +218,11 @@ impl ViewerApp {
             v.pan = egui::Vec2::ZERO;
         });
         self.prompts.clear();
+        self.image_id += 1;
+        if let Some(job) = &self.segmentation.job {
+            job.progress.cancel();
+        }
+        self.run_edit = None;
         let mut surfaces = self.render_state.as_ref().map(|rs| rs.renderer.write());
         self.view3d.reset(surfaces.as_mut().and_then(|r| r.callback_resources.get_mut::<MeshRenderer>()));
         drop(surfaces);
@@ -271,7 +292,167 @@ impl ViewerApp {
     }
 
     /// Undo the last edit.
+    /// The model the settings choose.
+    fn model_choice(&self) -> crate::segment::engine::ModelChoice {
+        crate::segment::engine::ModelChoice {
+            checkpoint: self.settings.checkpoint.clone(),
+            config: self.settings.model_config.clone(),
+            device: self.settings.device.as_deref().and_then(|d| d.parse().ok()).unwrap_or_default(),
+        }
+    }
+
+    /// The prompt drawn last, as a segmentation prompt on its slice: a box if one is drawn,
+    /// else the clicks on the slice of the last click.
+    fn prompt_from_marks(&self) -> Option<(crate::volume::SliceAxis, usize, segmentation::Prompt)> {
+        let doc = self.doc.as_ref()?;
+        let g = &doc.image.geometry;
+        let axis_of = |plane: Plane| crate::volume::SliceAxis::from_normal(ViewFrame::new(plane, g).normal);
+        if let Some(PromptMark::Box { plane, slice, a, b }) = self.prompts.iter().rev().find(|p| matches!(p, PromptMark::Box { .. })) {
+            let axis = axis_of(*plane);
+            let (u, v) = axis.in_plane();
+            let bbox = [a[u].min(b[u]), a[v].min(b[v]), a[u].max(b[u]), a[v].max(b[v])].map(|x| x.round().max(0.0) as usize);
+            return Some((axis, *slice, segmentation::Prompt::Box(bbox)));
+        }
+        let Some(PromptMark::Point { plane: last_plane, slice: last_slice, .. }) = self.prompts.last() else { return None };
+        let axis = axis_of(*last_plane);
+        let (u, v) = axis.in_plane();
+        let (mut points, mut labels) = (Vec::new(), Vec::new());
+        for p in &self.prompts {
+            if let PromptMark::Point { plane, slice, at, positive } = p
+                && plane == last_plane
+                && slice == last_slice
+            {
+                points.push([at[u] as f32, at[v] as f32]);
+                labels.push(i64::from(*positive));
+            }
+        }
+        let current = self.label_slice(axis, *last_slice);
+        Some((axis, *last_slice, segmentation::Prompt::Clicks { points, labels, current }))
+    }
+
+    /// The active label on one slice (x fastest, 1 = inside).
+    fn label_slice(&self, axis: crate::volume::SliceAxis, index: usize) -> Vec<u8> {
+        let Some(doc) = &self.doc else { return Vec::new() };
+        let g = &doc.image.geometry;
+        let (w, h) = axis.slice_size(g);
+        let mut mask = vec![0u8; w * h];
+        for v in 0..h {
+            for u in 0..w {
+                mask[u + w * v] = u8::from(doc.labels[g.linear_index(axis.voxel(index, u, v))] == self.active_label);
+            }
+        }
+        mask
+    }
+
+    /// Runs MedSAM2 on the prompt drawn last (Enter).
+    pub fn run_segmentation(&mut self, ctx: &egui::Context) {
+        match self.prompt_from_marks() {
+            Some((axis, slice, prompt)) => self.start_segmentation(ctx, axis, slice, prompt),
+            None => self.status = "Draw a box (B) or click points (P / N) on a slice first".into(),
+        }
+    }
+
+    /// Propagates the active label's mask on the focused slice (the crosshair's axial slice,
+    /// or the maximised view's) through the volume both ways.
+    pub fn repropagate_from_slice(&mut self, ctx: &egui::Context) {
+        let Some(doc) = &self.doc else { return };
+        let plane = match self.maximized {
+            Some(Pane::Slice(plane)) => plane,
+            _ => Plane::Axial,
+        };
+        let axis = crate::volume::SliceAxis::from_normal(ViewFrame::new(plane, &doc.image.geometry).normal);
+        let slice = self.crosshair[axis.normal()].round() as usize;
+        let mask = self.label_slice(axis, slice);
+        if mask.iter().all(|&v| v == 0) {
+            self.status = format!("The active label is empty on {} slice {}: draw or correct it there first", plane.name().to_lowercase(), slice + 1);
+            return;
+        }
+        self.start_segmentation(ctx, axis, slice, segmentation::Prompt::Mask(mask));
+    }
+
+    fn start_segmentation(&mut self, ctx: &egui::Context, axis: crate::volume::SliceAxis, slice: usize, prompt: segmentation::Prompt) {
+        let Some(doc) = &self.doc else { return };
+        if self.segmentation.is_running() {
+            return;
+        }
+        let label = self.active_label;
+        if doc.label_table.lock_mask()[label as usize] {
+            self.status = format!("Label {label} is locked: unlock it or choose another label to segment into");
+            return;
+        }
+        if let segmentation::Prompt::Box(b) = &prompt
+            && (b[2] <= b[0] || b[3] <= b[1])
+        {
+            self.status = "The box is empty: drag a box around the object".into();
+            return;
+        }
+        if let Err(e) = self.model_panel.checkpoint(&self.settings) {
+            self.dialog = Some(Dialog::NoWeights(e.clone()));
+            return;
+        }
+        let description = prompt.description();
+        self.run_edit = Some(RunEdit { edit: EditBuilder::new(description), axis, label });
+        self.segmentation.start(
+            ctx,
+            segmentation::Request {
+                image: std::sync::Arc::clone(&doc.image),
+                image_id: self.image_id,
+                axis,
+                slice,
+                window: (doc.image.voxel_type() != crate::volume::VoxelType::U8).then_some(self.window),
+                prompt,
+                model: self.model_choice(),
+            },
+        );
+    }
+
+    /// Writes streamed slices into the label map; the finished run becomes one undo step.
+    fn poll_segmentation(&mut self) {
+        let Some(job) = &self.segmentation.job else { return };
+        let finished = job.is_finished();
+        for message in job.drain() {
+            match message {
+                segmentation::Message::Status(s) => self.segmentation.status = s,
+                segmentation::Message::Slice { index, mask } => {
+                    if let (Some(doc), Some(run)) = (&mut self.doc, &mut self.run_edit) {
+                        let edit = doc.slice_edit(run.axis, index, &mask, run.label, run.edit.description());
+                        doc.apply_unrecorded(&edit);
+                        run.edit.merge(edit);
+                    }
+                }
+                segmentation::Message::Done { slices, seconds, cancelled } => {
+                    self.finish_run();
+                    self.status = if cancelled {
+                        format!("Segmentation cancelled after {slices} slices ({seconds:.1} s); the slices done are kept (Ctrl+Z undoes them)")
+                    } else {
+                        format!("Segmented {slices} slices in {seconds:.1} s")
+                    };
+                }
+                segmentation::Message::Failed(e) => {
+                    self.finish_run();
+                    self.status = format!("Segmentation failed: {e}");
+                    self.dialog = Some(Dialog::Error(e));
+                }
+            }
+        }
+        if finished {
+            self.finish_run();
+            self.segmentation.job = None;
+            self.segmentation.status.clear();
+        }
+    }
+
+    fn finish_run(&mut self) {
+        if let (Some(doc), Some(run)) = (&mut self.doc, self.run_edit.take()) {
+            doc.record(run.edit.finish());
+        }
+    }
+
     pub fn undo(&mut self) {
+        if self.segmentation.is_running() {
+            self.status = "Undo waits until the segmentation finishes (or cancel it)".into();
+            return;
+        }
         if let Some(doc) = &mut self.doc
             && let Some(what) = doc.undo()
         {
@@ -281,6 +462,9 @@ impl ViewerApp {
 
     /// Redo the last undone edit.
     pub fn redo(&mut self) {
+        if self.segmentation.is_running() {
+            return;
+        }
         if let Some(doc) = &mut self.doc
             && let Some(what) = doc.redo()
         {
@@ -361,6 +545,9 @@ impl ViewerApp {
                     let new_l = l + dlevel as f64 * w;
                     self.window = Window::from_width_level(new_w, new_l);
                 }
+                ViewEvent::Paint { .. } if self.segmentation.is_running() => {
+                    self.status = "Painting waits until the segmentation finishes (or cancel it)".into();
+                }
                 ViewEvent::Paint { at, normal, erase } => {
                     let voxels = brush::footprint(&g, at, normal, self.brush);
                     let edit = if erase {
@@ -372,11 +559,11 @@ impl ViewerApp {
                     };
                     // Shown at once; the whole stroke becomes one undo step at StrokeEnd.
                     doc.apply_unrecorded(&edit);
-                    self.stroke.get_or_insert_with(|| VoxelEdit::new(if erase { "Erase" } else { "Brush" })).merge(edit);
+                    self.stroke.get_or_insert_with(|| EditBuilder::new(if erase { "Erase" } else { "Brush" })).merge(edit);
                 }
                 ViewEvent::StrokeEnd => {
                     if let Some(stroke) = self.stroke.take() {
-                        doc.record(stroke);
+                        doc.record(stroke.finish());
                     }
                 }
                 ViewEvent::BoxDrawn { plane, slice, a, b } => {
@@ -417,8 +604,15 @@ impl ViewerApp {
         if open {
             self.open_dialog(ctx);
         }
-        let (mut fill, mut islands) = (false, false);
+        let (mut fill, mut islands, mut run, mut repropagate) = (false, false, false, false);
         ctx.input_mut(|i| {
+            run = i.consume_key(egui::Modifiers::NONE, egui::Key::Enter);
+            repropagate = i.consume_key(egui::Modifiers::NONE, egui::Key::R);
+            if i.consume_key(egui::Modifiers::NONE, egui::Key::Escape)
+                && let Some(job) = &self.segmentation.job
+            {
+                job.progress.cancel();
+            }
             for tool in Tool::ALL {
                 if i.consume_key(egui::Modifiers::NONE, tool.key()) {
                     self.tool = tool;
@@ -453,6 +647,12 @@ impl ViewerApp {
         });
         if fill {
             self.fill_holes();
+        }
+        if run {
+            self.run_segmentation(ctx);
+        }
+        if repropagate {
+            self.repropagate_from_slice(ctx);
         }
         if islands {
             self.remove_islands();
@@ -684,6 +884,7 @@ impl eframe::App for ViewerApp {
         dialogs::show(self, &ctx);
         self.sync_gpu();
         self.view3d.poll(self.render_state.as_ref());
+        self.poll_segmentation();
         if self.model_panel.poll() {
             self.status = "MedSAM2 checkpoint downloaded and verified".into();
         }

@@ -4,20 +4,9 @@
 
 use super::jobs::BackgroundJob;
 use super::settings::Settings;
+use crate::segment::engine::DeviceChoice;
 use crate::weights::{self, DownloadOptions, Downloaded, Located};
 use std::path::PathBuf;
-
-/// Devices the build can run the model on.
-pub fn available_devices() -> Vec<&'static str> {
-    let mut devices = vec!["cpu"];
-    if cfg!(feature = "cuda") {
-        devices.push("cuda");
-    }
-    if cfg!(feature = "metal") {
-        devices.push("metal");
-    }
-    devices
-}
 
 /// What the worker of a download reports.
 pub enum DownloadMessage {
@@ -128,11 +117,10 @@ impl ModelPanel {
                 changed = true;
             }
         });
-        let devices = available_devices();
         let mut device = settings.device.clone().unwrap_or_else(|| "cpu".into());
         egui::ComboBox::from_label("device").selected_text(device.clone()).show_ui(ui, |ui| {
-            for d in &devices {
-                ui.selectable_value(&mut device, d.to_string(), *d);
+            for d in DeviceChoice::available() {
+                ui.selectable_value(&mut device, d.name().to_string(), d.name());
             }
         });
         if settings.device.as_deref().unwrap_or("cpu") != device {

@@ -91,6 +91,9 @@ pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
     }
     ui.separator();
 
+    segment_panel(app, ui);
+    ui.separator();
+
     ui.heading("Display");
     ui.horizontal_wrapped(|ui| {
         for (n, preset) in CT_PRESETS.iter().enumerate() {
@@ -129,6 +132,48 @@ pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
     egui::CollapsingHeader::new("Model").default_open(false).show(ui, |ui| {
         if app.model_panel.ui(ui, &mut app.settings) {
             app.save_settings();
+        }
+    });
+}
+
+/// Run / cancel MedSAM2, with the progress of the running job.
+fn segment_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
+    ui.heading("Segment");
+    let ctx = ui.ctx().clone();
+    if let Some(job) = &app.segmentation.job {
+        let (done, total) = job.progress.get();
+        let bar = if total > 0 {
+            egui::ProgressBar::new(done as f32 / total as f32).text(format!("{done} / {total} slices"))
+        } else {
+            egui::ProgressBar::new(0.0).text(app.segmentation.status.clone()).animate(true)
+        };
+        ui.add(bar);
+        ui.horizontal(|ui| {
+            ui.label(format!("{:.1} s", job.elapsed().as_secs_f32()));
+            if ui.button("Cancel").on_hover_text("Stop after the current slice; the slices done are kept  [Esc]").clicked() {
+                job.progress.cancel();
+            }
+        });
+        return;
+    }
+    ui.horizontal_wrapped(|ui| {
+        let can_run = app.doc.is_some() && !app.prompts.is_empty();
+        if ui
+            .add_enabled(can_run, egui::Button::new("Run"))
+            .on_hover_text("Segment the object in the box (or refine with the clicks) through the volume with MedSAM2  [Enter]")
+            .clicked()
+        {
+            app.run_segmentation(&ctx);
+        }
+        if ui
+            .add_enabled(app.doc.is_some(), egui::Button::new("Re-propagate from slice"))
+            .on_hover_text("Use the active label on the current axial slice (as corrected) as the prompt and propagate it both ways  [R]")
+            .clicked()
+        {
+            app.repropagate_from_slice(&ctx);
+        }
+        if ui.add_enabled(!app.prompts.is_empty(), egui::Button::new("Clear prompts")).clicked() {
+            app.prompts.clear();
         }
     });
 }

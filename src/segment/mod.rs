@@ -7,7 +7,9 @@
 //! * `postprocess`: bilinear resize of mask logits as `F.interpolate` does, SAM2's filling of
 //!   small background holes, and the final 3D mask (forward OR backward pass, largest
 //!   26-connected component).
+//! * `engine`: the network made ready to run (configuration, strict checkpoint loading, device).
 
+pub mod engine;
 pub mod postprocess;
 pub mod preprocess;
 pub mod resize;

@@ -1,0 +1,88 @@
+//! Frame cost of the viewer on a 512x512x300 CT-sized volume: for each slice view, a mouse-wheel
+//! slice change followed by one UI pass (`step`: input handling, layout, paint callbacks,
+//! tessellation) and a rendered frame (`render`: the wgpu passes, slice shader included, and the
+//! read-back of the finished frame). Runs the real app in egui_kittest on whatever wgpu adapter
+//! the machine has (Mesa's lavapipe here, so "GPU" work is CPU time too). Prints JSON.
+//!
+//! `cargo bench --bench viewer_frame`
+
+use egui::{Event, Modifiers, MouseWheelUnit, Vec2};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use medsam_viewer::app::ViewerApp;
+use medsam_viewer::app::document::Document;
+use medsam_viewer::app::settings::AppPaths;
+use medsam_viewer::volume::{Geometry, Volume, VolumeMeta, VoxelBuffer};
+use std::time::{Duration, Instant};
+
+const FRAMES: usize = 60;
+
+/// A synthetic CT: a body ellipse of soft tissue with a brighter sphere, i16 HU.
+fn ct_volume(dims: [usize; 3]) -> Volume {
+    let [nx, ny, nz] = dims;
+    let mut data = vec![-1000i16; nx * ny * nz];
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let (x, y) = ((i as f64 - nx as f64 / 2.0) / (nx as f64 * 0.4), (j as f64 - ny as f64 / 2.0) / (ny as f64 * 0.3));
+                if x * x + y * y <= 1.0 {
+                    let d = ((i as f64 - 300.0).powi(2) + (j as f64 - 250.0).powi(2) + ((k as f64 - 150.0) * 2.0).powi(2)).sqrt();
+                    data[i + nx * (j + ny * k)] = if d < 40.0 { 120 } else { 40 + ((i * 7 + j * 13 + k) % 30) as i16 };
+                }
+            }
+        }
+    }
+    let g = Geometry::new(dims, [0.7, 0.7, 1.0], [0.0; 3]);
+    Volume::new(g, 1, VoxelBuffer::I16(data), VolumeMeta::default()).expect("valid volume")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = AppPaths::under(dir.path());
+    let mut harness: Harness<'static, ViewerApp> =
+        Harness::builder().with_size(Vec2::new(1600.0, 1000.0)).wgpu().build_eframe(move |cc| ViewerApp::new(cc, None, paths));
+    let dims = [512, 512, 300];
+    let volume = ct_volume(dims);
+    harness.state_mut().install_document(Document::new(volume, "synthetic.nii.gz".into(), None));
+    harness.run_steps(3);
+    let _ = harness.render();
+    let mut report = Vec::new();
+    for (label, plane) in [("Axial view", "axial"), ("Coronal view", "coronal"), ("Sagittal view", "sagittal")] {
+        let centre = harness.get_by_label(label).rect().center();
+        harness.event(Event::PointerMoved(centre));
+        harness.step();
+        let (mut step, mut frame) = (Vec::new(), Vec::new());
+        for n in 0..FRAMES {
+            let delta = if (n / 10) % 2 == 0 { 1.0 } else { -1.0 };
+            harness.event(Event::MouseWheel {
+                unit: MouseWheelUnit::Line,
+                delta: Vec2::new(0.0, delta),
+                modifiers: Modifiers::NONE,
+                phase: egui::TouchPhase::Move,
+                source: egui::MouseWheelSource::Wheel,
+            });
+            let t0 = Instant::now();
+            harness.step();
+            let t1 = Instant::now();
+            let _ = harness.render().expect("rendered frame");
+            let t2 = Instant::now();
+            step.push(t1 - t0);
+            frame.push(t2 - t0);
+        }
+        step.sort();
+        frame.sort();
+        report.push(format!(
+            "{{\"view\": \"{plane}\", \"ui_pass_ms\": {{\"median\": {:.2}, \"p95\": {:.2}}}, \"event_to_rendered_frame_ms\": {{\"median\": {:.2}, \"p95\": {:.2}}}}}",
+            percentile(&step, 0.5),
+            percentile(&step, 0.95),
+            percentile(&frame, 0.5),
+            percentile(&frame, 0.95)
+        ));
+    }
+    println!("{{\"volume\": [512, 512, 300], \"window_px\": [1600, 1000], \"frames_per_view\": {FRAMES}, \"views\": [{}]}}", report.join(", "));
+}
