@@ -51,7 +51,7 @@ pub fn mesh(args: MeshArgs) -> anyhow::Result<()> {
     if MeshFormat::from_path(&args.output).is_none() {
         anyhow::bail!("{}: the output must be a .stl, .obj or .ply file", args.output.display());
     }
-    let volume = io::open(&args.input, &OpenOptions { series: args.series.clone() })?;
+    let volume = io::open(&args.input, &OpenOptions { series: args.series.clone(), ..Default::default() })?;
     let read_seconds = start.elapsed().as_secs_f64();
     let selection = match (args.label, args.threshold) {
         (Some(label), _) => Selection::Label(label),

@@ -86,7 +86,7 @@ impl MemoryAttentionLayer {
         let tgt = (tgt + attn)?;
 
         let normed = self.norm3.forward(&tgt)?;
-        let hidden = self.linear1.forward_activated(&normed, Some(self.activation))?;
+        let hidden = self.linear1.forward_fused(&normed, Some(self.activation), None)?;
         tgt + self.linear2.forward(&hidden)?
     }
 }

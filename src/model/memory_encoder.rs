@@ -254,7 +254,7 @@ impl Module for CxBlock {
         };
         let y = y.permute((0, 2, 3, 1))?;
         let y = self.norm.forward(&y)?;
-        let y = self.pwconv1.forward_activated(&y, Some(Activation::Gelu))?;
+        let y = self.pwconv1.forward_fused(&y, Some(Activation::Gelu), None)?;
         let mut y = self.pwconv2.forward(&y)?;
         if let Some(gamma) = &self.gamma {
             y = y.broadcast_mul(gamma)?;
