@@ -663,6 +663,9 @@ pub struct StoredFrame {
     pub obj_ptr: Tensor,
     /// `[B, 1]` object score logits.
     pub object_score_logits: Tensor,
+    /// Per object, the decoder token whose mask was output (`None` for a mask prompt taken as
+    /// output or an object without output on this frame).
+    pub selected_mask_token: Vec<Option<usize>>,
 }
 
 impl StoredFrame {
@@ -675,6 +678,7 @@ impl StoredFrame {
             pred_masks: one(&self.pred_masks)?,
             obj_ptr: one(&self.obj_ptr)?,
             object_score_logits: one(&self.object_score_logits)?,
+            selected_mask_token: self.selected_mask_token.get(index).copied().into_iter().collect(),
         })
     }
 }
