@@ -701,6 +701,11 @@ impl VolumePredictor {
         if let Some(start) = start {
             self.check_slice(start)?;
         }
+        // Checked before the preflight, which would lock the object list (the reference
+        // locks it and then fails).
+        if self.cond.is_empty() && self.objects.iter().all(|o| o.temp_cond.is_empty()) {
+            return Err(PredictorError::NoPrompts);
+        }
         self.preflight()?;
         let Some(&first_cond) = self.cond.keys().next() else {
             return Err(PredictorError::NoPrompts);
