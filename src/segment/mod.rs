@@ -9,7 +9,9 @@
 //!   26-connected component).
 //! * `predictor`: `VolumePredictor`, SAM2's legacy video predictor over the slices of a volume
 //!   (prompts, memory bank, forward and backward propagation, cached image features).
+//! * `pipeline`: MedSAM2's one-call box-to-3D-mask segmentation on a predictor.
 
+pub mod pipeline;
 pub mod postprocess;
 pub mod predictor;
 pub mod preprocess;
