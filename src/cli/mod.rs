@@ -5,6 +5,7 @@ mod classic;
 mod info;
 mod weights;
 mod mesh;
+mod segment;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ pub enum Command {
     Mesh(mesh::MeshArgs),
     /// Measure every label of a mask over its image (volume, surface, HU, diameters, Dice...).
     Stats(stats::StatsArgs),
+    /// MedSAM2 3D segmentation from a box on one slice, written as a NIfTI mask.
+    Segment(segment::SegmentArgs),
     /// Classical segmentation tools that write a label map (threshold, region growing, lungs).
     #[command(subcommand)]
     Classic(classic::ClassicCommand),
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Mesh(args)) => mesh::mesh(args),
         Some(Command::Stats(args)) => stats::stats(args),
         Some(Command::Classic(command)) => classic::run(command),
+        Some(Command::Segment(args)) => segment::segment(args),
         None => crate::app::run(cli.path),
     }
 }

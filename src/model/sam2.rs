@@ -1,13 +1,15 @@
 //! `SAM2Base` (reference: `sam2/modeling/sam2_base.py`): the whole network with the per-frame
-//! pieces a video predictor drives — image features with the decoder's high-resolution
-//! projections (`forward_image`), conditioning a frame on an assembled memory
-//! (`_prepare_memory_conditioned_features` without the frame selection), the SAM heads with
-//! object-score gating, mask selection and object pointers (`_forward_sam_heads`), and encoding
-//! a new memory (`_encode_new_memory`) with its bfloat16 storage rounding.
+//! steps a video predictor drives — image features with the decoder's high-resolution
+//! projections (`forward_image`), the memory selection and conditioning of a frame
+//! (`select_memory`, `prepare_memory_conditioned_features`: conditioning frames, the
+//! `num_maskmem - 1` most recent frames in the tracking direction with their temporal slots,
+//! object pointers with signed temporal offsets), the SAM heads with object-score gating, mask
+//! selection and object pointers (`forward_sam_heads`), encoding a new memory
+//! (`encode_new_memory`) with its bfloat16 storage rounding, and `track_step` tying them
+//! together for one frame.
 //!
-//! Which frames enter a memory (conditioning frames, the previous `num_maskmem - 1` frames,
-//! pointer offsets) is the predictor's decision; it hands the chosen memories to
-//! `assemble_memory` as (features, temporal position) and (pointer, signed offset) lists.
+//! The memory bank itself (which outputs are stored, as conditioning or not) belongs to the
+//! video predictor (`segment::predictor`); `track_step` reads it through `MemoryBank`.
 //!
 //! A mask prompt on a frame is taken as that frame's output (`_use_mask_as_output`, with
 //! `use_mask_input_as_output_without_sam`); its object pointer still comes from the decoder.
@@ -27,6 +29,7 @@ use crate::model::prompt_encoder::{PointPrompt, PromptEncoder};
 use crate::model::sam2_utils::{get_1d_sine_pe, Activation, Linear, Mlp};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use std::collections::BTreeMap;
 
 /// Mask logit standing for "no object" (`NO_OBJ_SCORE`).
 pub const NO_OBJ_SCORE: f32 = -1024.0;
@@ -581,6 +584,346 @@ impl Sam2Base {
             memory.features = memory.features.broadcast_add(&added)?;
         }
         Ok(memory)
+    }
+}
+
+/// The image features one frame contributes to a tracking step (from `forward_image`, possibly
+/// expanded to a batch of objects).
+#[derive(Debug, Clone)]
+pub struct FrameFeatures {
+    /// `[B, C, E, E]` stride-16 features (`vision_feats[-1]`).
+    pub vision_features: Tensor,
+    /// `[B, C, E, E]` their sine position encoding.
+    pub vision_pos: Tensor,
+    /// The decoder's projected stride-4 and stride-8 levels, when high-resolution features are
+    /// used.
+    pub high_res: Option<(Tensor, Tensor)>,
+}
+
+impl FrameFeatures {
+    /// The pieces of a `forward_image` output that tracking uses.
+    pub fn from_encoder(out: &ImageEncoderOutput, uses_high_res: bool) -> Result<Self> {
+        let levels = out.backbone_fpn.len();
+        let (Some(vision_features), Some(vision_pos)) = (out.backbone_fpn.last(), out.vision_pos_enc.last()) else {
+            candle_core::bail!("the image encoder returned no feature level");
+        };
+        let high_res = if uses_high_res {
+            if levels < 3 {
+                candle_core::bail!("high-resolution SAM features need 3 feature levels, got {levels}");
+            }
+            Some((out.backbone_fpn[0].clone(), out.backbone_fpn[1].clone()))
+        } else {
+            None
+        };
+        Ok(Self { vision_features: vision_features.clone(), vision_pos: vision_pos.clone(), high_res })
+    }
+
+    /// The same features repeated for `batch` objects (`expand` in the reference); a batch of
+    /// one is returned as it is.
+    pub fn expand(&self, batch: usize) -> Result<Self> {
+        if self.vision_features.dim(0)? == batch {
+            return Ok(self.clone());
+        }
+        let repeat = |x: &Tensor| -> Result<Tensor> {
+            let mut dims = x.dims().to_vec();
+            dims[0] = batch;
+            x.narrow(0, 0, 1)?.broadcast_as(dims)?.contiguous()
+        };
+        Ok(Self {
+            vision_features: repeat(&self.vision_features)?,
+            vision_pos: repeat(&self.vision_pos)?,
+            high_res: match &self.high_res {
+                Some((s0, s1)) => Some((repeat(s0)?, repeat(s1)?)),
+                None => None,
+            },
+        })
+    }
+
+    /// Bytes held by the feature tensors (position encoding included).
+    pub fn size_in_bytes(&self) -> usize {
+        let bytes = |x: &Tensor| x.elem_count() * x.dtype().size_in_bytes();
+        bytes(&self.vision_features)
+            + bytes(&self.vision_pos)
+            + self.high_res.as_ref().map_or(0, |(a, b)| bytes(a) + bytes(b))
+    }
+}
+
+/// What the video predictor keeps of a frame's output for later frames (the "compact" output):
+/// every tensor has the objects as its batch dimension.
+#[derive(Debug, Clone)]
+pub struct StoredFrame {
+    /// `[B, M, E, E]` memory features in storage precision (bf16); `None` when the memory
+    /// encoder did not run.
+    pub maskmem_features: Option<Tensor>,
+    /// `[B, M, E, E]` their position encoding.
+    pub maskmem_pos_enc: Option<Tensor>,
+    /// `[B, 1, 4E, 4E]` mask logits (after the predictor's hole filling).
+    pub pred_masks: Tensor,
+    /// `[B, C]` object pointers.
+    pub obj_ptr: Tensor,
+    /// `[B, 1]` object score logits.
+    pub object_score_logits: Tensor,
+    /// Per object, the decoder token whose mask was output (`None` for a mask prompt taken as
+    /// output or an object without output on this frame).
+    pub selected_mask_token: Vec<Option<usize>>,
+}
+
+impl StoredFrame {
+    /// The entry of object `index` alone (batch of one).
+    pub fn object(&self, index: usize) -> Result<Self> {
+        let one = |x: &Tensor| x.narrow(0, index, 1);
+        Ok(Self {
+            maskmem_features: self.maskmem_features.as_ref().map(one).transpose()?,
+            maskmem_pos_enc: self.maskmem_pos_enc.as_ref().map(one).transpose()?,
+            pred_masks: one(&self.pred_masks)?,
+            obj_ptr: one(&self.obj_ptr)?,
+            object_score_logits: one(&self.object_score_logits)?,
+            selected_mask_token: self.selected_mask_token.get(index).copied().into_iter().collect(),
+        })
+    }
+}
+
+/// The frames a tracking step may draw memories from: the conditioning frames (prompted as
+/// initial frames) and the tracked or corrected ones, by frame index.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryBank<'a> {
+    pub cond_frames: &'a BTreeMap<usize, StoredFrame>,
+    pub non_cond_frames: &'a BTreeMap<usize, StoredFrame>,
+}
+
+/// Which stored frames condition a frame, in the order they enter memory attention.
+#[derive(Debug, Clone)]
+pub struct MemoryPlan<'a> {
+    /// (frame, temporal slot, entry): conditioning frames with slot 0, then the recent frames.
+    pub spatial: Vec<(usize, usize, &'a StoredFrame)>,
+    /// (frame, temporal offset, entry): object pointers.
+    pub pointers: Vec<(usize, i64, &'a StoredFrame)>,
+}
+
+/// Everything one tracking step needs (`track_step`'s arguments).
+#[derive(Debug, Clone, Copy)]
+pub struct TrackStepInput<'a> {
+    pub frame_idx: usize,
+    /// A frame prompted before any tracking reached it: no memory is used.
+    pub is_init_cond_frame: bool,
+    pub features: &'a FrameFeatures,
+    /// Clicks or box corners in model-input pixels.
+    pub points: Option<&'a PointPrompt>,
+    /// `[B, 1, S, S]` mask prompt.
+    pub mask_inputs: Option<&'a Tensor>,
+    pub bank: MemoryBank<'a>,
+    pub num_frames: usize,
+    pub track_in_reverse: bool,
+    pub run_mem_encoder: bool,
+    /// `[B, 1, 4E, 4E]` earlier logits of this frame fed with new clicks as a mask prompt.
+    pub prev_sam_mask_logits: Option<&'a Tensor>,
+}
+
+/// What one tracking step produced for a frame.
+#[derive(Debug, Clone)]
+pub struct TrackStepOutput {
+    /// `[B, 1, 4E, 4E]` selected low-resolution mask logits (no hole filling).
+    pub pred_masks: Tensor,
+    /// `[B, 1, S, S]` their bilinear upsampling.
+    pub pred_masks_high_res: Tensor,
+    /// `[B, C]`.
+    pub obj_ptr: Tensor,
+    /// `[B, 1]`.
+    pub object_score_logits: Tensor,
+    /// IoU predictions of the returned masks (`[B, 3]` multimask, `[B, 1]` otherwise).
+    pub ious: Tensor,
+    /// Per object, the decoder token whose mask was selected (0 single-mask token, 1..3
+    /// multimask tokens); empty when a mask prompt was taken as output.
+    pub selected_mask_token: Vec<usize>,
+    /// `[B, C, E, E]` the memory-conditioned feature the SAM heads saw (`None` when a mask
+    /// prompt was taken as output).
+    pub pix_feat_with_mem: Option<Tensor>,
+    /// `[B, M, E, E]` the new memory rounded to storage precision (bf16), when the memory
+    /// encoder ran.
+    pub maskmem_features: Option<Tensor>,
+    /// `[B, M, E, E]`.
+    pub maskmem_pos_enc: Option<Tensor>,
+}
+
+/// `select_closest_cond_frames`: up to `max` conditioning frames closest to `frame_idx` (the
+/// closest before, the closest at or after, then by distance); -1 = all. Returns the selected
+/// and the unselected frame indices.
+fn select_closest_cond_frames(frame_idx: usize, cond: &[usize], max: i64) -> (Vec<usize>, Vec<usize>) {
+    if max < 0 || cond.len() <= max as usize {
+        return (cond.to_vec(), Vec::new());
+    }
+    let mut selected = Vec::new();
+    if let Some(&before) = cond.iter().filter(|&&t| t < frame_idx).max() {
+        selected.push(before);
+    }
+    if let Some(&after) = cond.iter().filter(|&&t| t >= frame_idx).min() {
+        selected.push(after);
+    }
+    let mut rest: Vec<usize> = cond.iter().copied().filter(|t| !selected.contains(t)).collect();
+    rest.sort_by_key(|&t| t.abs_diff(frame_idx));
+    let remaining = (max as usize).saturating_sub(selected.len());
+    selected.extend(rest.into_iter().take(remaining));
+    let unselected = cond.iter().copied().filter(|t| !selected.contains(t)).collect();
+    selected.sort_unstable();
+    (selected, unselected)
+}
+
+impl Sam2Base {
+    /// The memory selection of `_prepare_memory_conditioned_features` for a frame that is not
+    /// an initial conditioning frame: the selected conditioning frames (slot 0), then the
+    /// `num_maskmem - 1` previous frames in the tracking direction (with the evaluation
+    /// stride), then the object pointers of past conditioning frames and of up to
+    /// `min(num_frames, max_obj_ptrs_in_encoder) - 1` previous frames.
+    pub fn select_memory<'a>(
+        &self,
+        frame_idx: usize,
+        bank: MemoryBank<'a>,
+        num_frames: usize,
+        track_in_reverse: bool,
+    ) -> MemoryPlan<'a> {
+        let m = &self.config;
+        let cond_indices: Vec<usize> = bank.cond_frames.keys().copied().collect();
+        let (selected, unselected) = select_closest_cond_frames(frame_idx, &cond_indices, m.max_cond_frames_in_attn);
+        let previous = |t: i64| -> Option<(usize, &'a StoredFrame)> {
+            let t = usize::try_from(t).ok()?;
+            bank.non_cond_frames
+                .get(&t)
+                .or_else(|| unselected.contains(&t).then(|| bank.cond_frames.get(&t)).flatten())
+                .map(|entry| (t, entry))
+        };
+        let mut spatial: Vec<(usize, usize, &'a StoredFrame)> =
+            selected.iter().map(|&t| (t, 0, &bank.cond_frames[&t])).collect();
+        let stride = m.memory_temporal_stride_for_eval.max(1) as i64;
+        let frame = frame_idx as i64;
+        for t_pos in 1..m.num_maskmem {
+            let t_rel = (m.num_maskmem - t_pos) as i64;
+            let prev = match (t_rel, track_in_reverse) {
+                (1, false) => frame - 1,
+                (1, true) => frame + 1,
+                (_, false) => (frame - 2).div_euclid(stride) * stride - (t_rel - 2) * stride,
+                (_, true) => -(-(frame + 2)).div_euclid(stride) * stride + (t_rel - 2) * stride,
+            };
+            if let Some((t, entry)) = previous(prev) {
+                spatial.push((t, t_pos, entry));
+            }
+        }
+        let mut pointers = Vec::new();
+        if m.use_obj_ptrs_in_encoder {
+            let sign: i64 = if track_in_reverse { -1 } else { 1 };
+            for &t in &selected {
+                let in_past = if track_in_reverse { t >= frame_idx } else { t <= frame_idx };
+                if m.only_obj_ptrs_in_the_past_for_eval && !in_past {
+                    continue;
+                }
+                let offset = if m.use_signed_tpos_enc_to_obj_ptrs {
+                    (frame - t as i64) * sign
+                } else {
+                    (frame - t as i64).abs()
+                };
+                pointers.push((t, offset, &bank.cond_frames[&t]));
+            }
+            let window = num_frames.min(m.max_obj_ptrs_in_encoder);
+            for t_diff in 1..window as i64 {
+                let t = if track_in_reverse { frame + t_diff } else { frame - t_diff };
+                if t < 0 || t >= num_frames as i64 {
+                    break;
+                }
+                if let Some((t, entry)) = previous(t) {
+                    pointers.push((t, t_diff, entry));
+                }
+            }
+        }
+        MemoryPlan { spatial, pointers }
+    }
+
+    /// `_prepare_memory_conditioned_features`: the frame feature the SAM heads see, conditioned
+    /// on the memories `select_memory` picks (none for an initial conditioning frame).
+    pub fn prepare_memory_conditioned_features(
+        &self,
+        frame_idx: usize,
+        is_init_cond_frame: bool,
+        features: &FrameFeatures,
+        bank: MemoryBank,
+        num_frames: usize,
+        track_in_reverse: bool,
+    ) -> Result<Tensor> {
+        if is_init_cond_frame || self.config.num_maskmem == 0 {
+            return self.condition_on_memory(&features.vision_features, &features.vision_pos, None);
+        }
+        if bank.cond_frames.is_empty() {
+            candle_core::bail!("frame {frame_idx} is tracked but no frame was prompted");
+        }
+        let plan = self.select_memory(frame_idx, bank, num_frames, track_in_reverse);
+        let spatial = plan
+            .spatial
+            .iter()
+            .map(|&(t, t_pos, entry)| match (&entry.maskmem_features, &entry.maskmem_pos_enc) {
+                (Some(features), Some(pos_enc)) => Ok(SpatialMemory { features, pos_enc, t_pos }),
+                _ => candle_core::bail!("frame {t} has no encoded memory"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pointers: Vec<ObjectPointer> = plan
+            .pointers
+            .iter()
+            .map(|&(_, tpos, entry)| ObjectPointer { obj_ptr: &entry.obj_ptr, tpos })
+            .collect();
+        let memory = self.assemble_memory(&spatial, &pointers, num_frames)?;
+        self.condition_on_memory(&features.vision_features, &features.vision_pos, Some(&memory))
+    }
+
+    /// `track_step`: segments one frame from its prompts (or from memory alone) and, when
+    /// asked, encodes the result as a new memory. A mask prompt is taken as the output when
+    /// `use_mask_input_as_output_without_sam`; new clicks on an already predicted frame come
+    /// with that frame's earlier logits (`prev_sam_mask_logits`) as the mask prompt.
+    pub fn track_step(&self, input: &TrackStepInput) -> Result<TrackStepOutput> {
+        let features = input.features;
+        let high_res = features.high_res.as_ref().map(|(s0, s1)| (s0, s1));
+        let (sam, pix_feat_with_mem) = match input.mask_inputs {
+            Some(mask) if self.config.use_mask_input_as_output_without_sam => {
+                (self.use_mask_as_output(&features.vision_features, high_res, mask)?, None)
+            }
+            mask_inputs => {
+                let pix = self.prepare_memory_conditioned_features(
+                    input.frame_idx,
+                    input.is_init_cond_frame,
+                    features,
+                    input.bank,
+                    input.num_frames,
+                    input.track_in_reverse,
+                )?;
+                let mask_inputs = match input.prev_sam_mask_logits {
+                    Some(prev) if input.points.is_some() && mask_inputs.is_none() => Some(prev),
+                    Some(_) => candle_core::bail!("earlier logits come only with clicks and without a mask prompt"),
+                    None => mask_inputs,
+                };
+                let num_points = input.points.map(PointPrompt::num_points).transpose()?.unwrap_or(0);
+                let multimask = self.use_multimask(input.is_init_cond_frame, num_points);
+                let sam = self.forward_sam_heads(&pix, input.points, mask_inputs, high_res, multimask)?;
+                (sam, Some(pix))
+            }
+        };
+        let (maskmem_features, maskmem_pos_enc) = if input.run_mem_encoder && self.config.num_maskmem > 0 {
+            let memory = self.encode_new_memory(
+                &features.vision_features,
+                &sam.high_res_masks,
+                &sam.object_score_logits,
+                input.points.is_some(),
+            )?;
+            (Some(to_storage_precision(&memory.features)?), Some(memory.pos_enc))
+        } else {
+            (None, None)
+        };
+        Ok(TrackStepOutput {
+            pred_masks: sam.low_res_masks,
+            pred_masks_high_res: sam.high_res_masks,
+            obj_ptr: sam.obj_ptr,
+            object_score_logits: sam.object_score_logits,
+            ious: sam.ious,
+            selected_mask_token: sam.selected_mask_token,
+            pix_feat_with_mem,
+            maskmem_features,
+            maskmem_pos_enc,
+        })
     }
 }
 

@@ -7,10 +7,15 @@
 //! * `postprocess`: bilinear resize of mask logits as `F.interpolate` does, SAM2's filling of
 //!   small background holes, and the final 3D mask (forward OR backward pass, largest
 //!   26-connected component).
+//! * `predictor`: `VolumePredictor`, SAM2's legacy video predictor over the slices of a volume
+//!   (prompts, memory bank, forward and backward propagation, cached image features).
+//! * `pipeline`: MedSAM2's one-call box-to-3D-mask segmentation on a predictor.
 //! * `engine`: the network made ready to run (configuration, strict checkpoint loading, device).
 
 pub mod engine;
+pub mod pipeline;
 pub mod postprocess;
+pub mod predictor;
 pub mod preprocess;
 pub mod resize;
 

@@ -1,0 +1,240 @@
+//! `segment`: MedSAM2's box-to-3D-mask pipeline from the command line. Reads an image, finds
+//! and strictly loads the checkpoint, runs the bidirectional propagation from a box on a key
+//! slice, writes the mask as a NIfTI label map with the image's geometry, and prints a JSON
+//! summary.
+
+use crate::io::{self, nifti, OpenOptions, SeriesSelector};
+use crate::model::checkpoint::{Checkpoint, CheckpointError};
+use crate::model::config::Sam2Config;
+use crate::model::sam2::Sam2Base;
+use crate::segment::pipeline::{self, BoxPrompt, PassLogits};
+use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer, Window};
+use crate::weights;
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct SegmentArgs {
+    /// Image file or DICOM folder.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Series of a DICOM folder: its index in the listing or its SeriesInstanceUID.
+    #[arg(long)]
+    pub series: Option<SeriesSelector>,
+    /// Box X0,Y0,X1,Y1 in pixels of the key slice, inclusive: (i, j) axial, (i, k) coronal,
+    /// (j, k) sagittal.
+    #[arg(long = "box", value_parser = parse_box)]
+    pub bbox: [usize; 4],
+    /// Key slice index along the axis.
+    #[arg(long)]
+    pub slice: usize,
+    /// Slices to propagate through.
+    #[arg(long, value_enum, default_value_t = SliceAxis::Axial)]
+    pub axis: SliceAxis,
+    /// Intensity window LO,HI (e.g. -160,240 for CT soft tissue). Default: 8-bit data as
+    /// stored, other data over its own min..max.
+    #[arg(long, value_parser = parse_window, allow_hyphen_values = true)]
+    pub window: Option<Window>,
+    /// Checkpoint (.pt or .safetensors). Default: weights/ or the Hugging Face cache.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Model configuration yaml. Default: MedSAM2's sam2.1_hiera_t512.yaml.
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    /// Label value written into the mask (1..=255).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    pub label: u8,
+    /// Where the network runs.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Mask to write (.nii or .nii.gz).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write each pass's slice logits (safetensors: forward / backward [n, H, W] and the
+    /// slice indices forward_slices / backward_slices).
+    #[arg(long)]
+    pub logits_out: Option<PathBuf>,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Compute devices a build may support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    Cpu,
+    /// NVIDIA GPU (build with `--features cuda`).
+    Cuda,
+    /// Apple GPU (build with `--features metal`).
+    Metal,
+}
+
+impl DeviceKind {
+    pub fn open(self) -> anyhow::Result<Device> {
+        let device = match self {
+            DeviceKind::Cpu => Ok(Device::Cpu),
+            DeviceKind::Cuda => Device::new_cuda(0),
+            DeviceKind::Metal => Device::new_metal(0),
+        };
+        device.with_context(|| format!("cannot use the {self:?} device (was the binary built with its feature?)").to_lowercase())
+    }
+}
+
+fn parse_box(s: &str) -> Result<[usize; 4], String> {
+    let values: Result<Vec<usize>, _> = s.split(',').map(|x| x.trim().parse::<usize>()).collect();
+    match values {
+        Ok(v) if v.len() == 4 => Ok([v[0], v[1], v[2], v[3]]),
+        _ => Err(format!("{s:?} is not X0,Y0,X1,Y1 (four non-negative integers)")),
+    }
+}
+
+fn parse_window(s: &str) -> Result<Window, String> {
+    let values: Result<Vec<f64>, _> = s.split(',').map(|x| x.trim().parse::<f64>()).collect();
+    match values {
+        Ok(v) if v.len() == 2 && v[0] < v[1] && v.iter().all(|x| x.is_finite()) => Ok(Window::new(v[0], v[1])),
+        _ => Err(format!("{s:?} is not LO,HI (two numbers, LO < HI)")),
+    }
+}
+
+/// A one-line summary of a checkpoint that does not fit the configuration (the full lists can
+/// run to hundreds of names).
+fn mismatch_summary(error: &CheckpointError, config: &str) -> String {
+    let CheckpointError::Mismatch { origin, report } = error else {
+        return error.to_string();
+    };
+    let head = |names: &[String]| -> String {
+        let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+        let more = if names.len() > 3 { ", ..." } else { "" };
+        format!("{}{more}", shown.join(", "))
+    };
+    let misshaped: Vec<String> = report.misshaped.iter().map(|m| m.name.clone()).collect();
+    let mut parts = Vec::new();
+    for (what, names) in [("missing", &report.missing), ("unexpected", &report.unexpected), ("with another shape", &misshaped)] {
+        if !names.is_empty() {
+            parts.push(format!("{} {what} ({})", names.len(), head(names)));
+        }
+    }
+    format!(
+        "checkpoint {origin} does not fit the model configuration {config} (wrong architecture?): {} tensors {}",
+        report.missing.len() + report.unexpected.len() + misshaped.len(),
+        parts.join("; ")
+    )
+}
+
+/// Builds the network from a checkpoint, strictly.
+pub fn load_model(checkpoint: &Path, config_path: Option<&Path>, device: &Device) -> anyhow::Result<Sam2Base> {
+    let config = match config_path {
+        Some(path) => Sam2Config::from_file(path)?,
+        None => Sam2Config::default_t512(),
+    };
+    let config_name = config_path.map_or_else(|| "sam2.1_hiera_t512 (built in)".to_string(), |p| p.display().to_string());
+    let weights = Checkpoint::open(checkpoint)?;
+    let built = Sam2Base::new(weights.var_builder(device), &config);
+    weights.finish().map_err(|e| anyhow::anyhow!(mismatch_summary(&e, &config_name)))?;
+    Ok(built.with_context(|| format!("building the model from {}", checkpoint.display()))?)
+}
+
+pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let name = args.output.to_string_lossy().to_ascii_lowercase();
+    if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+        anyhow::bail!("{}: the output must be a .nii or .nii.gz file", args.output.display());
+    }
+    for path in std::iter::once(&args.output).chain(args.logits_out.as_ref()) {
+        if path.exists() && !args.force {
+            anyhow::bail!("{}: already exists (pass --force to replace it)", path.display());
+        }
+    }
+    let volume = io::open(&args.input, &OpenOptions { series: args.series.clone(), ..Default::default() })?;
+    let dims = volume.geometry.dims;
+    let prompt = BoxPrompt { axis: args.axis, slice: args.slice, bbox: args.bbox };
+    pipeline::check_prompt(&prompt, dims).with_context(|| args.input.display().to_string())?;
+    let read_seconds = start.elapsed().as_secs_f64();
+
+    let located = weights::locate(args.checkpoint.as_deref())?;
+    let device = args.device.open()?;
+    let model_start = Instant::now();
+    let model = Arc::new(load_model(&located.path, args.model_config.as_deref(), &device)?);
+    let model_seconds = model_start.elapsed().as_secs_f64();
+
+    let prepare_start = Instant::now();
+    let mut predictor = pipeline::predictor_for(model, &volume, args.axis, args.window, device)?;
+    let prepare_seconds = prepare_start.elapsed().as_secs_f64();
+
+    let count = dims[args.axis.normal()];
+    let bar = ProgressBar::new((count + 1) as u64);
+    bar.set_style(ProgressStyle::with_template("segmenting [{elapsed_precise}] [{wide_bar}] {pos}/{len} slices ({eta})")?);
+    // Never set: on the command line Ctrl-C ends the process.
+    let cancel = AtomicBool::new(false);
+    let propagate_start = Instant::now();
+    let result = pipeline::segment_box(&mut predictor, dims, &prompt, args.logits_out.is_some(), &cancel, |_, _| bar.inc(1));
+    bar.finish_and_clear();
+    let result = result?;
+    let propagate_seconds = propagate_start.elapsed().as_secs_f64();
+
+    let write_start = Instant::now();
+    let labels: Vec<u8> = result.mask.iter().map(|&m| m * args.label).collect();
+    let mask = Volume {
+        geometry: volume.geometry.clone(),
+        timepoints: 1,
+        data: VoxelBuffer::U8(labels),
+        meta: VolumeMeta { nifti_transform: volume.meta.nifti_transform.clone(), ..Default::default() },
+    };
+    nifti::write(&args.output, &mask, nifti::NiftiKind::LabelMap)?;
+    if let (Some(path), Some(logits)) = (&args.logits_out, &result.logits) {
+        let (u, v) = args.axis.in_plane();
+        write_logits(path, logits, (dims[u], dims[v]))?;
+    }
+    let write_seconds = write_start.elapsed().as_secs_f64();
+
+    let volume_ml = result.voxels as f64 * volume.geometry.voxel_volume_mm3() / 1000.0;
+    println!(
+        "{}",
+        json!({
+            "output": args.output,
+            "label": args.label,
+            "voxels": result.voxels,
+            "volume_ml": volume_ml,
+            "components": result.components,
+            "slices": count,
+            "forward_slices": result.forward_slices,
+            "backward_slices": result.backward_slices,
+            "axis": args.axis.name(),
+            "key_slice": args.slice,
+            "box": args.bbox,
+            "window": args.window.map(|w| [w.lo, w.hi]),
+            "checkpoint": located.path,
+            "device": format!("{:?}", args.device).to_lowercase(),
+            "seconds": start.elapsed().as_secs_f64(),
+            "timings": {
+                "read": read_seconds,
+                "model": model_seconds,
+                "preprocess": prepare_seconds,
+                "propagation": propagate_seconds,
+                "write": write_seconds,
+            },
+        })
+    );
+    Ok(())
+}
+
+/// Writes each pass's logits as `[n, height, width]` f32 tensors with their slice indices.
+fn write_logits(path: &Path, logits: &PassLogits, (width, height): (usize, usize)) -> anyhow::Result<()> {
+    let mut tensors = HashMap::new();
+    for (name, pass) in [("forward", &logits.forward), ("backward", &logits.backward)] {
+        let values: Vec<f32> = pass.iter().flat_map(|(_, l)| l.iter().copied()).collect();
+        let indices: Vec<i64> = pass.iter().map(|(i, _)| *i as i64).collect();
+        tensors.insert(name.to_string(), Tensor::from_vec(values, (pass.len(), height, width), &Device::Cpu)?);
+        tensors.insert(format!("{name}_slices"), Tensor::from_vec(indices, pass.len(), &Device::Cpu)?);
+    }
+    candle_core::safetensors::save(&tensors, path).with_context(|| path.display().to_string())?;
+    Ok(())
+}

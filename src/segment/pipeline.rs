@@ -1,0 +1,200 @@
+//! MedSAM2's one-call 3D segmentation (`medsam2_infer_3D_CT.py`): a box on a key slice,
+//! propagation to the end of the volume, reset, the same box again, propagation back to the
+//! start, then (logits > 0) of both passes OR-ed and reduced to the largest 26-connected
+//! component, as a 0/1 mask in the image's voxel order (x fastest) whatever the slice axis.
+//!
+//! Box pixels are the slice's own coordinates, inclusive: (i, j) for axial, (i, k) coronal and
+//! (j, k) sagittal slices; they reach the predictor as they are, as MedSAM2 passes its box.
+
+use crate::model::sam2::Sam2Base;
+use crate::segment::postprocess::{keep_largest_component, mark_foreground, MaskShapeError};
+use crate::segment::predictor::{PointsOrBox, PredictorError, Propagation, SliceResult, VolumePredictor};
+use crate::segment::preprocess::{ModelSlices, PreprocessError, SliceRequest};
+use crate::volume::{SliceAxis, Volume, Window};
+use candle_core::Device;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// The object id the pipeline segments.
+const PIPELINE_OBJECT: u32 = 1;
+
+/// The prompt: a box on one slice along an axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoxPrompt {
+    pub axis: SliceAxis,
+    /// Key slice index along `axis`.
+    pub slice: usize,
+    /// (x0, y0, x1, y1) in slice pixels, inclusive.
+    pub bbox: [usize; 4],
+}
+
+/// Which pass a reported slice belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassDirection {
+    Forward,
+    Backward,
+}
+
+/// Why the pipeline did not produce a mask.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("key slice {slice} is out of range: the volume has {count} {axis} slices (0..{count})", axis = axis.name())]
+    KeySliceOutOfRange { slice: usize, count: usize, axis: SliceAxis },
+    #[error("the box {bbox:?} is empty: it needs X0 < X1 and Y0 < Y1")]
+    EmptyBox { bbox: [usize; 4] },
+    #[error("the box {bbox:?} reaches outside the {width} x {height} {axis} slice (pixels 0..{width}, 0..{height})", axis = axis.name())]
+    BoxOutside { bbox: [usize; 4], width: usize, height: usize, axis: SliceAxis },
+    #[error("the predictor holds {count} {axis} slices of {width} x {height}, which is not a volume of dims {dims:?}", axis = axis.name())]
+    AxisMismatch { dims: [usize; 3], axis: SliceAxis, count: usize, width: usize, height: usize },
+    #[error("segmentation cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    #[error(transparent)]
+    Predictor(#[from] PredictorError),
+    #[error(transparent)]
+    Shape(#[from] MaskShapeError),
+}
+
+/// Slice-size logits of each slice a pass visited, in visiting order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PassLogits {
+    pub forward: Vec<(usize, Vec<f32>)>,
+    pub backward: Vec<(usize, Vec<f32>)>,
+}
+
+/// The pipeline's mask and what it took.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineResult {
+    /// 0/1 per voxel, x fastest, `dims`.
+    pub mask: Vec<u8>,
+    pub dims: [usize; 3],
+    /// Foreground voxels kept.
+    pub voxels: usize,
+    /// 26-connected components before keeping the largest.
+    pub components: usize,
+    /// Slices visited by the forward and the backward pass.
+    pub forward_slices: usize,
+    pub backward_slices: usize,
+    /// Each pass's logits, when asked for.
+    pub logits: Option<PassLogits>,
+}
+
+/// Checks a box prompt against the slices of a volume of `dims`.
+pub fn check_prompt(prompt: &BoxPrompt, dims: [usize; 3]) -> Result<(), PipelineError> {
+    let axis = prompt.axis;
+    let count = dims[axis.normal()];
+    if prompt.slice >= count {
+        return Err(PipelineError::KeySliceOutOfRange { slice: prompt.slice, count, axis });
+    }
+    let (u, v) = axis.in_plane();
+    let (width, height) = (dims[u], dims[v]);
+    let [x0, y0, x1, y1] = prompt.bbox;
+    if x1 >= width || y1 >= height || x0 >= width || y0 >= height {
+        return Err(PipelineError::BoxOutside { bbox: prompt.bbox, width, height, axis });
+    }
+    if x0 >= x1 || y0 >= y1 {
+        return Err(PipelineError::EmptyBox { bbox: prompt.bbox });
+    }
+    Ok(())
+}
+
+/// A predictor over `volume`'s slices along `axis`, windowed to `window` (see
+/// `GreyLevels::for_data` for `None`), for `model` on `device`.
+pub fn predictor_for(
+    model: Arc<Sam2Base>,
+    volume: &Volume,
+    axis: SliceAxis,
+    window: Option<Window>,
+    device: Device,
+) -> Result<VolumePredictor, PipelineError> {
+    let request = SliceRequest { axis, window, timepoint: 0, image_size: model.config().image_size };
+    let slices = Arc::new(ModelSlices::prepare(volume, &request)?);
+    Ok(VolumePredictor::new(model, slices, device)?)
+}
+
+/// Runs MedSAM2's box-to-mask pipeline on `predictor` (built over a volume of `dims` along
+/// `prompt.axis`). The predictor is reset before and after. Every finished slice is reported
+/// with its pass; `cancel` is checked between slices.
+pub fn segment_box(
+    predictor: &mut VolumePredictor,
+    dims: [usize; 3],
+    prompt: &BoxPrompt,
+    keep_logits: bool,
+    cancel: &AtomicBool,
+    mut on_slice: impl FnMut(PassDirection, &SliceResult),
+) -> Result<PipelineResult, PipelineError> {
+    let axis = prompt.axis;
+    let (u, v) = axis.in_plane();
+    let slices = predictor.slices();
+    if slices.axis() != axis || slices.len() != dims[axis.normal()] || slices.slice_size() != (dims[u], dims[v]) {
+        let (width, height) = slices.slice_size();
+        return Err(PipelineError::AxisMismatch { dims, axis: slices.axis(), count: slices.len(), width, height });
+    }
+    check_prompt(prompt, dims)?;
+    let bbox = prompt.bbox.map(|c| c as f32);
+    let mut mask = vec![0u8; dims.iter().product()];
+    let mut logits = keep_logits.then(PassLogits::default);
+    let mut counts = [0usize; 2];
+    for (pass, direction) in [PassDirection::Forward, PassDirection::Backward].into_iter().enumerate() {
+        predictor.reset();
+        predictor.add_new_points_or_box(prompt.slice, PIPELINE_OBJECT, &PointsOrBox::bbox(bbox))?;
+        let mut failure = None;
+        let outcome = predictor.propagate(None, None, direction == PassDirection::Backward, cancel, |result| {
+            let object = &result.objects[0];
+            if let Err(e) = mark_foreground(&mut mask, dims, axis, result.index, &object.logits) {
+                failure.get_or_insert(e);
+            }
+            if let Some(store) = logits.as_mut() {
+                let list = if direction == PassDirection::Forward { &mut store.forward } else { &mut store.backward };
+                list.push((result.index, object.logits.clone()));
+            }
+            on_slice(direction, &result);
+        })?;
+        if let Some(e) = failure {
+            return Err(e.into());
+        }
+        match outcome {
+            Propagation::Finished { slices } => counts[pass] = slices,
+            Propagation::Cancelled { .. } => {
+                predictor.reset();
+                return Err(PipelineError::Cancelled);
+            }
+        }
+    }
+    predictor.reset();
+    let kept = keep_largest_component(&mut mask, dims)?;
+    Ok(PipelineResult {
+        mask,
+        dims,
+        voxels: kept.voxels,
+        components: kept.components,
+        forward_slices: counts[0],
+        backward_slices: counts[1],
+        logits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_prompts_are_checked_per_axis() {
+        let dims = [112, 96, 8];
+        let axial = |slice, bbox| BoxPrompt { axis: SliceAxis::Axial, slice, bbox };
+        assert!(check_prompt(&axial(4, [33, 33, 73, 68]), dims).is_ok());
+        assert!(check_prompt(&axial(0, [0, 0, 111, 95]), dims).is_ok());
+        assert!(matches!(check_prompt(&axial(8, [33, 33, 73, 68]), dims), Err(PipelineError::KeySliceOutOfRange { count: 8, .. })));
+        assert!(matches!(check_prompt(&axial(4, [33, 33, 112, 68]), dims), Err(PipelineError::BoxOutside { width: 112, .. })));
+        assert!(matches!(check_prompt(&axial(4, [33, 33, 73, 96]), dims), Err(PipelineError::BoxOutside { height: 96, .. })));
+        assert!(matches!(check_prompt(&axial(4, [73, 33, 33, 68]), dims), Err(PipelineError::EmptyBox { .. })));
+        assert!(matches!(check_prompt(&axial(4, [33, 33, 73, 33]), dims), Err(PipelineError::EmptyBox { .. })));
+        // Sagittal slices are (j, k) images: 96 wide, 8 high, 112 of them.
+        let sagittal = BoxPrompt { axis: SliceAxis::Sagittal, slice: 111, bbox: [1, 1, 95, 7] };
+        assert!(check_prompt(&sagittal, dims).is_ok());
+        assert!(check_prompt(&BoxPrompt { bbox: [1, 1, 95, 8], ..sagittal }, dims).is_err());
+        let coronal = BoxPrompt { axis: SliceAxis::Coronal, slice: 96, bbox: [1, 1, 5, 5] };
+        assert!(matches!(check_prompt(&coronal, dims), Err(PipelineError::KeySliceOutOfRange { count: 96, .. })));
+    }
+}
