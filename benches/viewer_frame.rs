@@ -4,6 +4,10 @@
 //! read-back of the finished frame). Runs the real app in egui_kittest on whatever wgpu adapter
 //! the machine has (Mesa's lavapipe here, so "GPU" work is CPU time too). Prints JSON.
 //!
+//! Then the UI thread's longest frame while a segmentation streams 512 x 512 slices into the
+//! label map (the sam2-mini checkpoint, so that the run is short; the UI-side work per slice
+//! does not depend on the network's size).
+//!
 //! `cargo bench --bench viewer_frame`
 
 use egui::{Event, Modifiers, MouseWheelUnit, Vec2};
@@ -12,6 +16,8 @@ use egui_kittest::kittest::Queryable;
 use medsam_viewer::app::ViewerApp;
 use medsam_viewer::app::document::Document;
 use medsam_viewer::app::settings::AppPaths;
+use medsam_viewer::app::slice_view::PromptMark;
+use medsam_viewer::app::view_frame::Plane;
 use medsam_viewer::volume::{Geometry, Volume, VolumeMeta, VoxelBuffer};
 use std::time::{Duration, Instant};
 
@@ -84,5 +90,43 @@ fn main() {
             percentile(&frame, 0.95)
         ));
     }
-    println!("{{\"volume\": [512, 512, 300], \"window_px\": [1600, 1000], \"frames_per_view\": {FRAMES}, \"views\": [{}]}}", report.join(", "));
+    let streaming = longest_frame_while_segmenting(&mut harness);
+    println!(
+        "{{\"volume\": [512, 512, 300], \"window_px\": [1600, 1000], \"frames_per_view\": {FRAMES}, \"views\": [{}], \"segmentation\": {streaming}}}",
+        report.join(", ")
+    );
+}
+
+/// Runs a box segmentation over a 512 x 512 x 60 volume and times every UI frame until it ends.
+fn longest_frame_while_segmenting(harness: &mut Harness<'static, ViewerApp>) -> String {
+    let mini = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini");
+    let app = harness.state_mut();
+    app.install_document(Document::new(ct_volume([512, 512, 60]), "synthetic.nii.gz".into(), None));
+    app.settings.checkpoint = Some(format!("{mini}/model.pt").into());
+    app.settings.model_config = Some(format!("{mini}/config.yaml").into());
+    app.model_panel.refresh();
+    app.crosshair[2] = 30.0;
+    app.prompts = vec![PromptMark::Box { plane: Plane::Axial, slice: 30, a: [250.0, 200.0, 30.0], b: [350.0, 300.0, 30.0] }];
+    harness.run_steps(2);
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    let start = Instant::now();
+    let mut frames = Vec::new();
+    while harness.state().segmentation.is_running() {
+        let t = Instant::now();
+        harness.step();
+        frames.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let voxels = harness.state().doc.as_ref().map_or(0, |d| d.voxel_count(1));
+    frames.sort();
+    format!(
+        "{{\"volume\": [512, 512, 60], \"seconds\": {seconds:.2}, \"frames\": {}, \"frame_ms\": {{\"median\": {:.2}, \"p95\": {:.2}, \"max\": {:.2}}}, \"voxels\": {voxels}, \"status\": {:?}}}",
+        frames.len(),
+        percentile(&frames, 0.5),
+        percentile(&frames, 0.95),
+        percentile(&frames, 1.0),
+        harness.state().status
+    )
 }

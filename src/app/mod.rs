@@ -39,7 +39,7 @@ use view_frame::{Pane, Plane, ViewFrame};
 const SAMPLE_NIFTI: &[u8] = include_bytes!("../../assets/sample/chest_ct_lesion.nii.gz");
 
 /// Opens the viewer window; `path` is opened right away when given.
-pub fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(path: Option<PathBuf>, mask: Option<PathBuf>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         renderer: eframe::Renderer::Wgpu,
         viewport: egui::ViewportBuilder::default()
@@ -48,7 +48,11 @@ pub fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
             .with_drag_and_drop(true),
         ..Default::default()
     };
-    eframe::run_native("MedSAM Viewer", options, Box::new(move |cc| Ok(Box::new(ViewerApp::new(cc, path, AppPaths::for_user())))))
+    eframe::run_native("MedSAM Viewer", options, Box::new(move |cc| {
+        let mut app = ViewerApp::new(cc, path, AppPaths::for_user());
+        app.pending_mask = mask;
+        Ok(Box::new(app))
+    }))
         .map_err(|e| anyhow::anyhow!("cannot open the viewer window: {e}"))
 }
 
@@ -94,6 +98,8 @@ pub struct ViewerApp {
     pub segmentation: segmentation::Segmentation,
     /// The edit a running segmentation has made so far (recorded as one undo step at the end).
     run_edit: Option<RunEdit>,
+    /// A mask to open onto the next image that finishes loading (`--mask`).
+    pub pending_mask: Option<PathBuf>,
     /// Changes with every opened image (segmentation sessions belong to one image).
     image_id: u64,
     pub prompts: Vec<PromptMark>,
@@ -143,6 +149,7 @@ impl ViewerApp {
             model_panel: model_panel::ModelPanel::default(),
             segmentation: segmentation::Segmentation::default(),
             run_edit: None,
+            pending_mask: None,
             image_id: 0,
             prompts: Vec::new(),
             status: String::new(),
@@ -254,6 +261,9 @@ impl ViewerApp {
             self.dialog = Some(Dialog::RecoverForImage(info));
         }
         self.doc = Some(doc);
+        if let Some(mask) = self.pending_mask.take() {
+            self.open_mask(&mask);
+        }
     }
 
     fn save_settings(&mut self) {
@@ -348,7 +358,7 @@ impl ViewerApp {
     pub fn run_segmentation(&mut self, ctx: &egui::Context) {
         match self.prompt_from_marks() {
             Some((axis, slice, prompt)) => self.start_segmentation(ctx, axis, slice, prompt),
-            None => self.status = "Draw a box (B) or click points (P / N) on a slice first".into(),
+            None => self.status = "Draw a box (B) or click points (P / M) on a slice first".into(),
         }
     }
 

@@ -18,6 +18,9 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Image to open in the viewer (NIfTI, DICOM file or folder, MetaImage, .npz).
     pub path: Option<PathBuf>,
+    /// A mask to open onto the image (a draft to correct), on the image's grid.
+    #[arg(long, requires = "path")]
+    pub mask: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,6 +57,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Stats(args)) => stats::stats(args),
         Some(Command::Classic(command)) => classic::run(command),
         Some(Command::Segment(args)) => segment::segment(args),
-        None => crate::app::run(cli.path),
+        None => crate::app::run(cli.path, cli.mask),
     }
 }
