@@ -240,5 +240,41 @@ fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
     assert_eq!(harness.state().doc.as_ref().unwrap().voxel_count(1), 0);
     harness.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, egui::Key::Z);
     harness.run_steps(2);
-    assert_eq!(harness.state().doc.as_ref().unwrap().voxel_count(1) as usize, got.iter().filter(|&&v| v == 1).count());
+    let after_box = harness.state().doc.as_ref().unwrap().labels.clone();
+    assert_eq!(after_box.iter().filter(|&&l| l == 1).count(), got.iter().filter(|&&v| v == 1).count());
+
+    // A negative click on the key slice refines it and re-propagates both ways (one more step).
+    harness.key_press(egui::Key::M);
+    harness.run_steps(1);
+    let centre = pane_centre(&harness, "Axial view");
+    harness.event(Event::PointerMoved(centre));
+    press(&harness, centre, PointerButton::Primary, true);
+    harness.step();
+    press(&harness, centre, PointerButton::Primary, false);
+    harness.run_steps(2);
+    assert!(matches!(harness.state().prompts.last(), Some(PromptMark::Point { positive: false, .. })));
+    harness.state_mut().prompts.retain(|p| matches!(p, PromptMark::Point { .. }));
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    assert!(harness.state().segmentation.is_running(), "{}", harness.state().status);
+    wait_until(&mut harness, |app| !app.segmentation.is_running());
+    assert!(harness.state().status.starts_with("Segmented"), "{}", harness.state().status);
+    let after_clicks = harness.state().doc.as_ref().unwrap().labels.clone();
+    assert_ne!(after_clicks, after_box, "the clicks changed the mask");
+
+    // Erase part of the current slice, then re-propagate from it (R): the corrected slice is the prompt.
+    harness.key_press(egui::Key::E);
+    harness.run_steps(1);
+    drag(&mut harness, centre - Vec2::new(60.0, 0.0), centre + Vec2::new(60.0, 0.0), PointerButton::Primary);
+    harness.key_press(egui::Key::R);
+    harness.step();
+    assert!(harness.state().segmentation.is_running(), "{}", harness.state().status);
+    wait_until(&mut harness, |app| !app.segmentation.is_running());
+    assert!(harness.state().status.starts_with("Segmented"), "{}", harness.state().status);
+    // Undo goes back through re-propagation, erasing and clicks to the box's result.
+    for _ in 0..3 {
+        harness.key_press_modifiers(Modifiers::COMMAND, egui::Key::Z);
+        harness.run_steps(2);
+    }
+    assert_eq!(harness.state().doc.as_ref().unwrap().labels, after_box);
 }

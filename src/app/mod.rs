@@ -98,6 +98,8 @@ pub struct ViewerApp {
     pub segmentation: segmentation::Segmentation,
     /// The edit a running segmentation has made so far (recorded as one undo step at the end).
     run_edit: Option<RunEdit>,
+    /// The slice view the user last worked in (hovered, clicked, painted).
+    pub focus_plane: Plane,
     /// A mask to open onto the next image that finishes loading (`--mask`).
     pub pending_mask: Option<PathBuf>,
     /// Changes with every opened image (segmentation sessions belong to one image).
@@ -150,6 +152,7 @@ impl ViewerApp {
             segmentation: segmentation::Segmentation::default(),
             run_edit: None,
             pending_mask: None,
+            focus_plane: Plane::Axial,
             image_id: 0,
             prompts: Vec::new(),
             status: String::new(),
@@ -362,14 +365,11 @@ impl ViewerApp {
         }
     }
 
-    /// Propagates the active label's mask on the focused slice (the crosshair's axial slice,
-    /// or the maximised view's) through the volume both ways.
+    /// Propagates the active label's mask on the current slice of the view last used (as
+    /// corrected there) through the volume both ways.
     pub fn repropagate_from_slice(&mut self, ctx: &egui::Context) {
         let Some(doc) = &self.doc else { return };
-        let plane = match self.maximized {
-            Some(Pane::Slice(plane)) => plane,
-            _ => Plane::Axial,
-        };
+        let plane = self.focus_plane;
         let axis = crate::volume::SliceAxis::from_normal(ViewFrame::new(plane, &doc.image.geometry).normal);
         let slice = self.crosshair[axis.normal()].round() as usize;
         let mask = self.label_slice(axis, slice);
@@ -540,6 +540,9 @@ impl ViewerApp {
     fn handle_view_events(&mut self, plane: Plane, events: Vec<ViewEvent>) {
         let Some(doc) = &mut self.doc else { return };
         let g = doc.image.geometry.clone();
+        if !events.is_empty() {
+            self.focus_plane = plane;
+        }
         for event in events {
             match event {
                 ViewEvent::Hover(v) => self.hover = Some(v),

@@ -167,7 +167,7 @@ fn segment_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
         }
         if ui
             .add_enabled(app.doc.is_some(), egui::Button::new("Re-propagate from slice"))
-            .on_hover_text("Use the active label on the current axial slice (as corrected) as the prompt and propagate it both ways  [R]")
+            .on_hover_text("Use the active label on the current slice of the view last worked in (as corrected) as the prompt and propagate it both ways  [R]")
             .clicked()
         {
             app.repropagate_from_slice(&ctx);
