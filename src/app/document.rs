@@ -93,6 +93,11 @@ impl Document {
         self.image.geometry.dims
     }
 
+    /// Counts changes to the label map (edits, undo, redo, opened masks).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
     /// True when the label map has changes that are not saved.
     pub fn is_dirty(&self) -> bool {
         self.revision != self.saved_revision

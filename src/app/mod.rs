@@ -4,6 +4,7 @@
 //! piece (document, history, labels, brush, views, jobs, settings, recovery, panels, dialogs).
 
 pub mod brush;
+pub mod classic_tools;
 pub mod dialogs;
 pub mod document;
 pub mod history;
@@ -14,6 +15,7 @@ pub mod panels;
 pub mod recovery;
 pub mod settings;
 pub mod slice_view;
+pub mod stats_panel;
 pub mod tools;
 pub mod view_frame;
 
@@ -86,6 +88,8 @@ pub struct ViewerApp {
     load_job: Option<BackgroundJob<LoadMessage>>,
     stroke: Option<VoxelEdit>,
     pub dialog: Option<Dialog>,
+    pub stats: stats_panel::StatsPanel,
+    pub classic: classic_tools::ClassicTools,
     gpu_error: Option<String>,
     uploaded_palette: Option<[u8; 1024]>,
     autosave: recovery::AutosaveClock,
@@ -124,6 +128,8 @@ impl ViewerApp {
             load_job: None,
             stroke: None,
             dialog: None,
+            stats: Default::default(),
+            classic: Default::default(),
             autosave: recovery::AutosaveClock::default(),
             allow_close: false,
         };
@@ -370,6 +376,7 @@ impl ViewerApp {
                 ViewEvent::Point { plane, slice, at, positive } => {
                     self.prompts.push(PromptMark::Point { plane, slice, at, positive });
                 }
+                ViewEvent::Seed(at) => self.classic.seed = Some(at),
             }
         }
     }
@@ -600,6 +607,11 @@ fn format_value(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e9 { format!("{v:.0}") } else { format!("{v:.3}") }
 }
 
+/// The last component of a path, for the status line (the full path is in the window title).
+pub fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
 /// `scan.nii.gz` -> `scan_mask.nii.gz`.
 pub fn default_mask_name(image: &Path) -> String {
     let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
@@ -643,6 +655,8 @@ impl eframe::App for ViewerApp {
         });
         egui::CentralPanel::no_frame().show(ui, |ui| self.views_ui(ui));
         dialogs::show(self, &ctx);
+        stats_panel::show(self, &ctx);
+        classic_tools::update(self, &ctx);
         self.sync_gpu();
         self.upload_palette();
         self.autosave();

@@ -122,6 +122,9 @@ pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
     ui.separator();
 
     labels_panel(app, ui);
+    super::stats_panel::toggle_button(app, ui);
+    ui.separator();
+    super::classic_tools::section(app, ui);
 }
 
 fn labels_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
