@@ -241,8 +241,11 @@ impl StatsPanel {
     /// The window's contents for `label` of `doc` (also keeps the measurements up to date).
     pub fn ui(&mut self, ui: &mut egui::Ui, doc: &Document, label: u8) {
         self.update(doc);
-        let name = doc.label_table.get(label).map(|l| l.name.clone()).unwrap_or_default();
-        ui.heading(format!("Label {label}  {name}"));
+        let title = match doc.label_table.get(label).map(|l| l.name.trim()) {
+            Some(name) if !name.is_empty() && name != format!("Label {label}") => format!("{name} (label {label})"),
+            _ => format!("Label {label}"),
+        };
+        ui.heading(title);
         let mut notice = None;
         match &self.stats {
             None => {
@@ -306,16 +309,18 @@ impl StatsPanel {
         ui.label(format!("Prior: {}", prior.name));
         let changes = changes(&prior.report, &stats.report);
         let signed_percent = |p: Option<f64>| p.map_or_else(|| "new".to_string(), |p| format!("{p:+.1} %"));
-        egui::Grid::new("prior_changes").striped(true).num_columns(5).show(ui, |ui| {
-            for title in ["Label", "Volume prior → now", "Change", "Longest prior → now", "Change"] {
-                ui.strong(title);
-            }
-            ui.end_row();
+        egui::Grid::new("prior_changes").striped(true).num_columns(3).show(ui, |ui| {
             for c in &changes {
-                ui.label(c.label.to_string());
-                ui.label(format!("{:.3} → {:.3} mL", c.prior_ml, c.current_ml));
+                ui.strong(format!("Label {}", c.label));
+                ui.strong("Before / now");
+                ui.strong("Change");
+                ui.end_row();
+                ui.label("Volume");
+                ui.label(format!("{:.3} / {:.3} mL", c.prior_ml, c.current_ml));
                 ui.label(format!("{:+.3} mL ({})", c.volume_change_ml(), signed_percent(c.volume_change_percent())));
-                ui.label(format!("{:.1} → {:.1} mm", c.prior_longest_mm, c.current_longest_mm));
+                ui.end_row();
+                ui.label("Longest diameter");
+                ui.label(format!("{:.1} / {:.1} mm", c.prior_longest_mm, c.current_longest_mm));
                 ui.label(format!("{:+.1} mm ({})", c.diameter_change_mm(), signed_percent(c.diameter_change_percent())));
                 ui.end_row();
             }
@@ -381,21 +386,31 @@ fn measurement_grid(ui: &mut egui::Ui, m: &LabelMeasurements, unit: &str, diamet
     });
 }
 
-/// Share of the image's voxels and of the label's voxels per bin (%), so both fit one axis.
+/// Share of the image's voxels and of the label's voxels per bin (%), so both fit one axis. The
+/// y axis ends a little above the label's peak and the image's third-highest bin, so a spike of
+/// background (air, padding) does not flatten everything else.
 fn histogram_plot(ui: &mut egui::Ui, h: &Histograms, label: u8, unit: &str) {
     let series = |counts: &[u64]| -> Vec<[f64; 2]> {
         let total = counts.iter().sum::<u64>().max(1) as f64;
         counts.iter().enumerate().map(|(n, &c)| [h.bin_centre(n), c as f64 / total * 100.0]).collect()
     };
+    let image = series(&h.image);
     let mask = h.labels.get(label as usize).filter(|c| !c.is_empty()).map(|c| series(c));
+    let mut image_heights: Vec<f64> = image.iter().map(|p| p[1]).collect();
+    image_heights.sort_by(|a, b| b.total_cmp(a));
+    let mask_peak = mask.iter().flatten().map(|p| p[1]).fold(0.0, f64::max);
+    let top = mask_peak.max(image_heights.get(2).copied().unwrap_or(0.0)).max(1e-3) * 1.15;
     ui.label(format!("Histogram{}", if unit.is_empty() { String::new() } else { format!(" ({unit})") }));
     Plot::new("stats_histogram")
         .height(150.0)
         .legend(Legend::default())
         .y_axis_label("% of voxels")
         .allow_scroll(false)
+        .allow_zoom(false)
+        .allow_drag(false)
         .show(ui, |plot| {
-            plot.line(Line::new("image", series(&h.image)).color(FIRST_SERIES));
+            plot.set_plot_bounds_y(0.0..=top);
+            plot.line(Line::new("image", image).color(FIRST_SERIES).fill(0.0));
             if let Some(mask) = mask {
                 plot.line(Line::new(format!("label {label}"), mask).color(SECOND_SERIES).fill(0.0));
             }
@@ -420,10 +435,22 @@ fn change_plot(ui: &mut egui::Ui, changes: &[LabelChange]) {
     let bars = |offset: f64, value: fn(&LabelChange) -> f64| -> Vec<Bar> {
         changes.iter().map(|c| Bar::new(c.label as f64 + offset, value(c)).width(0.35)).collect()
     };
-    Plot::new("stats_prior").height(110.0).legend(Legend::default()).y_axis_label("mL").allow_scroll(false).include_y(0.0).show(ui, |plot| {
-        plot.bar_chart(BarChart::new("prior", bars(-0.2, |c| c.prior_ml)).color(FIRST_SERIES));
-        plot.bar_chart(BarChart::new("now", bars(0.2, |c| c.current_ml)).color(SECOND_SERIES));
-    });
+    let first = changes.first().map_or(0.0, |c| c.label as f64);
+    let last = changes.last().map_or(1.0, |c| c.label as f64);
+    Plot::new("stats_prior")
+        .height(110.0)
+        .legend(Legend::default())
+        .y_axis_label("mL")
+        .x_axis_formatter(|mark, _| if mark.value.fract() == 0.0 { format!("label {}", mark.value) } else { String::new() })
+        .allow_scroll(false)
+        .allow_zoom(false)
+        .allow_drag(false)
+        .include_y(0.0)
+        .show(ui, |plot| {
+            plot.set_plot_bounds_x(first - 0.8..=last + 0.8);
+            plot.bar_chart(BarChart::new("before", bars(-0.2, |c| c.prior_ml)).color(FIRST_SERIES));
+            plot.bar_chart(BarChart::new("now", bars(0.2, |c| c.current_ml)).color(SECOND_SERIES));
+        });
 }
 
 /// Draws the statistics window when it is open; the S key opens and closes it.
