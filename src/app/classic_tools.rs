@@ -265,3 +265,21 @@ pub fn section(app: &mut ViewerApp, ui: &mut egui::Ui) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::view_frame::Plane;
+
+    #[test]
+    fn box_of_the_last_box_prompt_is_cut_to_the_image() {
+        let g = Geometry::new([10, 8, 6], [1.0; 3], [0.0; 3]);
+        assert_eq!(box_of_prompts(&[], &g, 0), None);
+        let old = PromptMark::Box { plane: Plane::Axial, slice: 1, a: [0.0, 0.0, 1.0], b: [1.0, 1.0, 1.0] };
+        let last = PromptMark::Box { plane: Plane::Axial, slice: 4, a: [7.6, 6.2, 4.0], b: [-3.0, 2.4, 4.0] };
+        let point = PromptMark::Point { plane: Plane::Axial, slice: 4, at: [1.0; 3], positive: true };
+        let b = box_of_prompts(&[old, last, point], &g, 3).unwrap();
+        // Axial slices step along k: the box's slice ± 3, cut at the last slice (5).
+        assert_eq!(b, IndexBox { lo: [0, 2, 1], hi: [8, 6, 5] });
+    }
+}

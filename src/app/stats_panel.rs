@@ -483,3 +483,36 @@ pub fn toggle_button(app: &mut ViewerApp, ui: &mut egui::Ui) {
         app.stats.open = !app.stats.open;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::{Geometry, VolumeMeta, VoxelBuffer};
+
+    /// The report of a 4x4x1 label map (1 mm voxels) over a flat image.
+    fn report(labels: Vec<u8>) -> MeasureReport {
+        let g = Geometry::new([4, 4, 1], [1.0; 3], [0.0; 3]);
+        let image = Volume::new(g.clone(), 1, VoxelBuffer::I16(vec![0; 16]), VolumeMeta::default()).unwrap();
+        let mask = Volume::new(g, 1, VoxelBuffer::U8(labels), VolumeMeta::default()).unwrap();
+        measure::measure(&image, &mask, None, &MeasureOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn changes_cover_labels_of_either_study() {
+        let mut before = vec![0u8; 16];
+        before[..2].fill(1); // label 1: 2 voxels in a row
+        before[15] = 3; // label 3 disappears
+        let mut now = vec![0u8; 16];
+        now[..4].fill(1); // label 1 doubles along the row
+        now[8] = 2; // label 2 is new
+        let c = changes(&report(before), &report(now));
+        assert_eq!(c.iter().map(|c| c.label).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!((c[0].volume_change_ml() - 0.002).abs() < 1e-12);
+        assert!((c[0].volume_change_percent().unwrap() - 100.0).abs() < 1e-9);
+        assert!(c[0].diameter_change_mm() > 0.0);
+        assert_eq!(c[1].prior_ml, 0.0);
+        assert_eq!(c[1].volume_change_percent(), None, "a new label has no relative change");
+        assert_eq!(c[2].current_ml, 0.0);
+        assert!((c[2].volume_change_percent().unwrap() + 100.0).abs() < 1e-9);
+    }
+}
