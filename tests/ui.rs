@@ -2,11 +2,11 @@
 //! (Mesa's lavapipe in CI): open a volume, scroll, window/level, brush, undo/redo, save and
 //! reload the mask. Snapshots are kept in tests/snapshots (`UPDATE_SNAPSHOTS=1` rewrites them).
 
-use egui::{Event, Modifiers, MouseWheelUnit, PointerButton, Pos2, Vec2};
-use egui_kittest::Harness;
+mod common;
+
+use common::{drag, open_viewer, pane_centre, press, wait_until};
+use egui::{Event, Modifiers, MouseWheelUnit, PointerButton, Vec2};
 use egui_kittest::kittest::Queryable;
-use medsam_viewer::app::ViewerApp;
-use medsam_viewer::app::settings::AppPaths;
 use medsam_viewer::app::slice_view::PromptMark;
 use medsam_viewer::app::tools::Tool;
 use medsam_viewer::app::view_frame::Plane;
@@ -17,48 +17,6 @@ use std::time::{Duration, Instant};
 
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample/chest_ct_lesion.nii.gz")
-}
-
-fn open_viewer(root: &Path, image: Option<PathBuf>) -> Harness<'static, ViewerApp> {
-    let paths = AppPaths::under(root);
-    let mut harness = Harness::builder()
-        .with_size(Vec2::new(1280.0, 800.0))
-        .wgpu()
-        .build_eframe(move |cc| ViewerApp::new(cc, image, paths));
-    wait_until(&mut harness, |app| !app.is_loading());
-    harness
-}
-
-/// Steps the UI until `done` holds (background work finishes on its own threads).
-fn wait_until(harness: &mut Harness<'static, ViewerApp>, done: impl Fn(&ViewerApp) -> bool) {
-    let start = Instant::now();
-    while !done(harness.state()) {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for the viewer");
-        harness.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    harness.run_steps(3);
-}
-
-fn pane_centre(harness: &Harness<'static, ViewerApp>, label: &str) -> Pos2 {
-    harness.get_by_label(label).rect().center()
-}
-
-fn press(harness: &Harness<'static, ViewerApp>, pos: Pos2, button: PointerButton, pressed: bool) {
-    harness.event(Event::PointerButton { pos, button, pressed, modifiers: Modifiers::NONE });
-}
-
-fn drag(harness: &mut Harness<'static, ViewerApp>, from: Pos2, to: Pos2, button: PointerButton) {
-    harness.event(Event::PointerMoved(from));
-    press(harness, from, button, true);
-    harness.step();
-    for n in 1..=8 {
-        let t = n as f32 / 8.0;
-        harness.event(Event::PointerMoved(from + (to - from) * t));
-        harness.step();
-    }
-    press(harness, to, button, false);
-    harness.step();
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! piece (document, history, labels, brush, views, jobs, settings, recovery, panels, dialogs).
 
 pub mod brush;
+pub mod classic_tools;
 pub mod dialogs;
 pub mod document;
 pub mod history;
@@ -16,6 +17,7 @@ pub mod recovery;
 pub mod segmentation;
 pub mod settings;
 pub mod slice_view;
+pub mod stats_panel;
 pub mod tools;
 pub mod view3d;
 pub mod view_frame;
@@ -114,6 +116,8 @@ pub struct ViewerApp {
     load_job: Option<BackgroundJob<LoadMessage>>,
     stroke: Option<EditBuilder>,
     pub dialog: Option<Dialog>,
+    pub stats: stats_panel::StatsPanel,
+    pub classic: classic_tools::ClassicTools,
     gpu_error: Option<String>,
     uploaded_palette: Option<[u8; 1024]>,
     autosave: recovery::AutosaveClock,
@@ -163,6 +167,8 @@ impl ViewerApp {
             load_job: None,
             stroke: None,
             dialog: None,
+            stats: Default::default(),
+            classic: Default::default(),
             autosave: recovery::AutosaveClock::default(),
             allow_close: false,
         };
@@ -586,6 +592,7 @@ impl ViewerApp {
                 ViewEvent::Point { plane, slice, at, positive } => {
                     self.prompts.push(PromptMark::Point { plane, slice, at, positive });
                 }
+                ViewEvent::Seed(at) => self.classic.seed = Some(at),
             }
         }
     }
@@ -895,6 +902,8 @@ impl eframe::App for ViewerApp {
         });
         egui::CentralPanel::no_frame().show(ui, |ui| self.views_ui(ui));
         dialogs::show(self, &ctx);
+        stats_panel::show(self, &ctx);
+        classic_tools::update(self, &ctx);
         self.sync_gpu();
         self.view3d.poll(self.render_state.as_ref());
         self.poll_segmentation();

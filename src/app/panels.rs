@@ -128,6 +128,9 @@ pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
     ui.separator();
 
     labels_panel(app, ui);
+    super::stats_panel::toggle_button(app, ui);
+    ui.separator();
+    super::classic_tools::section(app, ui);
     ui.separator();
     egui::CollapsingHeader::new("Model").default_open(false).show(ui, |ui| {
         if app.model_panel.ui(ui, &mut app.settings) {

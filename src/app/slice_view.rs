@@ -53,6 +53,8 @@ pub enum ViewEvent {
     StrokeEnd,
     /// The pointer is over this voxel.
     Hover([usize; 3]),
+    /// A seed for region growing was clicked at this voxel.
+    Seed([usize; 3]),
 }
 
 /// Zoom, pan and interaction state of one pane.
@@ -179,6 +181,16 @@ impl SliceView {
                 }
                 if response.drag_stopped_by(egui::PointerButton::Primary) || response.clicked_by(egui::PointerButton::Primary) {
                     events.push(ViewEvent::StrokeEnd);
+                }
+            }
+            Tool::RegionGrow => {
+                if response.clicked_by(egui::PointerButton::Primary)
+                    && let Some(p) = pointer
+                {
+                    let v = voxel_of(p);
+                    if inside(v) {
+                        events.push(ViewEvent::Seed(nearest(v)));
+                    }
                 }
             }
         }

@@ -18,10 +18,12 @@ pub enum Tool {
     Brush,
     /// Erase to background.
     Eraser,
+    /// Click a seed: the connected voxels within the region-growing range get the active label.
+    RegionGrow,
 }
 
 impl Tool {
-    pub const ALL: [Tool; 6] = [Tool::Navigate, Tool::Box, Tool::PositivePoint, Tool::NegativePoint, Tool::Brush, Tool::Eraser];
+    pub const ALL: [Tool; 7] = [Tool::Navigate, Tool::Box, Tool::PositivePoint, Tool::NegativePoint, Tool::Brush, Tool::Eraser, Tool::RegionGrow];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +33,7 @@ impl Tool {
             Tool::NegativePoint => "Point −",
             Tool::Brush => "Brush",
             Tool::Eraser => "Eraser",
+            Tool::RegionGrow => "Grow",
         }
     }
 
@@ -42,6 +45,7 @@ impl Tool {
             Tool::NegativePoint => Key::M,
             Tool::Brush => Key::D,
             Tool::Eraser => Key::E,
+            Tool::RegionGrow => Key::G,
         }
     }
 
@@ -53,6 +57,7 @@ impl Tool {
             Tool::NegativePoint => "Click outside the object to correct the segmentation from this slice",
             Tool::Brush => "Paint the active label ([ and ] change the radius, 3 toggles 2D/3D)",
             Tool::Eraser => "Erase the active label's voxels to background",
+            Tool::RegionGrow => "Click a seed: the voxels connected to it within the region-growing HU range (Classical tools) become the active label, as one undo step",
         };
         format!("{what}  [{}]", self.key().name())
     }

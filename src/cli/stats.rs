@@ -1,6 +1,6 @@
 //! `stats`: measurements of every label of a mask over its image (volume, surface, box,
 //! centroid, intensities, per-slice profile, RECIST diameters, agreement with a reference),
-//! printed readable, as JSON or as CSV (one row per label).
+//! printed readable, as JSON or as CSV (one row per label; both written by `measure::export`).
 
 use crate::io::{self, OpenOptions};
 use crate::measure::{self, LabelMeasurements, MeasureOptions, MeasureReport};
@@ -43,50 +43,15 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{} over {}: {e}", args.mask.display(), args.image.display()))?;
     let measured = start.elapsed().as_secs_f64() - loaded;
     if args.json {
-        let mut value = serde_json::to_value(&report)?;
+        let mut value = measure::export::to_json(&report);
         value["timing_s"] = json!({"load": loaded, "measure": measured});
         println!("{}", serde_json::to_string(&value)?);
     } else if args.csv {
-        print!("{}", csv(&report, reference.is_some()));
+        print!("{}", measure::export::to_csv(&report, reference.is_some()));
     } else {
         print!("{}", readable(&report));
     }
     Ok(())
-}
-
-/// Formats an optional number for CSV: empty when absent.
-fn cell(v: Option<f64>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_default()
-}
-
-const CSV_COLUMNS: &str = "label,voxels,volume_ml,surface_area_mm2,voxel_face_area_mm2,\
-bbox_i0,bbox_j0,bbox_k0,bbox_i1,bbox_j1,bbox_k1,\
-bbox_lps_min_x,bbox_lps_min_y,bbox_lps_min_z,bbox_lps_max_x,bbox_lps_max_y,bbox_lps_max_z,\
-centroid_x,centroid_y,centroid_z,mean,sd,min,max,median,\
-longest_diameter_mm,perpendicular_diameter_mm,diameter_slice";
-
-fn csv(report: &MeasureReport, with_reference: bool) -> String {
-    let mut out = String::from(CSV_COLUMNS);
-    if with_reference {
-        out += ",dice,iou,hd95_mm,assd_mm";
-    }
-    out += "\n";
-    for m in &report.labels {
-        let mut row: Vec<String> = vec![m.label.to_string(), m.voxels.to_string(), m.volume_ml.to_string(), m.surface_area_mm2.to_string(), m.voxel_face_area_mm2.to_string()];
-        row.extend(m.bbox_index.iter().flatten().map(|x| x.to_string()));
-        row.extend(m.bbox_lps_mm.iter().flatten().map(|x| x.to_string()));
-        row.extend(m.centroid_lps_mm.iter().map(|x| x.to_string()));
-        let i = m.intensity;
-        row.extend([i.map(|s| s.mean), i.map(|s| s.sd), i.map(|s| s.min), i.map(|s| s.max), i.map(|s| s.median)].map(cell));
-        row.extend([m.longest_diameter_mm.to_string(), m.perpendicular_diameter_mm.to_string(), m.diameter_slice.to_string()]);
-        if with_reference {
-            let r = m.reference;
-            row.extend([r.map(|r| r.dice), r.map(|r| r.iou), r.and_then(|r| r.hd95_mm), r.and_then(|r| r.assd_mm)].map(cell));
-        }
-        out += &row.join(",");
-        out += "\n";
-    }
-    out
 }
 
 fn readable(report: &MeasureReport) -> String {

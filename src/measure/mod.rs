@@ -10,6 +10,8 @@
 pub mod crofton;
 pub mod diameters;
 pub mod distance_transform;
+pub mod export;
+pub mod histogram;
 pub mod intensity;
 pub mod label_stats;
 pub mod plane;
