@@ -464,14 +464,16 @@ pub fn show(app: &mut ViewerApp, ctx: &egui::Context) {
         return;
     }
     let mut open = true;
-    let corner = ctx.content_rect().right_top() + egui::vec2(-12.0, 36.0);
+    let screen = ctx.content_rect();
+    // Tall enough for the numbers, the plots and a prior study: the window keeps its size once
+    // shown (it does not grow when the first results arrive), and scrolls when it is smaller.
     egui::Window::new("Statistics")
         .open(&mut open)
         .pivot(egui::Align2::RIGHT_TOP)
-        .default_pos(corner)
-        .default_width(440.0)
+        .default_pos(screen.right_top() + egui::vec2(-12.0, 36.0))
+        .default_size([440.0, (screen.height() - 90.0).clamp(200.0, 860.0)])
         .show(ctx, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| app.stats.ui(ui, doc, app.active_label));
+            egui::ScrollArea::vertical().auto_shrink([false; 2]).show(ui, |ui| app.stats.ui(ui, doc, app.active_label));
         });
     app.stats.open &= open;
 }
