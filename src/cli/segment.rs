@@ -123,7 +123,7 @@ fn mismatch_summary(error: &CheckpointError, config: &str) -> String {
         }
     }
     format!(
-        "checkpoint {origin} does not fit the model configuration {config} (wrong architecture?): {} tensors {}",
+        "checkpoint {origin} does not fit the model configuration {config} (wrong architecture?): {} tensors differ: {}",
         report.missing.len() + report.unexpected.len() + misshaped.len(),
         parts.join("; ")
     )
