@@ -317,3 +317,37 @@ fn prompts_are_checked() {
     propagate(&mut p, false);
     assert!(p.add_new_points_or_box(2, 7, &PointsOrBox::bbox(BOX)).is_err(), "new object after tracking");
 }
+
+#[test]
+fn mask_prompt_is_taken_as_the_slice_output_and_propagates() {
+    let mut p = predictor("model.safetensors");
+    let (w, h) = (112usize, 96usize);
+    let inside = |x: usize, y: usize| (30..80).contains(&x) && (30..70).contains(&y);
+    let mask: Vec<u8> = (0..w * h).map(|i| inside(i % w, i / w) as u8).collect();
+    let result = p.add_new_mask(KEY_SLICE, OBJECT, &mask).unwrap();
+    let object = &result.objects[0];
+    assert_eq!(object.object_score, 10.0, "a non-empty mask prompt means the object is present");
+    assert!(object.logits[50 * w + 55] > 9.0 && object.logits[5 * w + 5] < -9.0);
+    let pass = propagate(&mut p, false);
+    assert_eq!(pass.results.iter().map(|r| r.index).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+    assert_eq!(pass.tokens[0], None, "no decoder token for a mask taken as output");
+    let (_, is_cond) = p.stored_output(KEY_SLICE).unwrap();
+    assert!(is_cond);
+}
+
+#[test]
+fn two_objects_are_tracked_as_one_batch() {
+    let mut single = predictor("model.safetensors");
+    box_prompt(&mut single);
+    let alone = propagate(&mut single, false);
+    let mut both = predictor("model.safetensors");
+    box_prompt(&mut both);
+    both.add_new_points_or_box(KEY_SLICE, 2, &PointsOrBox::bbox([10.0, 10.0, 40.0, 30.0])).unwrap();
+    let pass = propagate(&mut both, false);
+    assert_eq!(both.object_ids(), vec![1, 2]);
+    for (a, b) in alone.results.iter().zip(&pass.results) {
+        assert_eq!(b.objects.len(), 2);
+        let e = max_abs(&a.objects[0].logits, &b.objects[0].logits);
+        assert!(e <= 1e-4, "object 1 does not depend on object 2 (slice {}: {e})", a.index);
+    }
+}

@@ -123,7 +123,7 @@ fn mismatch_summary(error: &CheckpointError, config: &str) -> String {
         }
     }
     format!(
-        "checkpoint {origin} does not fit the model configuration {config} (wrong architecture?): {} tensors {}",
+        "checkpoint {origin} does not fit the model configuration {config} (wrong architecture?): {} tensors differ: {}",
         report.missing.len() + report.unexpected.len() + misshaped.len(),
         parts.join("; ")
     )
@@ -139,7 +139,7 @@ pub fn load_model(checkpoint: &Path, config_path: Option<&Path>, device: &Device
     let weights = Checkpoint::open(checkpoint)?;
     let built = Sam2Base::new(weights.var_builder(device), &config);
     weights.finish().map_err(|e| anyhow::anyhow!(mismatch_summary(&e, &config_name)))?;
-    Ok(built.with_context(|| format!("building the model from {}", checkpoint.display()))?)
+    built.with_context(|| format!("building the model from {}", checkpoint.display()))
 }
 
 pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {

@@ -138,6 +138,9 @@ pub enum Propagation {
     Cancelled { slices: usize },
 }
 
+/// Stored outputs by slice index.
+type FrameOutputs = BTreeMap<usize, StoredFrame>;
+
 /// Prompts and temporary outputs of one object.
 #[derive(Debug)]
 struct ObjectState {
@@ -364,8 +367,8 @@ impl VolumePredictor {
     }
 
     /// Object `index`'s own slice of the stored outputs (`output_dict_per_obj`).
-    fn object_outputs(&self, index: usize) -> Result<(BTreeMap<usize, StoredFrame>, BTreeMap<usize, StoredFrame>), PredictorError> {
-        let slice = |map: &BTreeMap<usize, StoredFrame>| -> Result<BTreeMap<usize, StoredFrame>, PredictorError> {
+    fn object_outputs(&self, index: usize) -> Result<(FrameOutputs, FrameOutputs), PredictorError> {
+        let slice = |map: &FrameOutputs| -> Result<FrameOutputs, PredictorError> {
             map.iter().map(|(&t, f)| Ok((t, f.object(index)?))).collect()
         };
         Ok((slice(&self.cond)?, slice(&self.non_cond)?))
