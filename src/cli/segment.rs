@@ -4,21 +4,17 @@
 //! summary.
 
 use crate::io::{self, nifti, OpenOptions, SeriesSelector};
-use crate::model::checkpoint::{Checkpoint, CheckpointError};
-use crate::model::config::Sam2Config;
-use crate::model::sam2::Sam2Base;
 use crate::segment::pipeline::{self, BoxPrompt, PassLogits};
 use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer, Window};
-use crate::weights;
+use crate::segment::engine::{DeviceChoice, LoadedModel, ModelChoice};
 use anyhow::Context;
 use candle_core::{Device, Tensor};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -53,8 +49,8 @@ pub struct SegmentArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
     pub label: u8,
     /// Where the network runs.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
     /// Mask to write (.nii or .nii.gz).
     #[arg(long)]
     pub output: PathBuf,
@@ -65,27 +61,6 @@ pub struct SegmentArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
-}
-
-/// Compute devices a build may support.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceKind {
-    Cpu,
-    /// NVIDIA GPU (build with `--features cuda`).
-    Cuda,
-    /// Apple GPU (build with `--features metal`).
-    Metal,
-}
-
-impl DeviceKind {
-    pub fn open(self) -> anyhow::Result<Device> {
-        let device = match self {
-            DeviceKind::Cpu => Ok(Device::Cpu),
-            DeviceKind::Cuda => Device::new_cuda(0),
-            DeviceKind::Metal => Device::new_metal(0),
-        };
-        device.with_context(|| format!("cannot use the {self:?} device (was the binary built with its feature?)").to_lowercase())
-    }
 }
 
 fn parse_box(s: &str) -> Result<[usize; 4], String> {
@@ -102,44 +77,6 @@ fn parse_window(s: &str) -> Result<Window, String> {
         Ok(v) if v.len() == 2 && v[0] < v[1] && v.iter().all(|x| x.is_finite()) => Ok(Window::new(v[0], v[1])),
         _ => Err(format!("{s:?} is not LO,HI (two numbers, LO < HI)")),
     }
-}
-
-/// A one-line summary of a checkpoint that does not fit the configuration (the full lists can
-/// run to hundreds of names).
-fn mismatch_summary(error: &CheckpointError, config: &str) -> String {
-    let CheckpointError::Mismatch { origin, report } = error else {
-        return error.to_string();
-    };
-    let head = |names: &[String]| -> String {
-        let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
-        let more = if names.len() > 3 { ", ..." } else { "" };
-        format!("{}{more}", shown.join(", "))
-    };
-    let misshaped: Vec<String> = report.misshaped.iter().map(|m| m.name.clone()).collect();
-    let mut parts = Vec::new();
-    for (what, names) in [("missing", &report.missing), ("unexpected", &report.unexpected), ("with another shape", &misshaped)] {
-        if !names.is_empty() {
-            parts.push(format!("{} {what} ({})", names.len(), head(names)));
-        }
-    }
-    format!(
-        "checkpoint {origin} does not fit the model configuration {config} (wrong architecture?): {} tensors differ: {}",
-        report.missing.len() + report.unexpected.len() + misshaped.len(),
-        parts.join("; ")
-    )
-}
-
-/// Builds the network from a checkpoint, strictly.
-pub fn load_model(checkpoint: &Path, config_path: Option<&Path>, device: &Device) -> anyhow::Result<Sam2Base> {
-    let config = match config_path {
-        Some(path) => Sam2Config::from_file(path)?,
-        None => Sam2Config::default_t512(),
-    };
-    let config_name = config_path.map_or_else(|| "sam2.1_hiera_t512 (built in)".to_string(), |p| p.display().to_string());
-    let weights = Checkpoint::open(checkpoint)?;
-    let built = Sam2Base::new(weights.var_builder(device), &config);
-    weights.finish().map_err(|e| anyhow::anyhow!(mismatch_summary(&e, &config_name)))?;
-    built.with_context(|| format!("building the model from {}", checkpoint.display()))
 }
 
 pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
@@ -159,14 +96,13 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     pipeline::check_prompt(&prompt, dims).with_context(|| args.input.display().to_string())?;
     let read_seconds = start.elapsed().as_secs_f64();
 
-    let located = weights::locate(args.checkpoint.as_deref())?;
-    let device = args.device.open()?;
     let model_start = Instant::now();
-    let model = Arc::new(load_model(&located.path, args.model_config.as_deref(), &device)?);
+    let choice = ModelChoice { checkpoint: args.checkpoint.clone(), config: args.model_config.clone(), device: args.device };
+    let loaded = LoadedModel::load(&choice)?;
     let model_seconds = model_start.elapsed().as_secs_f64();
 
     let prepare_start = Instant::now();
-    let mut predictor = pipeline::predictor_for(model, &volume, args.axis, args.window, device)?;
+    let mut predictor = pipeline::predictor_for(loaded.model, &volume, args.axis, args.window, loaded.device)?;
     let prepare_seconds = prepare_start.elapsed().as_secs_f64();
 
     let count = dims[args.axis.normal()];
@@ -211,8 +147,8 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
             "key_slice": args.slice,
             "box": args.bbox,
             "window": args.window.map(|w| [w.lo, w.hi]),
-            "checkpoint": located.path,
-            "device": format!("{:?}", args.device).to_lowercase(),
+            "checkpoint": loaded.checkpoint,
+            "device": args.device.name(),
             "seconds": start.elapsed().as_secs_f64(),
             "timings": {
                 "read": read_seconds,

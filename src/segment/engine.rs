@@ -2,7 +2,7 @@
 //! built-in MedSAM2 `sam2.1_hiera_t512`), the checkpoint found by the weights search and loaded
 //! strictly, and the device. One loader serves the command line and the viewer.
 
-use crate::model::checkpoint::{Checkpoint, CheckpointError};
+use crate::model::checkpoint::{Checkpoint, CheckpointError, MismatchReport};
 use crate::model::config::{ConfigError, Sam2Config};
 use crate::model::sam2::Sam2Base;
 use crate::weights::{self, LocateError};
@@ -12,11 +12,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// Where the model runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum DeviceChoice {
     #[default]
     Cpu,
+    /// NVIDIA GPU (a build with `--features cuda`).
     Cuda,
+    /// Apple GPU (a build with `--features metal`).
     Metal,
 }
 
@@ -83,6 +85,10 @@ pub enum EngineError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Checkpoint(#[from] CheckpointError),
+    /// The checkpoint's tensors do not fit the configuration (a summary; the lists can run to
+    /// hundreds of names).
+    #[error("checkpoint {origin} does not fit the model configuration {config} (wrong architecture?): {summary}")]
+    Mismatch { origin: String, config: String, summary: String },
     #[error("device {device}: {reason}")]
     Device { device: &'static str, reason: String },
     #[error("building the model from {path}: {source}")]
@@ -110,11 +116,37 @@ impl LoadedModel {
         let device = choice.device.device()?;
         let located = weights::locate(choice.checkpoint.as_deref())?;
         let checkpoint = Checkpoint::open(&located.path)?;
-        let model = Sam2Base::new(checkpoint.var_builder(&device), &config)
-            .map_err(|source| EngineError::Build { path: located.path.clone(), source })?;
-        checkpoint.finish()?;
+        let built = Sam2Base::new(checkpoint.var_builder(&device), &config);
+        // A checkpoint of another architecture usually also fails to build: the key report
+        // says why, so it comes first.
+        checkpoint.finish().map_err(|e| match e {
+            CheckpointError::Mismatch { origin, report } => EngineError::Mismatch {
+                origin,
+                config: choice.config.as_ref().map_or_else(|| "sam2.1_hiera_t512 (built in)".to_string(), |p| p.display().to_string()),
+                summary: summarise(&report),
+            },
+            other => EngineError::Checkpoint(other),
+        })?;
+        let model = built.map_err(|source| EngineError::Build { path: located.path.clone(), source })?;
         Ok(LoadedModel { model: Arc::new(model), config, device, checkpoint: located.path })
     }
+}
+
+/// "N tensors: a missing (x, y, z, ...); b unexpected (...); c with another shape (...)".
+fn summarise(report: &MismatchReport) -> String {
+    let head = |names: &[String]| -> String {
+        let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+        let more = if names.len() > 3 { ", ..." } else { "" };
+        format!("{}{more}", shown.join(", "))
+    };
+    let misshaped: Vec<String> = report.misshaped.iter().map(|m| m.name.clone()).collect();
+    let mut parts = Vec::new();
+    for (what, names) in [("missing", &report.missing), ("unexpected", &report.unexpected), ("with another shape", &misshaped)] {
+        if !names.is_empty() {
+            parts.push(format!("{} {what} ({})", names.len(), head(names)));
+        }
+    }
+    format!("{} tensors {}", report.missing.len() + report.unexpected.len() + misshaped.len(), parts.join("; "))
 }
 
 #[cfg(test)]
@@ -135,7 +167,7 @@ mod tests {
         // The mini weights do not fit the built-in t512 architecture: a mismatch, not a panic.
         let wrong = ModelChoice { config: None, ..choice };
         let err = LoadedModel::load(&wrong).unwrap_err().to_string();
-        assert!(err.contains("does not match the model"), "{err}");
+        assert!(err.contains("does not fit the model configuration") && err.contains("with another shape"), "{err}");
     }
 
     #[test]
