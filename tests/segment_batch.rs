@@ -117,7 +117,8 @@ fn manifest_runs_resume_and_shards_agree() {
     let line = |row: usize| summary.iter().find(|l| l.row == row).unwrap().clone();
     assert!(count(&b, 2) > 0 && count(&b, 2) <= line(4).voxels.unwrap(), "label 2: {} voxels, row 4 {:?}", count(&b, 2), line(4));
     assert_eq!(line(2).voxels, Some(count(&a, 1)));
-    let ml = count(&a, 1) as f64 * 0.8 * 0.8 * 2.5 / 1000.0;
+    let ml = count(&a, 1) as f64 * geometry.voxel_volume_mm3() / 1000.0;
+    assert!((ml - count(&a, 1) as f64 * 1.6e-3).abs() < 1e-4, "{ml}");
     assert!((line(2).volume_ml.unwrap() - ml).abs() < 1e-9, "{:?}", line(2));
     assert_eq!((line(2).key_slice, line(2).bbox.as_str(), line(2).window.as_str(), line(2).status.as_str()), (Some(4), "33,33,73,68", "auto", "segmented"));
     assert_eq!(line(6).window, "-1008,-769");
