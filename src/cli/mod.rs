@@ -6,6 +6,7 @@ mod info;
 mod weights;
 mod mesh;
 mod segment;
+mod segment_batch;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,9 @@ pub enum Command {
     Stats(stats::StatsArgs),
     /// MedSAM2 3D segmentation from a box on one slice, written as a NIfTI mask.
     Segment(segment::SegmentArgs),
+    /// MedSAM2 segmentation of every row of a manifest CSV: one mask per image, a summary CSV,
+    /// resume, and --shard K/N for job arrays.
+    SegmentBatch(segment_batch::SegmentBatchArgs),
     /// Classical segmentation tools that write a label map (threshold, region growing, lungs).
     #[command(subcommand)]
     Classic(classic::ClassicCommand),
@@ -57,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Stats(args)) => stats::stats(args),
         Some(Command::Classic(command)) => classic::run(command),
         Some(Command::Segment(args)) => segment::segment(args),
+        Some(Command::SegmentBatch(args)) => segment_batch::segment_batch(args),
         None => crate::app::run(cli.path, cli.mask),
     }
 }

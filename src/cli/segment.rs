@@ -5,7 +5,7 @@
 
 use crate::io::{self, nifti, OpenOptions, SeriesSelector};
 use crate::segment::pipeline::{self, BoxPrompt, PassLogits};
-use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer, Window};
+use crate::volume::{SliceAxis, Window};
 use crate::segment::engine::{DeviceChoice, LoadedModel, ModelChoice};
 use anyhow::Context;
 use candle_core::{Device, Tensor};
@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -27,7 +28,7 @@ pub struct SegmentArgs {
     pub series: Option<SeriesSelector>,
     /// Box X0,Y0,X1,Y1 in pixels of the key slice, inclusive: (i, j) axial, (i, k) coronal,
     /// (j, k) sagittal.
-    #[arg(long = "box", value_parser = parse_box)]
+    #[arg(long = "box", value_parser = pipeline::parse_box)]
     pub bbox: [usize; 4],
     /// Key slice index along the axis.
     #[arg(long)]
@@ -37,7 +38,7 @@ pub struct SegmentArgs {
     pub axis: SliceAxis,
     /// Intensity window LO,HI (e.g. -160,240 for CT soft tissue). Default: 8-bit data as
     /// stored, other data over its own min..max.
-    #[arg(long, value_parser = parse_window, allow_hyphen_values = true)]
+    #[arg(long, value_parser = Window::from_str, allow_hyphen_values = true)]
     pub window: Option<Window>,
     /// Checkpoint (.pt or .safetensors). Default: weights/ or the Hugging Face cache.
     #[arg(long)]
@@ -61,22 +62,6 @@ pub struct SegmentArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
-}
-
-fn parse_box(s: &str) -> Result<[usize; 4], String> {
-    let values: Result<Vec<usize>, _> = s.split(',').map(|x| x.trim().parse::<usize>()).collect();
-    match values {
-        Ok(v) if v.len() == 4 => Ok([v[0], v[1], v[2], v[3]]),
-        _ => Err(format!("{s:?} is not X0,Y0,X1,Y1 (four non-negative integers)")),
-    }
-}
-
-fn parse_window(s: &str) -> Result<Window, String> {
-    let values: Result<Vec<f64>, _> = s.split(',').map(|x| x.trim().parse::<f64>()).collect();
-    match values {
-        Ok(v) if v.len() == 2 && v[0] < v[1] && v.iter().all(|x| x.is_finite()) => Ok(Window::new(v[0], v[1])),
-        _ => Err(format!("{s:?} is not LO,HI (two numbers, LO < HI)")),
-    }
 }
 
 pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
@@ -118,12 +103,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
 
     let write_start = Instant::now();
     let labels: Vec<u8> = result.mask.iter().map(|&m| m * args.label).collect();
-    let mask = Volume {
-        geometry: volume.geometry.clone(),
-        timepoints: 1,
-        data: VoxelBuffer::U8(labels),
-        meta: VolumeMeta { nifti_transform: volume.meta.nifti_transform.clone(), ..Default::default() },
-    };
+    let mask = pipeline::label_map_on(&volume, labels);
     nifti::write(&args.output, &mask, nifti::NiftiKind::LabelMap)?;
     if let (Some(path), Some(logits)) = (&args.logits_out, &result.logits) {
         let (u, v) = args.axis.in_plane();

@@ -10,8 +10,10 @@
 //! * `predictor`: `VolumePredictor`, SAM2's legacy video predictor over the slices of a volume
 //!   (prompts, memory bank, forward and backward propagation, cached image features).
 //! * `pipeline`: MedSAM2's one-call box-to-3D-mask segmentation on a predictor.
+//! * `batch`: manifests, sharding and summaries of `segment-batch`.
 //! * `engine`: the network made ready to run (configuration, strict checkpoint loading, device).
 
+pub mod batch;
 pub mod engine;
 pub mod pipeline;
 pub mod postprocess;

@@ -10,7 +10,7 @@ use crate::model::sam2::Sam2Base;
 use crate::segment::postprocess::{keep_largest_component, mark_foreground, MaskShapeError};
 use crate::segment::predictor::{PointsOrBox, PredictorError, Propagation, SliceResult, VolumePredictor};
 use crate::segment::preprocess::{ModelSlices, PreprocessError, SliceRequest};
-use crate::volume::{SliceAxis, Volume, Window};
+use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer, Window};
 use candle_core::Device;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -78,6 +78,26 @@ pub struct PipelineResult {
     pub backward_slices: usize,
     /// Each pass's logits, when asked for.
     pub logits: Option<PassLogits>,
+}
+
+/// A label map of `labels` (one u8 per voxel, x fastest) on `image`'s grid: same geometry, and
+/// the image's NIfTI qform/sform so that a NIfTI writer puts them back exactly.
+pub fn label_map_on(image: &Volume, labels: Vec<u8>) -> Volume {
+    Volume {
+        geometry: image.geometry.clone(),
+        timepoints: 1,
+        data: VoxelBuffer::U8(labels),
+        meta: VolumeMeta { nifti_transform: image.meta.nifti_transform.clone(), ..Default::default() },
+    }
+}
+
+/// Parses a box "X0,Y0,X1,Y1": four non-negative integers (spaces allowed).
+pub fn parse_box(text: &str) -> Result<[usize; 4], String> {
+    let values: Result<Vec<usize>, _> = text.split(',').map(|x| x.trim().parse::<usize>()).collect();
+    match values {
+        Ok(v) if v.len() == 4 => Ok([v[0], v[1], v[2], v[3]]),
+        _ => Err(format!("{text:?} is not X0,Y0,X1,Y1 (four non-negative integers)")),
+    }
 }
 
 /// Checks a box prompt against the slices of a volume of `dims`.
@@ -178,6 +198,15 @@ pub fn segment_box(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boxes_parse_from_four_integers() {
+        assert_eq!(parse_box("33,33,73,68"), Ok([33, 33, 73, 68]));
+        assert_eq!(parse_box(" 1, 2 ,3,4"), Ok([1, 2, 3, 4]));
+        for bad in ["1,2,3", "1,2,3,4,5", "-1,2,3,4", "1.5,2,3,4", ""] {
+            assert!(parse_box(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn box_prompts_are_checked_per_axis() {

@@ -71,9 +71,31 @@ impl Window {
     }
 }
 
+/// "LO,HI": two finite numbers with LO < HI (spaces allowed, e.g. "-160, 240").
+impl std::str::FromStr for Window {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let values: Result<Vec<f64>, _> = s.split(',').map(|x| x.trim().parse::<f64>()).collect();
+        match values {
+            Ok(v) if v.len() == 2 && v[0] < v[1] && v.iter().all(|x| x.is_finite()) => Ok(Window::new(v[0], v[1])),
+            _ => Err(format!("{s:?} is not LO,HI (two numbers, LO < HI)")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_parse_from_lo_hi() {
+        assert_eq!("-160,240".parse::<Window>(), Ok(Window::new(-160.0, 240.0)));
+        assert_eq!(" -1350, 150 ".parse::<Window>(), Ok(Window::new(-1350.0, 150.0)));
+        for bad in ["240,-160", "5,5", "1", "1,2,3", "a,b", "", "nan,1"] {
+            assert!(bad.parse::<Window>().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn width_level_round_trip() {
