@@ -187,9 +187,11 @@ fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
     let voxels = want.iter().filter(|&&v| v == 1).count();
     assert!(voxels > 1000, "the reference mask is not trivial ({voxels} voxels)");
     assert!(differing <= 39, "{differing} voxels differ from the reference mask");
-    // The status line holds the run's duration: keep the snapshot independent of the machine.
+    // The status line holds the run's duration: keep the snapshot independent of the machine;
+    // and the 3D pane shows the surface once it is built.
     harness.state_mut().status = "Segmented".into();
-    harness.run_steps(1);
+    let revision = harness.state().doc.as_ref().unwrap().revision();
+    wait_until(&mut harness, |app| app.view3d.built_revision() == Some(revision));
     harness.snapshot("viewer_segmented");
 
     // The whole run is one undo step.

@@ -212,6 +212,67 @@ impl Document {
         edit
     }
 
+    /// The label map on one slice (u fastest).
+    pub fn slice_labels(&self, axis: SliceAxis, index: usize) -> Vec<u8> {
+        let g = &self.image.geometry;
+        let (w, h) = axis.slice_size(g);
+        let mut out = Vec::with_capacity(w * h);
+        for v in 0..h {
+            for u in 0..w {
+                out.push(self.labels[g.linear_index(axis.voxel(index, u, v))]);
+            }
+        }
+        out
+    }
+
+    /// Makes `mask` the extent of `label` on one slice, like `slice_edit`, writing straight into
+    /// the label map without building an edit (a propagation streams whole slices; the caller
+    /// records one edit for the run from the slices' earlier labels, see `slice_change`).
+    pub fn write_slice(&mut self, axis: SliceAxis, index: usize, mask: &[u8], label: u8) {
+        let g = self.image.geometry.clone();
+        let (w, h) = axis.slice_size(&g);
+        if mask.len() != w * h {
+            return;
+        }
+        let locked = self.label_table.lock_mask();
+        for v in 0..h {
+            for u in 0..w {
+                let i = g.linear_index(axis.voxel(index, u, v));
+                let old = self.labels[i];
+                let new = if mask[u + w * v] != 0 {
+                    label
+                } else if old == label {
+                    0
+                } else {
+                    old
+                };
+                if new != old && !locked[old as usize] {
+                    self.labels[i] = new;
+                    self.counts[old as usize] -= 1;
+                    self.counts[new as usize] += 1;
+                }
+            }
+        }
+        let p = axis.voxel(index, 0, 0);
+        let q = axis.voxel(index, w - 1, h - 1);
+        let region = VoxelBox { origin: p, size: [q[0] - p[0] + 1, q[1] - p[1] + 1, q[2] - p[2] + 1] };
+        self.gpu_dirty = Some(self.gpu_dirty.map_or(region, |d| d.union(region)));
+        self.revision += 1;
+    }
+
+    /// The change on one slice since it held `before` (from `slice_labels`), as an edit to
+    /// record: the edit is already applied.
+    pub fn slice_change(&self, axis: SliceAxis, index: usize, before: &[u8], edit: &mut VoxelEdit) {
+        let g = &self.image.geometry;
+        let (w, h) = axis.slice_size(g);
+        for v in 0..h {
+            for u in 0..w {
+                let i = g.linear_index(axis.voxel(index, u, v));
+                edit.push(i, before[u + w * v], self.labels[i]);
+            }
+        }
+    }
+
     /// An edit that sets the voxels `indices` to `label` (0 = erase), sparing locked labels.
     pub fn paint_edit(&self, indices: impl IntoIterator<Item = usize>, label: u8, description: &str) -> VoxelEdit {
         let locked = self.label_table.lock_mask();

@@ -64,6 +64,7 @@ impl<M> JobSender<M> {
 /// A job running on its own thread.
 pub struct BackgroundJob<M> {
     pub title: String,
+    wake: Option<egui::Context>,
     pub progress: Arc<Progress>,
     rx: Receiver<M>,
     started: Instant,
@@ -77,7 +78,7 @@ impl<M: Send + 'static> BackgroundJob<M> {
         let progress = Arc::new(Progress::default());
         let finished = Arc::new(AtomicBool::new(false));
         let (p, f) = (progress.clone(), finished.clone());
-        let sender = JobSender { tx, wake };
+        let sender = JobSender { tx, wake: wake.clone() };
         std::thread::Builder::new()
             .name("medsam-job".into())
             .spawn(move || {
@@ -88,12 +89,24 @@ impl<M: Send + 'static> BackgroundJob<M> {
                 }
             })
             .expect("spawning a worker thread");
-        BackgroundJob { title: title.into(), progress, rx, started: Instant::now(), finished }
+        BackgroundJob { title: title.into(), wake, progress, rx, started: Instant::now(), finished }
     }
 
     /// Every message that arrived since the last call.
     pub fn drain(&self) -> Vec<M> {
         self.rx.try_iter().collect()
+    }
+
+    /// The next message that arrived, if any.
+    pub fn next(&self) -> Option<M> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Asks for another frame soon (messages are still waiting).
+    pub fn wake(&self) {
+        if let Some(ctx) = &self.wake {
+            ctx.request_repaint();
+        }
     }
 
     /// True once the worker has returned (its messages may still be waiting in `drain`).

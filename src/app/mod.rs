@@ -28,7 +28,7 @@ use crate::volume::{Window, WindowPreset, CT_PRESETS};
 use brush::Brush;
 use dialogs::Dialog;
 use document::Document;
-use history::EditBuilder;
+use history::{EditBuilder, VoxelEdit};
 use jobs::BackgroundJob;
 use settings::{AppPaths, Settings};
 use slice_view::{PromptMark, SliceView, ViewEvent, ViewInputs};
@@ -73,12 +73,17 @@ pub enum PendingAction {
     Quit,
 }
 
-/// What a running segmentation writes, and where.
+/// What a running segmentation writes, and where: the labels each touched slice had before,
+/// from which the run's single undo step is made when it ends.
 struct RunEdit {
-    edit: EditBuilder,
+    description: &'static str,
     axis: crate::volume::SliceAxis,
     label: u8,
+    before: std::collections::BTreeMap<usize, Vec<u8>>,
 }
+
+/// UI time per frame spent writing streamed slices; the rest waits for the next frame.
+const STREAM_BUDGET: std::time::Duration = std::time::Duration::from_millis(6);
 
 pub struct ViewerApp {
     render_state: Option<egui_wgpu::RenderState>,
@@ -234,6 +239,7 @@ impl ViewerApp {
             v.pan = egui::Vec2::ZERO;
         });
         self.prompts.clear();
+        self.hover = None;
         self.image_id += 1;
         if let Some(job) = &self.segmentation.job {
             job.progress.cancel();
@@ -407,7 +413,7 @@ impl ViewerApp {
             return;
         }
         let description = prompt.description();
-        self.run_edit = Some(RunEdit { edit: EditBuilder::new(description), axis, label });
+        self.run_edit = Some(RunEdit { description, axis, label, before: Default::default() });
         self.segmentation.start(
             ctx,
             segmentation::Request {
@@ -422,18 +428,19 @@ impl ViewerApp {
         );
     }
 
-    /// Writes streamed slices into the label map; the finished run becomes one undo step.
+    /// Writes streamed slices into the label map (within a time budget per frame, so the UI
+    /// stays responsive); the finished run becomes one undo step.
     fn poll_segmentation(&mut self) {
-        let Some(job) = &self.segmentation.job else { return };
-        let finished = job.is_finished();
-        for message in job.drain() {
+        let Some(finished) = self.segmentation.job.as_ref().map(|job| job.is_finished()) else { return };
+        let started = std::time::Instant::now();
+        let mut more = false;
+        while let Some(message) = self.segmentation.job.as_ref().and_then(|job| job.next()) {
             match message {
                 segmentation::Message::Status(s) => self.segmentation.status = s,
                 segmentation::Message::Slice { index, mask } => {
                     if let (Some(doc), Some(run)) = (&mut self.doc, &mut self.run_edit) {
-                        let edit = doc.slice_edit(run.axis, index, &mask, run.label, run.edit.description());
-                        doc.apply_unrecorded(&edit);
-                        run.edit.merge(edit);
+                        run.before.entry(index).or_insert_with(|| doc.slice_labels(run.axis, index));
+                        doc.write_slice(run.axis, index, &mask, run.label);
                     }
                 }
                 segmentation::Message::Done { slices, seconds, cancelled } => {
@@ -450,8 +457,16 @@ impl ViewerApp {
                     self.dialog = Some(Dialog::Error(e));
                 }
             }
+            if started.elapsed() > STREAM_BUDGET {
+                more = true;
+                break;
+            }
         }
-        if finished {
+        if more {
+            if let Some(job) = &self.segmentation.job {
+                job.wake();
+            }
+        } else if finished {
             self.finish_run();
             self.segmentation.job = None;
             self.segmentation.status.clear();
@@ -460,7 +475,11 @@ impl ViewerApp {
 
     fn finish_run(&mut self) {
         if let (Some(doc), Some(run)) = (&mut self.doc, self.run_edit.take()) {
-            doc.record(run.edit.finish());
+            let mut edit = VoxelEdit::new(run.description);
+            for (index, before) in &run.before {
+                doc.slice_change(run.axis, *index, before, &mut edit);
+            }
+            doc.record(edit);
         }
     }
 
@@ -760,8 +779,8 @@ impl ViewerApp {
 
     fn status_line(&self) -> String {
         let Some(doc) = &self.doc else { return self.status.clone() };
-        let Some(v) = self.hover else { return self.status.clone() };
         let g = &doc.image.geometry;
+        let Some(v) = self.hover.filter(|v| (0..3).all(|a| v[a] < g.dims[a])) else { return self.status.clone() };
         let w = g.voxel_to_world(v.map(|x| x as f64));
         let value = doc.image.value_at(v, 0).unwrap_or(f64::NAN);
         let unit = if doc.image.is_ct() { " HU" } else { "" };
