@@ -212,15 +212,25 @@ impl Document {
         edit
     }
 
+    /// Where slice `index` starts in the label map and the steps of its u and v axes.
+    fn slice_layout(&self, axis: SliceAxis, index: usize) -> (usize, usize, usize) {
+        let g = &self.image.geometry;
+        let origin = g.linear_index(axis.voxel(index, 0, 0));
+        let step = |p: [usize; 3]| g.linear_index(p) - origin;
+        let (w, h) = axis.slice_size(g);
+        let su = if w > 1 { step(axis.voxel(index, 1, 0)) } else { 0 };
+        let sv = if h > 1 { step(axis.voxel(index, 0, 1)) } else { 0 };
+        (origin, su, sv)
+    }
+
     /// The label map on one slice (u fastest).
     pub fn slice_labels(&self, axis: SliceAxis, index: usize) -> Vec<u8> {
-        let g = &self.image.geometry;
-        let (w, h) = axis.slice_size(g);
+        let (w, h) = axis.slice_size(&self.image.geometry);
+        let (origin, su, sv) = self.slice_layout(axis, index);
         let mut out = Vec::with_capacity(w * h);
         for v in 0..h {
-            for u in 0..w {
-                out.push(self.labels[g.linear_index(axis.voxel(index, u, v))]);
-            }
+            let row = origin + v * sv;
+            out.extend((0..w).map(|u| self.labels[row + u * su]));
         }
         out
     }
@@ -229,15 +239,15 @@ impl Document {
     /// the label map without building an edit (a propagation streams whole slices; the caller
     /// records one edit for the run from the slices' earlier labels, see `slice_change`).
     pub fn write_slice(&mut self, axis: SliceAxis, index: usize, mask: &[u8], label: u8) {
-        let g = self.image.geometry.clone();
-        let (w, h) = axis.slice_size(&g);
+        let (w, h) = axis.slice_size(&self.image.geometry);
         if mask.len() != w * h {
             return;
         }
+        let (origin, su, sv) = self.slice_layout(axis, index);
         let locked = self.label_table.lock_mask();
         for v in 0..h {
             for u in 0..w {
-                let i = g.linear_index(axis.voxel(index, u, v));
+                let i = origin + v * sv + u * su;
                 let old = self.labels[i];
                 let new = if mask[u + w * v] != 0 {
                     label
@@ -254,7 +264,7 @@ impl Document {
             }
         }
         let p = axis.voxel(index, 0, 0);
-        let q = axis.voxel(index, w - 1, h - 1);
+        let q = axis.voxel(index, w.saturating_sub(1), h.saturating_sub(1));
         let region = VoxelBox { origin: p, size: [q[0] - p[0] + 1, q[1] - p[1] + 1, q[2] - p[2] + 1] };
         self.gpu_dirty = Some(self.gpu_dirty.map_or(region, |d| d.union(region)));
         self.revision += 1;
@@ -263,12 +273,15 @@ impl Document {
     /// The change on one slice since it held `before` (from `slice_labels`), as an edit to
     /// record: the edit is already applied.
     pub fn slice_change(&self, axis: SliceAxis, index: usize, before: &[u8], edit: &mut VoxelEdit) {
-        let g = &self.image.geometry;
-        let (w, h) = axis.slice_size(g);
+        let (w, h) = axis.slice_size(&self.image.geometry);
+        let (origin, su, sv) = self.slice_layout(axis, index);
         for v in 0..h {
-            for u in 0..w {
-                let i = g.linear_index(axis.voxel(index, u, v));
-                edit.push(i, before[u + w * v], self.labels[i]);
+            let row = origin + v * sv;
+            for (u, &b) in before[w * v..w * (v + 1)].iter().enumerate() {
+                let i = row + u * su;
+                if b != self.labels[i] {
+                    edit.push(i, b, self.labels[i]);
+                }
             }
         }
     }
@@ -358,6 +371,17 @@ mod tests {
     use super::*;
     use crate::volume::Geometry;
 
+    impl Document {
+        /// A copy with the same image and labels (and no history).
+        fn clone_for_test(&self) -> Document {
+            let mut d = Document::new((*self.image).clone(), self.image_path.clone(), None);
+            d.labels = self.labels.clone();
+            d.counts = self.counts;
+            d.label_table = self.label_table.clone();
+            d
+        }
+    }
+
     fn doc() -> Document {
         let g = Geometry::new([4, 3, 2], [1.0, 1.0, 2.0], [0.0; 3]);
         let image = Volume::new(g, 1, VoxelBuffer::I16(vec![0; 24]), VolumeMeta::default()).unwrap();
@@ -378,6 +402,35 @@ mod tests {
         d.undo();
         assert_eq!(d.voxel_count(1), 0);
         assert!(d.take_gpu_region().is_some());
+    }
+
+    #[test]
+    fn streamed_slices_match_slice_edits_and_undo_exactly() {
+        for axis in [SliceAxis::Axial, SliceAxis::Coronal, SliceAxis::Sagittal] {
+            let mut streamed = doc();
+            streamed.label_table.add();
+            let seed = streamed.paint_edit([0, 5, 6, 17, 23], 2, "brush");
+            streamed.apply(seed);
+            streamed.label_table.get_mut(2).unwrap().locked = true;
+            let mut edited = streamed.clone_for_test();
+            let (w, h) = axis.slice_size(&streamed.image.geometry);
+            let mask: Vec<u8> = (0..w * h).map(|n| (n % 3 != 0) as u8).collect();
+            let start = streamed.labels.clone();
+            let before = streamed.slice_labels(axis, 1);
+            streamed.write_slice(axis, 1, &mask, 1);
+            let reference = edited.slice_edit(axis, 1, &mask, 1, "slice");
+            let changed = reference.len();
+            assert!(changed > 0);
+            edited.apply(reference);
+            assert_eq!(streamed.labels, edited.labels, "{axis:?}");
+            assert_eq!(streamed.voxel_count(1), edited.voxel_count(1));
+            let mut run = VoxelEdit::new("run");
+            streamed.slice_change(axis, 1, &before, &mut run);
+            assert_eq!(run.len(), changed, "{axis:?}: the run's edit holds exactly the changed voxels");
+            streamed.record(run);
+            streamed.undo();
+            assert_eq!(streamed.labels, start, "{axis:?}: undo restores the slice");
+        }
     }
 
     #[test]
