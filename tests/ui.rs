@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{drag, open_viewer, pane_centre, press, wait_until};
+use common::{drag, open_viewer, pane_centre, press, wait_for_surfaces, wait_until};
 use egui::{Event, Modifiers, MouseWheelUnit, PointerButton, Vec2};
 use egui_kittest::kittest::Queryable;
 use medsam_viewer::app::slice_view::PromptMark;
@@ -27,6 +27,7 @@ fn open_scroll_window_brush_undo_save_reload() {
     let doc = app.doc.as_ref().expect("the sample opened");
     assert_eq!(doc.image.geometry.dims, [512, 512, 16]);
     let k0 = app.crosshair[2];
+    wait_for_surfaces(&mut harness);
     harness.snapshot("viewer_opened");
 
     // Mouse wheel over the axial view steps the slice (k for this scan).
@@ -63,6 +64,7 @@ fn open_scroll_window_brush_undo_save_reload() {
     let painted = harness.state().doc.as_ref().unwrap().voxel_count(1);
     assert!(painted > 100, "the stroke painted label 1 ({painted} voxels)");
     assert!(harness.state().doc.as_ref().unwrap().is_dirty());
+    wait_for_surfaces(&mut harness);
     harness.snapshot("viewer_brushed");
 
     // Undo and redo through the keyboard: the whole stroke is one step.
@@ -101,8 +103,7 @@ fn three_d_view_shows_the_lesion_surface_and_orbits() {
     let mut harness = open_viewer(dir.path(), Some(sample()));
     let gt = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample/chest_ct_lesion_gt.nii.gz");
     harness.state_mut().open_mask(&gt);
-    let revision = harness.state().doc.as_ref().unwrap().revision();
-    wait_until(&mut harness, |app| app.view3d.built_revision() == Some(revision));
+    wait_for_surfaces(&mut harness);
     assert!(harness.state().view3d.status.starts_with("1 surface(s)"), "{}", harness.state().view3d.status);
 
     // Maximise the 3D pane from the View menu and look at the lesion.
@@ -190,8 +191,7 @@ fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
     // The status line holds the run's duration: keep the snapshot independent of the machine;
     // and the 3D pane shows the surface once it is built.
     harness.state_mut().status = "Segmented".into();
-    let revision = harness.state().doc.as_ref().unwrap().revision();
-    wait_until(&mut harness, |app| app.view3d.built_revision() == Some(revision));
+    wait_for_surfaces(&mut harness);
     harness.snapshot("viewer_segmented");
 
     // The whole run is one undo step.

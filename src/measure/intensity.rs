@@ -26,10 +26,13 @@ pub struct IntensityStats {
 pub fn by_label<T: Voxel>(labels: &[u8], values: &[T], plane: usize) -> Vec<Option<IntensityStats>> {
     assert_eq!(labels.len(), values.len(), "label map and image differ in size");
     let empty = || -> Vec<Vec<T>> { (0..256).map(|_| Vec::new()).collect() };
-    let gathered = labels
+    // Gathered plane by plane and joined in plane order, so that every run sums the same
+    // values in the same order (the same figures to the last digit, whatever the threads did).
+    let per_plane: Vec<Vec<Vec<T>>> = labels
         .par_chunks(plane.max(1))
         .zip(values.par_chunks(plane.max(1)))
-        .fold(empty, |mut lists, (l, v)| {
+        .map(|(l, v)| {
+            let mut lists = empty();
             for (lrow, vrow) in l.chunks(ROW).zip(v.chunks(ROW)) {
                 if lrow.iter().all(|&x| x == 0) {
                     continue;
@@ -43,16 +46,25 @@ pub fn by_label<T: Voxel>(labels: &[u8], values: &[T], plane: usize) -> Vec<Opti
             }
             lists
         })
-        .reduce(empty, |mut a, b| {
-            for (x, mut y) in a.iter_mut().zip(b) {
-                if x.len() < y.len() {
-                    std::mem::swap(x, &mut y);
-                }
-                x.extend_from_slice(&y);
+        .collect();
+    let mut gathered = empty();
+    for lists in per_plane {
+        for (all, part) in gathered.iter_mut().zip(lists) {
+            if all.is_empty() {
+                *all = part;
+            } else {
+                all.extend_from_slice(&part);
             }
-            a
-        });
+        }
+    }
     gathered.into_par_iter().enumerate().map(|(label, mut v)| if label == 0 { None } else { summarise(&mut v) }).collect()
+}
+
+/// Σ f(x) over fixed-size chunks added in order: parallel, and the same to the last bit on
+/// every run.
+fn ordered_sum<T: Voxel>(values: &[T], f: impl Fn(f64) -> f64 + Sync) -> f64 {
+    let partial: Vec<f64> = values.par_chunks(1 << 15).map(|c| c.iter().map(|x| f(x.to_f64())).sum::<f64>()).collect();
+    partial.iter().sum()
 }
 
 /// Voxels looked at together when skipping background.
@@ -64,8 +76,8 @@ pub fn summarise<T: Voxel>(values: &mut [T]) -> Option<IntensityStats> {
     if n == 0 {
         return None;
     }
-    let mean = values.par_iter().map(|x| x.to_f64()).sum::<f64>() / n as f64;
-    let squares = values.par_iter().map(|x| (x.to_f64() - mean).powi(2)).sum::<f64>();
+    let mean = ordered_sum(values, |x| x) / n as f64;
+    let squares = ordered_sum(values, |x| (x - mean).powi(2));
     let sd = if n > 1 { (squares / (n - 1) as f64).sqrt() } else { 0.0 };
     let order = |a: &T, b: &T| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal);
     let mid = n / 2;

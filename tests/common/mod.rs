@@ -34,6 +34,13 @@ pub fn wait_until<S>(harness: &mut Harness<'static, S>, done: impl Fn(&S) -> boo
     harness.run_steps(3);
 }
 
+/// Steps until the 3D pane shows the surfaces of the current label map (they are rebuilt in
+/// the background after a pause), so that snapshots do not depend on timing.
+pub fn wait_for_surfaces(harness: &mut Harness<'static, ViewerApp>) {
+    let revision = harness.state().doc.as_ref().map(|d| d.revision());
+    wait_until(harness, |app| app.view3d.built_revision().is_some() && app.view3d.built_revision() == revision);
+}
+
 pub fn pane_centre(harness: &Harness<'static, ViewerApp>, label: &str) -> Pos2 {
     harness.get_by_label(label).rect().center()
 }
