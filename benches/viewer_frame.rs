@@ -112,7 +112,7 @@ fn longest_frame_while_segmenting(harness: &mut Harness<'static, ViewerApp>) -> 
     harness.step();
     let start = Instant::now();
     let mut frames = Vec::new();
-    while harness.state().segmentation.is_running() {
+    while harness.state().is_segmenting() {
         let t = Instant::now();
         harness.step();
         frames.push(t.elapsed());

@@ -164,14 +164,14 @@ fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
     let mut longest_frame = Duration::ZERO;
     let mut saw_partial = false;
     harness.step();
-    assert!(harness.state().segmentation.is_running(), "{}", harness.state().status);
-    while harness.state().segmentation.is_running() {
+    assert!(harness.state().is_segmenting(), "{}", harness.state().status);
+    while harness.state().is_segmenting() {
         assert!(start.elapsed() < Duration::from_secs(120), "segmentation timed out");
         let t = Instant::now();
         harness.step();
         longest_frame = longest_frame.max(t.elapsed());
         let count = harness.state().doc.as_ref().unwrap().voxel_count(1);
-        saw_partial |= count > 0 && harness.state().segmentation.is_running();
+        saw_partial |= count > 0 && harness.state().is_segmenting();
         std::thread::sleep(Duration::from_millis(2));
     }
     harness.run_steps(2);
@@ -216,8 +216,8 @@ fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
     harness.state_mut().prompts.retain(|p| matches!(p, PromptMark::Point { .. }));
     harness.key_press(egui::Key::Enter);
     harness.step();
-    assert!(harness.state().segmentation.is_running(), "{}", harness.state().status);
-    wait_until(&mut harness, |app| !app.segmentation.is_running());
+    assert!(harness.state().is_segmenting(), "{}", harness.state().status);
+    wait_until(&mut harness, |app| !app.is_segmenting());
     assert!(harness.state().status.starts_with("Segmented"), "{}", harness.state().status);
     let after_clicks = harness.state().doc.as_ref().unwrap().labels.clone();
     assert_ne!(after_clicks, after_box, "the clicks changed the mask");
@@ -228,8 +228,8 @@ fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
     drag(&mut harness, centre - Vec2::new(60.0, 0.0), centre + Vec2::new(60.0, 0.0), PointerButton::Primary);
     harness.key_press(egui::Key::R);
     harness.step();
-    assert!(harness.state().segmentation.is_running(), "{}", harness.state().status);
-    wait_until(&mut harness, |app| !app.segmentation.is_running());
+    assert!(harness.state().is_segmenting(), "{}", harness.state().status);
+    wait_until(&mut harness, |app| !app.is_segmenting());
     assert!(harness.state().status.starts_with("Segmented"), "{}", harness.state().status);
     // Undo goes back through re-propagation, erasing and clicks to the box's result.
     for _ in 0..3 {

@@ -35,6 +35,9 @@ impl VoxelBox {
     }
 }
 
+/// Regions this small are always joined (one upload is cheaper than bookkeeping).
+const SMALL_UPLOAD: usize = 4096;
+
 /// Why a mask cannot be put on the open image.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
@@ -60,7 +63,8 @@ pub struct Document {
     counts: [u64; 256],
     revision: u64,
     saved_revision: u64,
-    gpu_dirty: Option<VoxelBox>,
+    /// Changed regions not yet on the GPU (kept apart when joining them would upload much more).
+    gpu_dirty: Vec<VoxelBox>,
 }
 
 impl Document {
@@ -79,7 +83,7 @@ impl Document {
             counts,
             revision: 0,
             saved_revision: 0,
-            gpu_dirty: None,
+            gpu_dirty: Vec::new(),
         }
     }
 
@@ -163,23 +167,41 @@ impl Document {
             region = Some(region.map_or(p, |r| r.union(p)));
         }
         if let Some(r) = region {
-            self.gpu_dirty = Some(self.gpu_dirty.map_or(r, |d| d.union(r)));
+            self.mark_gpu_dirty(r);
         }
         self.revision += 1;
     }
 
-    /// The changed region since the last call, with its label bytes (x fastest), for upload.
-    pub fn take_gpu_region(&mut self) -> Option<(VoxelBox, Vec<u8>)> {
-        let r = self.gpu_dirty.take()?;
-        let [nx, ny, _] = self.dims();
-        let mut bytes = Vec::with_capacity(r.size.iter().product());
-        for k in r.origin[2]..r.origin[2] + r.size[2] {
-            for j in r.origin[1]..r.origin[1] + r.size[1] {
-                let start = r.origin[0] + nx * (j + ny * k);
-                bytes.extend_from_slice(&self.labels[start..start + r.size[0]]);
+    /// Adds a changed region, joined with one already there when the join is not much larger
+    /// than the two (slices streamed far apart stay separate uploads).
+    fn mark_gpu_dirty(&mut self, region: VoxelBox) {
+        let volume = |b: &VoxelBox| b.size.iter().product::<usize>();
+        for d in &mut self.gpu_dirty {
+            let joined = d.union(region);
+            if volume(&joined) <= 2 * (volume(d) + volume(&region)) + SMALL_UPLOAD {
+                *d = joined;
+                return;
             }
         }
-        Some((r, bytes))
+        self.gpu_dirty.push(region);
+    }
+
+    /// The changed regions since the last call, with their label bytes (x fastest), for upload.
+    pub fn take_gpu_regions(&mut self) -> Vec<(VoxelBox, Vec<u8>)> {
+        let [nx, ny, _] = self.dims();
+        std::mem::take(&mut self.gpu_dirty)
+            .into_iter()
+            .map(|r| {
+                let mut bytes = Vec::with_capacity(r.size.iter().product());
+                for k in r.origin[2]..r.origin[2] + r.size[2] {
+                    for j in r.origin[1]..r.origin[1] + r.size[1] {
+                        let start = r.origin[0] + nx * (j + ny * k);
+                        bytes.extend_from_slice(&self.labels[start..start + r.size[0]]);
+                    }
+                }
+                (r, bytes)
+            })
+            .collect()
     }
 
     /// An edit that makes `mask` (a slice along `axis`, u fastest, nonzero = inside) the extent
@@ -266,7 +288,7 @@ impl Document {
         let p = axis.voxel(index, 0, 0);
         let q = axis.voxel(index, w.saturating_sub(1), h.saturating_sub(1));
         let region = VoxelBox { origin: p, size: [q[0] - p[0] + 1, q[1] - p[1] + 1, q[2] - p[2] + 1] };
-        self.gpu_dirty = Some(self.gpu_dirty.map_or(region, |d| d.union(region)));
+        self.mark_gpu_dirty(region);
         self.revision += 1;
     }
 
@@ -396,12 +418,25 @@ mod tests {
         assert_eq!(d.voxel_count(1), 3);
         assert!(d.is_dirty());
         assert!((d.volume_ml(1) - 3.0 * 2.0 / 1000.0).abs() < 1e-12);
-        let (r, bytes) = d.take_gpu_region().unwrap();
+        let regions = d.take_gpu_regions();
+        assert_eq!(regions.len(), 1, "neighbouring voxels share one upload");
+        let (r, bytes) = regions[0].clone();
         assert_eq!(r, VoxelBox { origin: [1, 0, 0], size: [1, 2, 2] });
         assert_eq!(bytes, vec![1, 1, 1, 0]);
         d.undo();
         assert_eq!(d.voxel_count(1), 0);
-        assert!(d.take_gpu_region().is_some());
+        assert_eq!(d.take_gpu_regions().len(), 1);
+        assert!(d.take_gpu_regions().is_empty());
+        // Two far-apart slices are uploaded apart, not as the box spanning both.
+        let big = Geometry::new([64, 64, 64], [1.0; 3], [0.0; 3]);
+        let image = Volume::new(big, 1, VoxelBuffer::U8(vec![0; 64 * 64 * 64]), VolumeMeta::default()).unwrap();
+        let mut d = Document::new(image, PathBuf::from("y.nii"), None);
+        d.write_slice(SliceAxis::Axial, 2, &vec![1; 64 * 64], 1);
+        d.write_slice(SliceAxis::Axial, 3, &vec![1; 64 * 64], 1);
+        d.write_slice(SliceAxis::Axial, 60, &vec![1; 64 * 64], 1);
+        let regions = d.take_gpu_regions();
+        let sizes: Vec<[usize; 3]> = regions.iter().map(|(r, _)| r.size).collect();
+        assert_eq!(sizes, [[64, 64, 2], [64, 64, 1]]);
     }
 
     #[test]

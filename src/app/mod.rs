@@ -80,6 +80,9 @@ struct RunEdit {
     axis: crate::volume::SliceAxis,
     label: u8,
     before: std::collections::BTreeMap<usize, Vec<u8>>,
+    /// The worker has ended; the undo step is being made, a few slices per frame.
+    ended: bool,
+    edit: VoxelEdit,
 }
 
 /// UI time per frame spent writing streamed slices; the rest waits for the next frame.
@@ -290,9 +293,13 @@ impl ViewerApp {
     /// Sends label-map changes and palette to the GPU.
     fn sync_gpu(&mut self) {
         let (Some(rs), Some(doc)) = (&self.render_state, self.doc.as_mut()) else { return };
-        if let Some((region, bytes)) = doc.take_gpu_region() {
-            let renderer = rs.renderer.read();
-            if let Some(slices) = renderer.callback_resources.get::<SliceRenderer>() {
+        let regions = doc.take_gpu_regions();
+        if regions.is_empty() {
+            return;
+        }
+        let renderer = rs.renderer.read();
+        if let Some(slices) = renderer.callback_resources.get::<SliceRenderer>() {
+            for (region, bytes) in regions {
                 slices.write_labels(&rs.queue, region.origin.map(|x| x as u32), region.size.map(|x| x as u32), &bytes);
             }
         }
@@ -394,7 +401,7 @@ impl ViewerApp {
 
     fn start_segmentation(&mut self, ctx: &egui::Context, axis: crate::volume::SliceAxis, slice: usize, prompt: segmentation::Prompt) {
         let Some(doc) = &self.doc else { return };
-        if self.segmentation.is_running() {
+        if self.is_segmenting() {
             return;
         }
         let label = self.active_label;
@@ -413,7 +420,7 @@ impl ViewerApp {
             return;
         }
         let description = prompt.description();
-        self.run_edit = Some(RunEdit { description, axis, label, before: Default::default() });
+        self.run_edit = Some(RunEdit { description, axis, label, before: Default::default(), ended: false, edit: VoxelEdit::new(description) });
         self.segmentation.start(
             ctx,
             segmentation::Request {
@@ -430,8 +437,8 @@ impl ViewerApp {
 
     /// Writes streamed slices into the label map (within a time budget per frame, so the UI
     /// stays responsive); the finished run becomes one undo step.
-    fn poll_segmentation(&mut self) {
-        let Some(finished) = self.segmentation.job.as_ref().map(|job| job.is_finished()) else { return };
+    fn poll_segmentation(&mut self, ctx: &egui::Context) {
+        let finished = self.segmentation.job.as_ref().is_none_or(|job| job.is_finished());
         let started = std::time::Instant::now();
         let mut more = false;
         while let Some(message) = self.segmentation.job.as_ref().and_then(|job| job.next()) {
@@ -462,29 +469,44 @@ impl ViewerApp {
                 break;
             }
         }
-        if more {
-            if let Some(job) = &self.segmentation.job {
-                job.wake();
-            }
-        } else if finished {
+        if !more && finished {
             self.finish_run();
             self.segmentation.job = None;
             self.segmentation.status.clear();
         }
+        // The undo step: each touched slice compared with its snapshot, within the budget.
+        if let (Some(doc), Some(run)) = (&mut self.doc, &mut self.run_edit)
+            && run.ended
+        {
+            while started.elapsed() <= STREAM_BUDGET {
+                let Some((index, before)) = run.before.pop_first() else { break };
+                doc.slice_change(run.axis, index, &before, &mut run.edit);
+            }
+            if run.before.is_empty() {
+                let run = self.run_edit.take().expect("checked above");
+                doc.record(run.edit);
+            } else {
+                more = true;
+            }
+        }
+        if more {
+            ctx.request_repaint();
+        }
+    }
+
+    /// True from Run until the run's undo step is recorded: edits and undo wait meanwhile.
+    pub fn is_segmenting(&self) -> bool {
+        self.segmentation.is_running() || self.run_edit.is_some()
     }
 
     fn finish_run(&mut self) {
-        if let (Some(doc), Some(run)) = (&mut self.doc, self.run_edit.take()) {
-            let mut edit = VoxelEdit::new(run.description);
-            for (index, before) in &run.before {
-                doc.slice_change(run.axis, *index, before, &mut edit);
-            }
-            doc.record(edit);
+        if let Some(run) = &mut self.run_edit {
+            run.ended = true;
         }
     }
 
     pub fn undo(&mut self) {
-        if self.segmentation.is_running() {
+        if self.is_segmenting() {
             self.status = "Undo waits until the segmentation finishes (or cancel it)".into();
             return;
         }
@@ -497,7 +519,7 @@ impl ViewerApp {
 
     /// Redo the last undone edit.
     pub fn redo(&mut self) {
-        if self.segmentation.is_running() {
+        if self.is_segmenting() {
             return;
         }
         if let Some(doc) = &mut self.doc
@@ -563,6 +585,7 @@ impl ViewerApp {
     }
 
     fn handle_view_events(&mut self, plane: Plane, events: Vec<ViewEvent>) {
+        let segmenting = self.is_segmenting();
         let Some(doc) = &mut self.doc else { return };
         let g = doc.image.geometry.clone();
         if !events.is_empty() {
@@ -583,7 +606,7 @@ impl ViewerApp {
                     let new_l = l + dlevel as f64 * w;
                     self.window = Window::from_width_level(new_w, new_l);
                 }
-                ViewEvent::Paint { .. } if self.segmentation.is_running() => {
+                ViewEvent::Paint { .. } if segmenting => {
                     self.status = "Painting waits until the segmentation finishes (or cancel it)".into();
                 }
                 ViewEvent::Paint { at, normal, erase } => {
@@ -925,11 +948,14 @@ impl eframe::App for ViewerApp {
         classic_tools::update(self, &ctx);
         self.sync_gpu();
         self.view3d.poll(self.render_state.as_ref());
-        self.poll_segmentation();
+        self.poll_segmentation(&ctx);
         if self.model_panel.poll() {
             self.status = "MedSAM2 checkpoint downloaded and verified".into();
         }
-        if let Some(doc) = &self.doc {
+        // Surfaces are rebuilt once a propagation has ended, not for every streamed slice.
+        if let Some(doc) = &self.doc
+            && !self.is_segmenting()
+        {
             self.view3d.schedule(&ctx, doc.revision(), &doc.image.geometry, &doc.labels);
         }
         self.upload_palette();
