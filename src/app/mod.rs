@@ -76,7 +76,6 @@ pub enum PendingAction {
 /// What a running segmentation writes, and where: the labels each touched slice had before,
 /// from which the run's single undo step is made when it ends.
 struct RunEdit {
-    description: &'static str,
     axis: crate::volume::SliceAxis,
     label: u8,
     before: std::collections::BTreeMap<usize, Vec<u8>>,
@@ -420,7 +419,7 @@ impl ViewerApp {
             return;
         }
         let description = prompt.description();
-        self.run_edit = Some(RunEdit { description, axis, label, before: Default::default(), ended: false, edit: VoxelEdit::new(description) });
+        self.run_edit = Some(RunEdit { axis, label, before: Default::default(), ended: false, edit: VoxelEdit::new(description) });
         self.segmentation.start(
             ctx,
             segmentation::Request {
