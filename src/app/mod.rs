@@ -364,15 +364,7 @@ impl ViewerApp {
     /// The active label on one slice (x fastest, 1 = inside).
     fn label_slice(&self, axis: crate::volume::SliceAxis, index: usize) -> Vec<u8> {
         let Some(doc) = &self.doc else { return Vec::new() };
-        let g = &doc.image.geometry;
-        let (w, h) = axis.slice_size(g);
-        let mut mask = vec![0u8; w * h];
-        for v in 0..h {
-            for u in 0..w {
-                mask[u + w * v] = u8::from(doc.labels[g.linear_index(axis.voxel(index, u, v))] == self.active_label);
-            }
-        }
-        mask
+        doc.slice_labels(axis, index).into_iter().map(|l| u8::from(l == self.active_label)).collect()
     }
 
     /// Runs MedSAM2 on the prompt drawn last (Enter).

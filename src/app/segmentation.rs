@@ -9,7 +9,7 @@ use super::jobs::{BackgroundJob, JobSender, Progress};
 use crate::segment::engine::{LoadedModel, ModelChoice};
 use crate::segment::pipeline::{self, BoxPrompt, PassDirection};
 use crate::segment::predictor::{PointsOrBox, Propagation, SliceResult, VolumePredictor};
-use crate::volume::{SliceAxis, Volume, Window};
+use crate::volume::{extract_slice, SliceAxis, Volume, Window};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -177,17 +177,11 @@ fn run(slot: &mut Option<Session>, request: &Request, progress: &Arc<Progress>, 
             match outcome {
                 Ok(result) => {
                     // The largest connected component: resend the slices it changed.
-                    let g = &request.image.geometry;
-                    let (w, h) = request.axis.slice_size(g);
+                    let mut mask = Vec::new();
                     for (&index, before) in &shown {
-                        let mut mask = vec![0u8; w * h];
-                        for v in 0..h {
-                            for u in 0..w {
-                                mask[u + w * v] = result.mask[g.linear_index(request.axis.voxel(index, u, v))];
-                            }
-                        }
+                        extract_slice(&result.mask, dims, request.axis, index, &mut mask);
                         if &mask != before {
-                            tx.send(Message::Slice { index, mask });
+                            tx.send(Message::Slice { index, mask: mask.clone() });
                         }
                     }
                     Ok(Propagation::Finished { slices: result.forward_slices + result.backward_slices })

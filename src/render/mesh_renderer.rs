@@ -106,69 +106,67 @@ impl MeshRenderer {
             bind_group_layouts: &[Some(&camera_layout), Some(&color_layout)],
             immediate_size: 0,
         });
-        let blend = Some(wgpu::BlendState::ALPHA_BLENDING);
-        let mesh_pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("3d surfaces"),
-            layout: Some(&scene_layout),
-            vertex: wgpu::VertexState {
-                module: &mesh_module,
-                entry_point: Some("vs_mesh"),
-                compilation_options: Default::default(),
-                buffers: &[Some(wgpu::VertexBufferLayout {
-                    array_stride: 24,
-                    step_mode: wgpu::VertexStepMode::Vertex,
-                    attributes: &wgpu::vertex_attr_array![0 => Float32x3, 1 => Float32x3],
-                })],
+        // Surfaces and slice planes share the scene's layout, blending and depth test; they
+        // differ in entry points, vertex layout, topology and whether they write depth.
+        let scene_pipeline = |label: &str,
+                              (vs, fs): (&str, &str),
+                              buffer: wgpu::VertexBufferLayout,
+                              topology: wgpu::PrimitiveTopology,
+                              depth_write: bool| {
+            device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+                label: Some(label),
+                layout: Some(&scene_layout),
+                vertex: wgpu::VertexState {
+                    module: &mesh_module,
+                    entry_point: Some(vs),
+                    compilation_options: Default::default(),
+                    buffers: &[Some(buffer)],
+                },
+                fragment: Some(wgpu::FragmentState {
+                    module: &mesh_module,
+                    entry_point: Some(fs),
+                    compilation_options: Default::default(),
+                    targets: &[Some(wgpu::ColorTargetState {
+                        format: COLOR_FORMAT,
+                        blend: Some(wgpu::BlendState::ALPHA_BLENDING),
+                        write_mask: wgpu::ColorWrites::ALL,
+                    })],
+                }),
+                primitive: wgpu::PrimitiveState { topology, ..Default::default() },
+                depth_stencil: Some(wgpu::DepthStencilState {
+                    format: DEPTH_FORMAT,
+                    depth_write_enabled: Some(depth_write),
+                    depth_compare: Some(wgpu::CompareFunction::Less),
+                    stencil: Default::default(),
+                    bias: Default::default(),
+                }),
+                multisample: wgpu::MultisampleState::default(),
+                multiview_mask: None,
+                cache: None,
+            })
+        };
+        let mesh_pipeline = scene_pipeline(
+            "3d surfaces",
+            ("vs_mesh", "fs_mesh"),
+            wgpu::VertexBufferLayout {
+                array_stride: 24,
+                step_mode: wgpu::VertexStepMode::Vertex,
+                attributes: &wgpu::vertex_attr_array![0 => Float32x3, 1 => Float32x3],
             },
-            fragment: Some(wgpu::FragmentState {
-                module: &mesh_module,
-                entry_point: Some("fs_mesh"),
-                compilation_options: Default::default(),
-                targets: &[Some(wgpu::ColorTargetState { format: COLOR_FORMAT, blend, write_mask: wgpu::ColorWrites::ALL })],
-            }),
-            primitive: wgpu::PrimitiveState::default(),
-            depth_stencil: Some(wgpu::DepthStencilState {
-                format: DEPTH_FORMAT,
-                depth_write_enabled: Some(true),
-                depth_compare: Some(wgpu::CompareFunction::Less),
-                stencil: Default::default(),
-                bias: Default::default(),
-            }),
-            multisample: wgpu::MultisampleState::default(),
-            multiview_mask: None,
-            cache: None,
-        });
-        let plane_pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("3d slice planes"),
-            layout: Some(&scene_layout),
-            vertex: wgpu::VertexState {
-                module: &mesh_module,
-                entry_point: Some("vs_plane"),
-                compilation_options: Default::default(),
-                buffers: &[Some(wgpu::VertexBufferLayout {
-                    array_stride: 12,
-                    step_mode: wgpu::VertexStepMode::Vertex,
-                    attributes: &wgpu::vertex_attr_array![0 => Float32x3],
-                })],
+            wgpu::PrimitiveTopology::TriangleList,
+            true,
+        );
+        let plane_pipeline = scene_pipeline(
+            "3d slice planes",
+            ("vs_plane", "fs_plane"),
+            wgpu::VertexBufferLayout {
+                array_stride: 12,
+                step_mode: wgpu::VertexStepMode::Vertex,
+                attributes: &wgpu::vertex_attr_array![0 => Float32x3],
             },
-            fragment: Some(wgpu::FragmentState {
-                module: &mesh_module,
-                entry_point: Some("fs_plane"),
-                compilation_options: Default::default(),
-                targets: &[Some(wgpu::ColorTargetState { format: COLOR_FORMAT, blend, write_mask: wgpu::ColorWrites::ALL })],
-            }),
-            primitive: wgpu::PrimitiveState { topology: wgpu::PrimitiveTopology::TriangleStrip, ..Default::default() },
-            depth_stencil: Some(wgpu::DepthStencilState {
-                format: DEPTH_FORMAT,
-                depth_write_enabled: Some(false),
-                depth_compare: Some(wgpu::CompareFunction::Less),
-                stencil: Default::default(),
-                bias: Default::default(),
-            }),
-            multisample: wgpu::MultisampleState::default(),
-            multiview_mask: None,
-            cache: None,
-        });
+            wgpu::PrimitiveTopology::TriangleStrip,
+            false,
+        );
         let blit_pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("3d blit"),
             bind_group_layouts: &[Some(&blit_layout)],
