@@ -396,17 +396,7 @@ mod tests {
             let conv = DepthwiseConv2d::new(vb, channels, k, padding).unwrap();
             let direct = conv.forward(&x).unwrap();
             let grouped = conv.grouped.forward(&x).unwrap();
-            assert_eq!(direct.dims(), grouped.dims());
-            let err = (direct - grouped)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let err = crate::model::test_support::max_abs_diff(&direct, &grouped);
             assert!(err < 1e-5, "{channels}x{h}x{w} k{k} p{padding}: {err}");
         }
     }

@@ -29,3 +29,15 @@ pub mod prompt_encoder;
 pub mod sam2;
 pub mod sam2_utils;
 pub mod transformer;
+
+/// What the modules' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use candle_core::Tensor;
+
+    /// Largest |a - b| over two tensors of the same shape.
+    pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+}

@@ -276,26 +276,13 @@ impl AxialRope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_support::max_abs_diff;
     use crate::model::config::Sam2Config;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini");
 
     fn fixture(file: &str) -> HashMap<String, Tensor> {
         candle_core::safetensors::load(format!("{FIXTURES}/{file}"), &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]

@@ -410,6 +410,7 @@ pub fn get_1d_sine_pe(pos: &Tensor, dim: usize, temperature: f64) -> Result<Tens
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_support::max_abs_diff;
     use candle_core::Device;
     use std::collections::HashMap;
 
@@ -419,19 +420,6 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]
