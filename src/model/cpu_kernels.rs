@@ -28,9 +28,6 @@ use candle_core::{
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// Elements per parallel chunk of element-wise passes.
-const CHUNK: usize = 1 << 14;
-
 /// Whether `x` can take these kernels: f32 data on the CPU.
 pub(crate) fn applies_to(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -48,6 +45,36 @@ fn contiguous_slice<'a>(data: &'a [f32], layout: &Layout, what: &str) -> Result<
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{what} must be contiguous"),
     }
+}
+
+/// Defines `fn $name` that runs `$body` compiled for AVX2 when the processor has it (checked
+/// at run time), and for the baseline target otherwise. Only the vector width differs: Rust
+/// never fuses a multiply and an add, so both give the same bits.
+macro_rules! vectorised {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the processor supports AVX2, checked just above.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+/// Rows of a product's output that one parallel task computes: enough that packing the other
+/// operand is amortised, few enough that every thread gets a couple of tasks.
+fn rows_per_task(rows: usize) -> usize {
+    let threads = candle_core::utils::get_num_threads().max(1);
+    rows.div_ceil(2 * threads).clamp(64, 256)
 }
 
 fn threaded() -> Parallelism {
@@ -108,27 +135,51 @@ impl CustomOp3 for LayerNormOp {
         let mut out = vec![0f32; xs.len()];
         if width > 0 {
             let eps = self.eps;
-            let n = width as f64;
-            out.par_chunks_mut(width)
-                .zip(xs.par_chunks(width))
-                .for_each(|(dst, src)| {
-                    let mean = src.iter().map(|&v| v as f64).sum::<f64>() / n;
-                    let var = src
-                        .iter()
-                        .map(|&v| {
-                            let d = v as f64 - mean;
-                            d * d
-                        })
-                        .sum::<f64>()
-                        / n;
-                    let inv_std = 1.0 / (var + eps).sqrt();
-                    for (((d, &s), &w), &b) in dst.iter_mut().zip(src).zip(weight).zip(bias) {
-                        *d = ((s as f64 - mean) * inv_std) as f32 * w + b;
-                    }
-                });
+            let block = width * rows_per_task(xs.len() / width);
+            out.par_chunks_mut(block)
+                .zip(xs.par_chunks(block))
+                .for_each(|(dst, src)| normalise_rows(dst, src, weight, bias, eps));
         }
         Ok((CpuStorage::F32(out), shape))
     }
+}
+
+vectorised! {
+    /// Layer-normalises every `weight.len()`-wide row of `src` into `dst`.
+    fn normalise_rows(dst: &mut [f32], src: &[f32], weight: &[f32], bias: &[f32], eps: f64) =
+        normalise_rows_scalar
+}
+
+#[inline(always)]
+fn normalise_rows_scalar(dst: &mut [f32], src: &[f32], weight: &[f32], bias: &[f32], eps: f64) {
+    let width = weight.len();
+    let n = width as f64;
+    for (dst, src) in dst.chunks_exact_mut(width).zip(src.chunks_exact(width)) {
+        let mean = lane_sum(src, |v| v as f64) / n;
+        let var = lane_sum(src, |v| {
+            let d = v as f64 - mean;
+            d * d
+        }) / n;
+        let inv_std = 1.0 / (var + eps).sqrt();
+        for (((d, &s), &w), &b) in dst.iter_mut().zip(src).zip(weight).zip(bias) {
+            *d = ((s as f64 - mean) * inv_std) as f32 * w + b;
+        }
+    }
+}
+
+/// `Σ f(v)` over `values` in f64, accumulated in four interleaved lanes so that it
+/// vectorises (the f64 sums of f32 inputs are exact enough that the order does not show).
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut lanes = [0f64; 4];
+    let (quads, tail) = values.as_chunks::<4>();
+    for quad in quads {
+        for (lane, &v) in lanes.iter_mut().zip(quad) {
+            *lane += f(v);
+        }
+    }
+    let tail: f64 = tail.iter().map(|&v| f(v)).sum();
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
 }
 
 /// `activation(x [M, K] · w_t [K, N] + bias [N]) + residual [M, N]`: `[M, N]`.
@@ -206,62 +257,79 @@ impl CustomOp3 for LinearOp {
                 Some(data)
             }
         };
-        // The product accumulates onto the bias, and onto the residual too when no activation
-        // sits between them.
-        let mut out = match (self.activation, residual) {
-            (None, Some(residual)) => {
-                let mut out = residual.to_vec();
-                out.par_chunks_mut(n).for_each(|row| {
-                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-                });
-                out
-            }
-            _ => bias.repeat(m),
-        };
-        if k > 0 {
-            // SAFETY: `xs` holds m·k values (row stride k), `weight_t` k·n (row stride n) and
-            // `out` m·n (row stride n), as checked above; gemm reads and writes within them.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    true,
-                    xs.as_ptr(),
-                    1,
-                    k as isize,
-                    weight_t.as_ptr(),
-                    1,
-                    n as isize,
-                    1.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    threaded(),
-                );
-            }
-        }
-        if let Some(activation) = self.activation {
-            let activate = |o: &mut [f32]| match activation {
-                Activation::Relu => o.iter_mut().for_each(|v| *v = v.max(0.0)),
-                Activation::Gelu => o.iter_mut().for_each(|v| *v = gelu_erf(*v)),
-            };
-            match residual {
-                None => out.par_chunks_mut(CHUNK).for_each(activate),
-                Some(residual) => out
-                    .par_chunks_mut(CHUNK)
-                    .zip(residual.par_chunks(CHUNK))
-                    .for_each(|(o, r)| {
-                        activate(o);
-                        o.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-                    }),
-            }
-        }
+        // Row blocks in parallel, each with a single-threaded product (the weight packing is
+        // amortised over up to 256 rows): the block's bias, residual and activation passes run
+        // while it is still in cache. A single block uses the threaded product instead.
+        let rows = rows_per_task(m);
+        let inner = if rows >= m { threaded() } else { Parallelism::None };
+        let mut out = vec![0f32; m * n];
+        out.par_chunks_mut(rows * n)
+            .enumerate()
+            .for_each(|(block, dst)| {
+                let first = block * rows;
+                let count = dst.len() / n;
+                let residual = residual.map(|r| &r[first * n..(first + count) * n]);
+                // The product accumulates onto the bias, and onto the residual too when no
+                // activation sits between them.
+                match (self.activation, residual) {
+                    (None, Some(residual)) => {
+                        for (row, res) in dst.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
+                            for ((d, r), b) in row.iter_mut().zip(res).zip(bias) {
+                                *d = r + b;
+                            }
+                        }
+                    }
+                    _ => dst.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(bias)),
+                }
+                if k > 0 {
+                    // SAFETY: `xs` holds m·k values (row stride k), `weight_t` k·n (row
+                    // stride n) and `dst` count·n (row stride n) starting at row `first`, as
+                    // checked above; gemm reads and writes within them.
+                    unsafe {
+                        gemm::gemm(
+                            count,
+                            n,
+                            k,
+                            dst.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            true,
+                            xs.as_ptr().add(first * k),
+                            1,
+                            k as isize,
+                            weight_t.as_ptr(),
+                            1,
+                            n as isize,
+                            1.0f32,
+                            1.0f32,
+                            false,
+                            false,
+                            false,
+                            inner,
+                        );
+                    }
+                }
+                if let Some(activation) = self.activation {
+                    activate(dst, activation);
+                    if let Some(residual) = residual {
+                        dst.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
+                    }
+                }
+            });
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+vectorised! {
+    /// Applies `activation` to every value of `values`.
+    fn activate(values: &mut [f32], activation: Activation) = activate_scalar
+}
+
+#[inline(always)]
+fn activate_scalar(values: &mut [f32], activation: Activation) {
+    match activation {
+        Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Gelu => values.iter_mut().for_each(|v| *v = gelu_erf(*v)),
     }
 }
 
@@ -347,21 +415,38 @@ impl RowView {
     }
 }
 
-/// Softmax of every `width`-long row of `scores`, in place.
-fn softmax_rows(scores: &mut [f32], width: usize, parallel: bool) {
-    let row = |r: &mut [f32]| {
-        let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for v in r.iter_mut() {
-            *v = exp_approx(*v - max);
+vectorised! {
+    /// Replaces every `width`-long row of `scores` by `exp(row − max(row))` and writes the
+    /// reciprocal of its sum to `inv_sums`: the softmax, with the division left to the
+    /// (narrower) attention output.
+    fn exp_rows(scores: &mut [f32], width: usize, inv_sums: &mut [f32]) = exp_rows_scalar
+}
+
+#[inline(always)]
+fn exp_rows_scalar(scores: &mut [f32], width: usize, inv_sums: &mut [f32]) {
+    for (row, inv_sum) in scores.chunks_exact_mut(width).zip(inv_sums) {
+        let (octets, tail) = row.as_chunks::<8>();
+        let mut lanes = [f32::NEG_INFINITY; 8];
+        for octet in octets {
+            for (lane, &v) in lanes.iter_mut().zip(octet) {
+                *lane = lane.max(v);
+            }
         }
-        let sum: f32 = r.iter().sum();
-        let inv = 1.0 / sum;
-        r.iter_mut().for_each(|v| *v *= inv);
-    };
-    if parallel {
-        scores.par_chunks_mut(width).for_each(row);
-    } else {
-        scores.chunks_mut(width).for_each(row);
+        let max = lanes.iter().chain(tail).copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sums = [0f32; 8];
+        let (octets, tail) = row.as_chunks_mut::<8>();
+        for octet in octets {
+            for (sum, v) in sums.iter_mut().zip(octet) {
+                *v = exp_approx(*v - max);
+                *sum += *v;
+            }
+        }
+        let mut sum = 0f32;
+        for v in tail {
+            *v = exp_approx(*v - max);
+            sum += *v;
+        }
+        *inv_sum = 1.0 / (sums.iter().sum::<f32>() + sum);
     }
 }
 
@@ -423,33 +508,35 @@ impl CustomOp3 for AttentionOp {
             return Ok((CpuStorage::F32(out), shape));
         }
         let threads = candle_core::utils::get_num_threads().max(1);
-        // Enough independent problems: one thread each, single-threaded products.
-        let across_batch = batch >= threads;
-        let inner = if across_batch {
-            Parallelism::None
-        } else {
-            threaded()
-        };
-        let run = |b: usize, out_b: &mut [f32]| {
-            let mut scores = vec![0f32; nq * nk];
+        // Tasks are blocks of query rows (all heads): a whole batch entry each when there are
+        // enough entries (Hiera's windows), else row blocks of the few entries. A lone task
+        // uses the threaded products instead.
+        let rows = if batch >= threads { nq } else { rows_per_task(nq) };
+        let inner = if batch == 1 && rows >= nq { threaded() } else { Parallelism::None };
+        let run = |b: usize, first: usize, out_rows: &mut [f32]| {
+            let count = out_rows.len() / out_width;
+            let mut scores = vec![0f32; count * nk];
+            let mut inv_sums = vec![0f32; count];
             for h in 0..heads {
                 if nk == 0 {
                     continue;
                 }
                 // SAFETY: RowView::new checked that every (b, n, c) of each view lies inside
-                // its storage; `scores` is nq·nk and `out_b` is nq·out_width, written with row
-                // stride out_width from column h·value_dim, below out_width.
+                // its storage, and rows first..first+count are rows of q; `scores` is
+                // count·nk and `out_rows` is count·out_width, written with row stride
+                // out_width from column h·value_dim, below out_width.
                 unsafe {
                     gemm::gemm(
-                        nq,
+                        count,
                         nk,
                         head_dim,
                         scores.as_mut_ptr(),
                         1,
                         nk as isize,
                         false,
-                        qs.as_ptr()
-                            .add(q.offset + b * q.batch_stride + h * head_dim),
+                        qs.as_ptr().add(
+                            q.offset + b * q.batch_stride + first * q.row_stride + h * head_dim,
+                        ),
                         1,
                         q.row_stride as isize,
                         ks.as_ptr()
@@ -464,13 +551,13 @@ impl CustomOp3 for AttentionOp {
                         inner,
                     );
                 }
-                softmax_rows(&mut scores, nk, !across_batch);
+                exp_rows(&mut scores, nk, &mut inv_sums);
                 unsafe {
                     gemm::gemm(
-                        nq,
+                        count,
                         value_dim,
                         nk,
-                        out_b.as_mut_ptr().add(h * value_dim),
+                        out_rows.as_mut_ptr().add(h * value_dim),
                         1,
                         out_width as isize,
                         false,
@@ -489,18 +576,21 @@ impl CustomOp3 for AttentionOp {
                         inner,
                     );
                 }
+                for (row, &inv_sum) in out_rows.chunks_exact_mut(out_width).zip(&inv_sums) {
+                    row[h * value_dim..(h + 1) * value_dim]
+                        .iter_mut()
+                        .for_each(|o| *o *= inv_sum);
+                }
             }
         };
-        let per_batch = nq * out_width;
-        if across_batch {
-            out.par_chunks_mut(per_batch)
-                .enumerate()
-                .for_each(|(b, o)| run(b, o));
-        } else {
-            out.chunks_mut(per_batch)
-                .enumerate()
-                .for_each(|(b, o)| run(b, o));
-        }
+        out.par_chunks_mut(nq * out_width)
+            .enumerate()
+            .for_each(|(b, out_b)| {
+                out_b
+                    .par_chunks_mut(rows * out_width)
+                    .enumerate()
+                    .for_each(|(block, out_rows)| run(b, block * rows, out_rows));
+            });
         Ok((CpuStorage::F32(out), shape))
     }
 }
