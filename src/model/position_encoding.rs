@@ -11,6 +11,7 @@
 //! reference, then moved to the device.
 
 use crate::model::config::PositionEmbeddingSineConfig;
+use crate::model::cpu_kernels;
 use crate::model::sam2_utils::sine_frequencies;
 use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -241,35 +242,63 @@ impl AxialRope {
         self.dim
     }
 
-    /// Rotates `x` `[B, heads, N, dim]` (reference `apply_rotary_enc` on one operand). Without
-    /// `repeat`, `N` must equal the grid size; with `repeat` (`repeat_freqs_k`, keys spanning
-    /// several memory frames) `N` must be a multiple of it and token `n` uses the angles of grid
-    /// token `n mod (end_x·end_y)`. An empty sequence is returned unchanged.
-    pub fn rotate(&self, x: &Tensor, repeat: bool) -> Result<Tensor> {
-        let (_, _, n, d) = x.dims4()?;
-        if d != self.dim {
-            candle_core::bail!("RoPE tables are for head dimension {}, got {d}", self.dim);
+    /// Rotates the first `rotated` tokens of `x` `[B, N, heads·dim]`, every head alike
+    /// (reference `apply_rotary_enc` on one operand); the remaining tokens (object pointers)
+    /// pass unchanged. Without `repeat`, `rotated` must equal the grid size; with `repeat`
+    /// (`repeat_freqs_k`, keys spanning several memory frames) it must be a multiple of it and
+    /// token `n` uses the angles of grid token `n mod (end_x·end_y)`.
+    pub fn rotate(&self, x: &Tensor, heads: usize, rotated: usize, repeat: bool) -> Result<Tensor> {
+        let (_, n, c) = x.dims3()?;
+        if heads == 0 || c != heads * self.dim {
+            candle_core::bail!(
+                "RoPE tables are for {heads} heads of dimension {}, got {c} channels",
+                self.dim
+            );
         }
-        if n == 0 {
+        if rotated > n {
+            candle_core::bail!("{rotated} tokens to rotate but only {n} tokens");
+        }
+        if rotated == 0 {
             return Ok(x.clone());
         }
         let tokens = self.tokens();
-        let copies = if n == tokens {
-            1
-        } else if repeat && n % tokens == 0 {
-            n / tokens
-        } else {
+        if rotated != tokens && !(repeat && rotated % tokens == 0) {
             candle_core::bail!(
-                "RoPE grid has {tokens} tokens, sequence has {n}{}",
+                "RoPE grid has {tokens} tokens, sequence has {rotated}{}",
                 if repeat { " (not a multiple)" } else { "" }
             );
-        };
+        }
+        if cpu_kernels::applies_to(x) {
+            cpu_kernels::rotate_pairs(x, &self.cos, &self.sin, heads, rotated)
+        } else {
+            self.rotate_with_candle_ops(x, heads, rotated)
+        }
+    }
+
+    /// `rotate` for any device: heads split out, the tables repeated over the frames, and the
+    /// unrotated tail concatenated back.
+    fn rotate_with_candle_ops(&self, x: &Tensor, heads: usize, rotated: usize) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let copies = rotated / self.tokens();
         let (cos, sin) = if copies == 1 {
             (self.cos.clone(), self.sin.clone())
         } else {
             (self.cos.repeat((copies, 1))?, self.sin.repeat((copies, 1))?)
         };
-        candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin)
+        let head_major = x
+            .narrow(1, 0, rotated)?
+            .reshape((b, rotated, heads, self.dim))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let turned = candle_nn::rotary_emb::rope_i(&head_major, &cos, &sin)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, rotated, c))?;
+        if rotated == n {
+            Ok(turned)
+        } else {
+            Tensor::cat(&[&turned, &x.narrow(1, rotated, n - rotated)?], 1)
+        }
     }
 }
 
@@ -348,6 +377,15 @@ mod tests {
     }
 
     /// Rotation of channel pairs by explicit complex multiplication, in f64.
+    /// Rows of two heads side by side.
+    fn want_rows(first: &[f32], second: &[f32], dim: usize) -> Vec<f32> {
+        first
+            .chunks(dim)
+            .zip(second.chunks(dim))
+            .flat_map(|(a, b)| a.iter().chain(b).copied().collect::<Vec<_>>())
+            .collect()
+    }
+
     fn rotate_reference(x: &[f32], n: usize, dim: usize, end_x: usize, theta: f64) -> Vec<f32> {
         let mut out = vec![0f32; x.len()];
         for t in 0..n {
@@ -377,41 +415,44 @@ mod tests {
         let values: Vec<f32> = (0..n * dim)
             .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
             .collect();
-        let x = Tensor::from_vec(values.clone(), (1, 1, n, dim), &dev).unwrap();
-        let got: Vec<f32> = rope
-            .rotate(&x, false)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let rows = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        let close = |got: &[f32], want: &[f32]| {
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+            }
+        };
+        let x = Tensor::from_vec(values.clone(), (1, n, dim), &dev).unwrap();
         let want = rotate_reference(&values, n, dim, side, 10000.0);
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
-        }
-        // Keys spanning two frames reuse the grid's angles.
+        close(&rows(&rope.rotate(&x, 1, n, false).unwrap()), &want);
+        close(&rows(&rope.rotate_with_candle_ops(&x, 1, n).unwrap()), &want);
+        // Keys spanning two frames reuse the grid's angles; two trailing tokens stay as they are.
         let keys: Vec<f32> = values
             .iter()
             .chain(values.iter())
             .map(|v| v * 0.5)
+            .chain((0..2 * dim).map(|i| i as f32))
             .collect();
-        let k = Tensor::from_vec(keys.clone(), (1, 1, 2 * n, dim), &dev).unwrap();
-        let got: Vec<f32> = rope
-            .rotate(&k, true)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let want = rotate_reference(&keys, 2 * n, dim, side, 10000.0);
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
-        }
-        assert!(rope.rotate(&k, false).is_err());
-        let odd = Tensor::zeros((1, 1, n + 1, dim), DType::F32, &dev).unwrap();
-        assert!(rope.rotate(&odd, true).is_err());
-        let empty = Tensor::zeros((1, 1, 0, dim), DType::F32, &dev).unwrap();
-        assert_eq!(rope.rotate(&empty, true).unwrap().dims(), &[1, 1, 0, dim]);
+        let k = Tensor::from_vec(keys.clone(), (1, 2 * n + 2, dim), &dev).unwrap();
+        let mut want = rotate_reference(&keys[..2 * n * dim], 2 * n, dim, side, 10000.0);
+        want.extend_from_slice(&keys[2 * n * dim..]);
+        close(&rows(&rope.rotate(&k, 1, 2 * n, true).unwrap()), &want);
+        close(&rows(&rope.rotate_with_candle_ops(&k, 1, 2 * n).unwrap()), &want);
+        // Two heads side by side are rotated alike.
+        let two: Vec<f32> = values
+            .chunks(dim)
+            .flat_map(|row| row.iter().copied().chain(row.iter().map(|v| v * 2.0)).collect::<Vec<_>>())
+            .collect();
+        let x2 = Tensor::from_vec(two, (1, n, 2 * dim), &dev).unwrap();
+        let doubled: Vec<f32> = rotate_reference(&values.iter().map(|v| v * 2.0).collect::<Vec<_>>(), n, dim, side, 10000.0);
+        let want2: Vec<f32> = want_rows(&rotate_reference(&values, n, dim, side, 10000.0), &doubled, dim);
+        close(&rows(&rope.rotate(&x2, 2, n, false).unwrap()), &want2);
+        close(&rows(&rope.rotate_with_candle_ops(&x2, 2, n).unwrap()), &want2);
+        assert!(rope.rotate(&k, 1, 2 * n, false).is_err());
+        assert!(rope.rotate(&k, 1, n + 1, true).is_err());
+        assert!(rope.rotate(&k, 1, 3 * n, true).is_err());
+        assert!(rope.rotate(&x2, 1, n, false).is_err());
+        assert_eq!(rows(&rope.rotate(&k, 1, 0, true).unwrap()), keys);
         assert!(AxialRope::new(6, 2, 2, 10000.0, &dev).is_err());
     }
 }

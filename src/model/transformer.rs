@@ -170,29 +170,14 @@ impl RoPEAttention {
             candle_core::bail!("{num_k_exclude_rope} keys to exclude from RoPE but only {nk} keys");
         };
         let rope = self.rope_for(nq)?;
-        let q = self.rotate(&rope, &q, false)?;
-        let k = if num_k_exclude_rope == 0 {
-            self.rotate(&rope, &k, self.rope_k_repeat)?
-        } else {
-            let rotated = self.rotate(&rope, &k.narrow(1, 0, num_k_rope)?, self.rope_k_repeat)?;
-            Tensor::cat(&[&rotated, &k.narrow(1, num_k_rope, num_k_exclude_rope)?], 1)?
-        };
+        let heads = attention.num_heads;
+        let q = rope.rotate(&q, heads, nq, false)?;
+        let k = rope.rotate(&k, heads, num_k_rope, self.rope_k_repeat)?;
         if attention.projects_values_after_attention() {
             attention.attend_raw_values(&q, &k, raw_v)
         } else {
             attention.attend(&q, &k, &attention.v_proj.forward(raw_v)?)
         }
-    }
-
-    /// Rotates every head of `x` `[B, N, heads·d]` (a pure reshape for a single head).
-    fn rotate(&self, rope: &AxialRope, x: &Tensor, repeat: bool) -> Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
-        let heads = self.attention.num_heads;
-        let per_head = x.reshape((b, n, heads, c / heads))?.transpose(1, 2)?;
-        rope.rotate(&per_head, repeat)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, n, c))
     }
 }
 
