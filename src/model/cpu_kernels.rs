@@ -27,6 +27,7 @@ use candle_core::{
 };
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Whether `x` can take these kernels: f32 data on the CPU.
 pub(crate) fn applies_to(x: &Tensor) -> bool {
@@ -75,6 +76,25 @@ macro_rules! vectorised {
 fn rows_per_task(rows: usize) -> usize {
     let threads = candle_core::utils::get_num_threads().max(1);
     rows.div_ceil(2 * threads).clamp(64, 256)
+}
+
+/// A vector of `len` values that `fill` computes in parallel, block by block
+/// (`fill(block index, block)`, blocks of `block` values). Each task zeroes its own block
+/// before filling it, while it is in cache, instead of one thread zeroing the whole vector.
+fn par_blocks(len: usize, block: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(block.max(1))
+        .enumerate()
+        .for_each(|(index, values)| {
+            values.fill(MaybeUninit::new(0.0));
+            // SAFETY: every value of the block was initialised just above.
+            let values = unsafe { &mut *(values as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            fill(index, values);
+        });
+    // SAFETY: the blocks cover 0..len and each one was initialised.
+    unsafe { out.set_len(len) };
+    out
 }
 
 fn threaded() -> Parallelism {
@@ -132,14 +152,20 @@ impl CustomOp3 for LayerNormOp {
                 bias.len()
             );
         }
-        let mut out = vec![0f32; xs.len()];
-        if width > 0 {
-            let eps = self.eps;
+        let out = if width > 0 {
             let block = width * rows_per_task(xs.len() / width);
-            out.par_chunks_mut(block)
-                .zip(xs.par_chunks(block))
-                .for_each(|(dst, src)| normalise_rows(dst, src, weight, bias, eps));
-        }
+            par_blocks(xs.len(), block, |index, dst| {
+                normalise_rows(
+                    dst,
+                    &xs[index * block..][..dst.len()],
+                    weight,
+                    bias,
+                    self.eps,
+                )
+            })
+        } else {
+            Vec::new()
+        };
         Ok((CpuStorage::F32(out), shape))
     }
 }
@@ -261,61 +287,64 @@ impl CustomOp3 for LinearOp {
         // amortised over up to 256 rows): the block's bias, residual and activation passes run
         // while it is still in cache. A single block uses the threaded product instead.
         let rows = rows_per_task(m);
-        let inner = if rows >= m { threaded() } else { Parallelism::None };
-        let mut out = vec![0f32; m * n];
-        out.par_chunks_mut(rows * n)
-            .enumerate()
-            .for_each(|(block, dst)| {
-                let first = block * rows;
-                let count = dst.len() / n;
-                let residual = residual.map(|r| &r[first * n..(first + count) * n]);
-                // The product accumulates onto the bias, and onto the residual too when no
-                // activation sits between them.
-                match (self.activation, residual) {
-                    (None, Some(residual)) => {
-                        for (row, res) in dst.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
-                            for ((d, r), b) in row.iter_mut().zip(res).zip(bias) {
-                                *d = r + b;
-                            }
+        let inner = if rows >= m {
+            threaded()
+        } else {
+            Parallelism::None
+        };
+        let out = par_blocks(m * n, rows * n, |block, dst| {
+            let first = block * rows;
+            let count = dst.len() / n;
+            let residual = residual.map(|r| &r[first * n..(first + count) * n]);
+            // The product accumulates onto the bias, and onto the residual too when no
+            // activation sits between them.
+            match (self.activation, residual) {
+                (None, Some(residual)) => {
+                    for (row, res) in dst.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
+                        for ((d, r), b) in row.iter_mut().zip(res).zip(bias) {
+                            *d = r + b;
                         }
                     }
-                    _ => dst.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(bias)),
                 }
-                if k > 0 {
-                    // SAFETY: `xs` holds m·k values (row stride k), `weight_t` k·n (row
-                    // stride n) and `dst` count·n (row stride n) starting at row `first`, as
-                    // checked above; gemm reads and writes within them.
-                    unsafe {
-                        gemm::gemm(
-                            count,
-                            n,
-                            k,
-                            dst.as_mut_ptr(),
-                            1,
-                            n as isize,
-                            true,
-                            xs.as_ptr().add(first * k),
-                            1,
-                            k as isize,
-                            weight_t.as_ptr(),
-                            1,
-                            n as isize,
-                            1.0f32,
-                            1.0f32,
-                            false,
-                            false,
-                            false,
-                            inner,
-                        );
-                    }
+                _ => dst
+                    .chunks_exact_mut(n)
+                    .for_each(|row| row.copy_from_slice(bias)),
+            }
+            if k > 0 {
+                // SAFETY: `xs` holds m·k values (row stride k), `weight_t` k·n (row
+                // stride n) and `dst` count·n (row stride n) starting at row `first`, as
+                // checked above; gemm reads and writes within them.
+                unsafe {
+                    gemm::gemm(
+                        count,
+                        n,
+                        k,
+                        dst.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        true,
+                        xs.as_ptr().add(first * k),
+                        1,
+                        k as isize,
+                        weight_t.as_ptr(),
+                        1,
+                        n as isize,
+                        1.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        inner,
+                    );
                 }
-                if let Some(activation) = self.activation {
-                    activate(dst, activation);
-                    if let Some(residual) = residual {
-                        dst.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
-                    }
+            }
+            if let Some(activation) = self.activation {
+                activate(dst, activation);
+                if let Some(residual) = residual {
+                    dst.iter_mut().zip(residual).for_each(|(v, r)| *v += r);
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }
@@ -432,7 +461,11 @@ fn exp_rows_scalar(scores: &mut [f32], width: usize, inv_sums: &mut [f32]) {
                 *lane = lane.max(v);
             }
         }
-        let max = lanes.iter().chain(tail).copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = lanes
+            .iter()
+            .chain(tail)
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
         let mut sums = [0f32; 8];
         let (octets, tail) = row.as_chunks_mut::<8>();
         for octet in octets {
@@ -502,17 +535,24 @@ impl CustomOp3 for AttentionOp {
         let (batch, nq, nk) = (q.batch, q.rows, k.rows);
         let (head_dim, value_dim, out_width) = (q.width / heads, v.width / heads, v.width);
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let mut out = vec![0f32; batch * nq * out_width];
         let shape = Shape::from((batch, nq, out_width));
-        if out.is_empty() {
-            return Ok((CpuStorage::F32(out), shape));
+        if shape.elem_count() == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), shape));
         }
         let threads = candle_core::utils::get_num_threads().max(1);
         // Tasks are blocks of query rows (all heads): a whole batch entry each when there are
         // enough entries (Hiera's windows), else row blocks of the few entries. A lone task
         // uses the threaded products instead.
-        let rows = if batch >= threads { nq } else { rows_per_task(nq) };
-        let inner = if batch == 1 && rows >= nq { threaded() } else { Parallelism::None };
+        let rows = if batch >= threads {
+            nq
+        } else {
+            rows_per_task(nq)
+        };
+        let inner = if batch == 1 && rows >= nq {
+            threaded()
+        } else {
+            Parallelism::None
+        };
         let run = |b: usize, first: usize, out_rows: &mut [f32]| {
             let count = out_rows.len() / out_width;
             let mut scores = vec![0f32; count * nk];
@@ -583,14 +623,12 @@ impl CustomOp3 for AttentionOp {
                 }
             }
         };
-        out.par_chunks_mut(nq * out_width)
-            .enumerate()
-            .for_each(|(b, out_b)| {
-                out_b
-                    .par_chunks_mut(rows * out_width)
-                    .enumerate()
-                    .for_each(|(block, out_rows)| run(b, block * rows, out_rows));
-            });
+        let out = par_blocks(batch * nq * out_width, nq * out_width, |b, out_b| {
+            out_b
+                .par_chunks_mut(rows * out_width)
+                .enumerate()
+                .for_each(|(block, out_rows)| run(b, block * rows, out_rows));
+        });
         Ok((CpuStorage::F32(out), shape))
     }
 }
@@ -630,7 +668,11 @@ impl CustomOp3 for RotatePairs {
         sin_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let xs = contiguous_slice(f32_data(xs, "rotary input")?, xs_layout, "rotary input")?;
-        let cos = contiguous_slice(f32_data(cos, "rotary cosines")?, cos_layout, "rotary cosines")?;
+        let cos = contiguous_slice(
+            f32_data(cos, "rotary cosines")?,
+            cos_layout,
+            "rotary cosines",
+        )?;
         let sin = contiguous_slice(f32_data(sin, "rotary sines")?, sin_layout, "rotary sines")?;
         let (_, n, c) = xs_layout.shape().dims3()?;
         let (table_rows, half) = cos_layout.shape().dims2()?;
@@ -648,32 +690,32 @@ impl CustomOp3 for RotatePairs {
                 self.rotated
             );
         }
-        let mut out = vec![0f32; xs.len()];
-        if out.is_empty() {
-            return Ok((CpuStorage::F32(out), xs_layout.shape().clone()));
+        if xs.is_empty() {
+            return Ok((CpuStorage::F32(Vec::new()), xs_layout.shape().clone()));
         }
         let rows = rows_per_task(xs.len() / c);
-        out.par_chunks_mut(rows * c)
-            .zip(xs.par_chunks(rows * c))
-            .enumerate()
-            .for_each(|(block, (dst, src))| {
-                for (r, (dst, src)) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)).enumerate() {
-                    let token = (block * rows + r) % n;
-                    if token >= self.rotated {
-                        dst.copy_from_slice(src);
-                        continue;
-                    }
-                    let angles = (token % table_rows) * half;
-                    let (cos, sin) = (&cos[angles..angles + half], &sin[angles..angles + half]);
-                    for (dst, src) in dst.chunks_exact_mut(2 * half).zip(src.chunks_exact(2 * half)) {
-                        for i in 0..half {
-                            let (a, b) = (src[2 * i], src[2 * i + 1]);
-                            dst[2 * i] = a * cos[i] - b * sin[i];
-                            dst[2 * i + 1] = a * sin[i] + b * cos[i];
-                        }
+        let out = par_blocks(xs.len(), rows * c, |block, dst| {
+            let src = &xs[block * rows * c..][..dst.len()];
+            for (r, (dst, src)) in dst.chunks_exact_mut(c).zip(src.chunks_exact(c)).enumerate() {
+                let token = (block * rows + r) % n;
+                if token >= self.rotated {
+                    dst.copy_from_slice(src);
+                    continue;
+                }
+                let angles = (token % table_rows) * half;
+                let (cos, sin) = (&cos[angles..angles + half], &sin[angles..angles + half]);
+                for (dst, src) in dst
+                    .chunks_exact_mut(2 * half)
+                    .zip(src.chunks_exact(2 * half))
+                {
+                    for i in 0..half {
+                        let (a, b) = (src[2 * i], src[2 * i + 1]);
+                        dst[2 * i] = a * cos[i] - b * sin[i];
+                        dst[2 * i + 1] = a * sin[i] + b * cos[i];
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), xs_layout.shape().clone()))
     }
 }

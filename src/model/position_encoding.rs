@@ -305,8 +305,8 @@ impl AxialRope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_support::max_abs_diff;
     use crate::model::config::Sam2Config;
+    use crate::model::test_support::max_abs_diff;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini");
 
@@ -425,7 +425,10 @@ mod tests {
         let x = Tensor::from_vec(values.clone(), (1, n, dim), &dev).unwrap();
         let want = rotate_reference(&values, n, dim, side, 10000.0);
         close(&rows(&rope.rotate(&x, 1, n, false).unwrap()), &want);
-        close(&rows(&rope.rotate_with_candle_ops(&x, 1, n).unwrap()), &want);
+        close(
+            &rows(&rope.rotate_with_candle_ops(&x, 1, n).unwrap()),
+            &want,
+        );
         // Keys spanning two frames reuse the grid's angles; two trailing tokens stay as they are.
         let keys: Vec<f32> = values
             .iter()
@@ -437,17 +440,38 @@ mod tests {
         let mut want = rotate_reference(&keys[..2 * n * dim], 2 * n, dim, side, 10000.0);
         want.extend_from_slice(&keys[2 * n * dim..]);
         close(&rows(&rope.rotate(&k, 1, 2 * n, true).unwrap()), &want);
-        close(&rows(&rope.rotate_with_candle_ops(&k, 1, 2 * n).unwrap()), &want);
+        close(
+            &rows(&rope.rotate_with_candle_ops(&k, 1, 2 * n).unwrap()),
+            &want,
+        );
         // Two heads side by side are rotated alike.
         let two: Vec<f32> = values
             .chunks(dim)
-            .flat_map(|row| row.iter().copied().chain(row.iter().map(|v| v * 2.0)).collect::<Vec<_>>())
+            .flat_map(|row| {
+                row.iter()
+                    .copied()
+                    .chain(row.iter().map(|v| v * 2.0))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let x2 = Tensor::from_vec(two, (1, n, 2 * dim), &dev).unwrap();
-        let doubled: Vec<f32> = rotate_reference(&values.iter().map(|v| v * 2.0).collect::<Vec<_>>(), n, dim, side, 10000.0);
-        let want2: Vec<f32> = want_rows(&rotate_reference(&values, n, dim, side, 10000.0), &doubled, dim);
+        let doubled: Vec<f32> = rotate_reference(
+            &values.iter().map(|v| v * 2.0).collect::<Vec<_>>(),
+            n,
+            dim,
+            side,
+            10000.0,
+        );
+        let want2: Vec<f32> = want_rows(
+            &rotate_reference(&values, n, dim, side, 10000.0),
+            &doubled,
+            dim,
+        );
         close(&rows(&rope.rotate(&x2, 2, n, false).unwrap()), &want2);
-        close(&rows(&rope.rotate_with_candle_ops(&x2, 2, n).unwrap()), &want2);
+        close(
+            &rows(&rope.rotate_with_candle_ops(&x2, 2, n).unwrap()),
+            &want2,
+        );
         assert!(rope.rotate(&k, 1, 2 * n, false).is_err());
         assert!(rope.rotate(&k, 1, n + 1, true).is_err());
         assert!(rope.rotate(&k, 1, 3 * n, true).is_err());

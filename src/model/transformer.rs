@@ -9,7 +9,7 @@
 
 use crate::model::config::RoPEAttentionConfig;
 use crate::model::position_encoding::AxialRope;
-use crate::model::sam2_utils::{scaled_dot_product_attention, Activation, LayerNorm, Linear, Mlp};
+use crate::model::sam2_utils::{Activation, LayerNorm, Linear, Mlp, scaled_dot_product_attention};
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -143,7 +143,13 @@ impl RoPEAttention {
         if side * side != tokens {
             candle_core::bail!("RoPE attention needs a square query grid, got {tokens} tokens");
         }
-        AxialRope::new(self.attention.head_dim(), side, side, self.rope_theta, &self.device)
+        AxialRope::new(
+            self.attention.head_dim(),
+            side,
+            side,
+            self.rope_theta,
+            &self.device,
+        )
     }
 
     /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`; the last
@@ -207,7 +213,13 @@ impl TwoWayAttentionBlock {
     ) -> Result<Self> {
         let norm = |name: &str| LayerNorm::new(vb.pp(name), embedding_dim, TRANSFORMER_NORM_EPS);
         let cross = |name: &str| {
-            Attention::new(vb.pp(name), embedding_dim, num_heads, attention_downsample_rate, None)
+            Attention::new(
+                vb.pp(name),
+                embedding_dim,
+                num_heads,
+                attention_downsample_rate,
+                None,
+            )
         };
         Ok(Self {
             self_attn: Attention::new(vb.pp("self_attn"), embedding_dim, num_heads, 1, None)?,
@@ -252,7 +264,9 @@ impl TwoWayAttentionBlock {
         let attn = self.cross_attn_token_to_image.forward(&q, &k, keys)?;
         let queries = self.norm2.forward(&(queries + attn)?)?;
 
-        let queries = self.norm3.forward(&(&queries + self.mlp.forward(&queries)?)?)?;
+        let queries = self
+            .norm3
+            .forward(&(&queries + self.mlp.forward(&queries)?)?)?;
 
         let q = (&queries + query_pe)?;
         let attn = self.cross_attn_image_to_token.forward(&k, &q, &queries)?;
@@ -317,9 +331,8 @@ impl TwoWayTransformer {
         image_pe: &Tensor,
         point_embedding: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
-        let to_tokens = |x: &Tensor| -> Result<Tensor> {
-            x.flatten_from(2)?.transpose(1, 2)?.contiguous()
-        };
+        let to_tokens =
+            |x: &Tensor| -> Result<Tensor> { x.flatten_from(2)?.transpose(1, 2)?.contiguous() };
         let image_tokens = to_tokens(image_embedding)?;
         let image_pe = to_tokens(image_pe)?;
         let mut queries = point_embedding.clone();
