@@ -1,0 +1,232 @@
+//! Hiera's token-grid kernels: the im2col patch matrix of the strided patch embedding,
+//! max-pooling of token grids, and window partition/reassembly, each one parallel pass.
+
+use super::{RowView, contiguous_slice, f32_data};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Patch matrix of `x [B, C, H, W]` for a `k x k` convolution with the given stride and zero
+/// padding: `[B·Ho·Wo, C·k·k]`, rows in output-pixel order, columns in `(c, ky, kx)` order
+/// (the layout of a PyTorch convolution weight flattened to `[out, C·k·k]`).
+pub(crate) fn im2col(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&Im2Col {
+        kernel,
+        stride,
+        padding,
+    })
+}
+
+struct Im2Col {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "sam2-im2col"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let data = contiguous_slice(f32_data(storage, "im2col input")?, layout, "im2col input")?;
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if k == 0 || s == 0 || h + 2 * p < k || w + 2 * p < k {
+            candle_core::bail!("im2col: kernel {k} stride {s} padding {p} on a {h}x{w} input");
+        }
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let width = c * k * k;
+        let mut out = vec![0f32; b * ho * wo * width];
+        out.par_chunks_mut(wo * width)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (img, oy) = (row / ho, row % ho);
+                for ox in 0..wo {
+                    let cell = &mut dst[ox * width..(ox + 1) * width];
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            let Some(y) = (oy * s + ky).checked_sub(p).filter(|&y| y < h) else {
+                                continue;
+                            };
+                            let src_row = ((img * c + ci) * h + y) * w;
+                            for kx in 0..k {
+                                if let Some(x) = (ox * s + kx).checked_sub(p).filter(|&x| x < w) {
+                                    cell[(ci * k + ky) * k + kx] = data[src_row + x];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b * ho * wo, width))))
+    }
+}
+
+/// Max-pools the row-major `h x w` token grid of each entry of `x [G, h·w, C]` (a view whose
+/// channels are contiguous) over `sy x sx` cells, floor mode: `[G, h/sy, w/sx, C]`.
+pub(crate) fn max_pool_grid(
+    x: &Tensor,
+    grid: (usize, usize),
+    stride: [usize; 2],
+) -> Result<Tensor> {
+    x.apply_op1_no_bwd(&MaxPoolGrid { grid, stride })
+}
+
+struct MaxPoolGrid {
+    grid: (usize, usize),
+    stride: [usize; 2],
+}
+
+impl CustomOp1 for MaxPoolGrid {
+    fn name(&self) -> &'static str {
+        "sam2-max-pool-grid"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let data = f32_data(storage, "max pool input")?;
+        let x = RowView::new(data, layout, "max pool input")?;
+        let (h, w) = self.grid;
+        let [sy, sx] = self.stride;
+        if x.rows != h * w || sy == 0 || sx == 0 {
+            candle_core::bail!("max pool: {} tokens are not a {h}x{w} grid", x.rows);
+        }
+        let (ho, wo, c) = (h / sy, w / sx, x.width);
+        let mut out = vec![0f32; x.batch * ho * wo * c];
+        if !out.is_empty() {
+            out.par_chunks_mut(wo * c)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    let (g, oy) = (row / ho, row % ho);
+                    for ox in 0..wo {
+                        let cell = &mut dst[ox * c..(ox + 1) * c];
+                        for dy in 0..sy {
+                            for dx in 0..sx {
+                                let token = (oy * sy + dy) * w + ox * sx + dx;
+                                let start = x.offset + g * x.batch_stride + token * x.row_stride;
+                                let src = &data[start..start + c];
+                                if dy == 0 && dx == 0 {
+                                    cell.copy_from_slice(src);
+                                } else {
+                                    cell.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v));
+                                }
+                            }
+                        }
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((x.batch, ho, wo, c))))
+    }
+}
+
+/// Splits `x [B, H, W, C]` into `[B·nh·nw, s, s, C]` windows, padding H and W up to multiples
+/// of `s` with the per-channel values `pad [C]`.
+pub(crate) fn window_partition(x: &Tensor, s: usize, pad: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&pad.contiguous()?, &WindowPartition { s })
+}
+
+struct WindowPartition {
+    s: usize,
+}
+
+impl CustomOp2 for WindowPartition {
+    fn name(&self) -> &'static str {
+        "sam2-window-partition"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+        pad: &CpuStorage,
+        pad_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let data = contiguous_slice(f32_data(storage, "window input")?, layout, "window input")?;
+        let pad = contiguous_slice(
+            f32_data(pad, "window padding")?,
+            pad_layout,
+            "window padding",
+        )?;
+        let (b, h, w, c) = layout.shape().dims4()?;
+        let s = self.s;
+        if s == 0 || pad.len() != c {
+            candle_core::bail!(
+                "window partition: window {s}, padding of {} for {c} channels",
+                pad.len()
+            );
+        }
+        let (nh, nw) = (h.div_ceil(s), w.div_ceil(s));
+        let size = b * nh * nw * s * s * c;
+        let mut out = if size == 0 {
+            Vec::new()
+        } else {
+            pad.repeat(size / c)
+        };
+        if !out.is_empty() {
+            out.par_chunks_mut(s * s * c)
+                .enumerate()
+                .for_each(|(window, dst)| {
+                    let (img, iy, ix) = (window / (nh * nw), (window / nw) % nh, window % nw);
+                    let cols = s.min(w - ix * s);
+                    for r in 0..s.min(h.saturating_sub(iy * s)) {
+                        let start = ((img * h + iy * s + r) * w + ix * s) * c;
+                        dst[r * s * c..r * s * c + cols * c]
+                            .copy_from_slice(&data[start..start + cols * c]);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b * nh * nw, s, s, c))))
+    }
+}
+
+/// Reassembles `[B·nh·nw, s, s, C]` windows into a `[B, h, w, C]` grid, dropping the padding
+/// beyond `h x w`.
+pub(crate) fn window_unpartition(
+    windows: &Tensor,
+    (b, h, w): (usize, usize, usize),
+) -> Result<Tensor> {
+    windows
+        .contiguous()?
+        .apply_op1_no_bwd(&WindowUnpartition { b, h, w })
+}
+
+struct WindowUnpartition {
+    b: usize,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for WindowUnpartition {
+    fn name(&self) -> &'static str {
+        "sam2-window-unpartition"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let windows = contiguous_slice(f32_data(storage, "windows")?, layout, "windows")?;
+        let (n, s, s2, c) = layout.shape().dims4()?;
+        let (b, h, w) = (self.b, self.h, self.w);
+        let (nh, nw) = (h.div_ceil(s.max(1)), w.div_ceil(s.max(1)));
+        if s != s2 || n != b * nh * nw {
+            candle_core::bail!(
+                "window unpartition: windows {:?} do not tile a {b}x{h}x{w} grid",
+                layout.shape()
+            );
+        }
+        let mut out = vec![0f32; b * h * w * c];
+        if !out.is_empty() {
+            out.par_chunks_mut(w * c)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    let (img, y) = (row / h, row % h);
+                    let (iy, r) = (y / s, y % s);
+                    for ix in 0..nw {
+                        let cols = s.min(w - ix * s);
+                        let start = (((img * nh + iy) * nw + ix) * s + r) * s * c;
+                        dst[ix * s * c..ix * s * c + cols * c]
+                            .copy_from_slice(&windows[start..start + cols * c]);
+                    }
+                });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, h, w, c))))
+    }
+}
