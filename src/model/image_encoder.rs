@@ -4,6 +4,7 @@
 //! a sine position encoding to each level. `scalp` then drops the coarsest levels.
 
 use crate::model::config::{FpnFuse, FpnInterpolation, FpnNeckConfig, ImageEncoderConfig};
+use crate::model::cpu_kernels;
 use crate::model::hiera::Hiera;
 use crate::model::position_encoding::PositionEmbeddingSine;
 use crate::model::sam2_utils::Linear;
@@ -58,10 +59,12 @@ impl FpnNeck {
         let mut positions: Vec<Option<Tensor>> = vec![None; levels];
         let mut coarser: Option<Tensor> = None;
         for i in (0..levels).rev() {
-            let lateral = self.convs[levels - 1 - i]
-                .forward(&trunk_features[i])?
-                .permute((0, 3, 1, 2))?
-                .contiguous()?;
+            let lateral = self.convs[levels - 1 - i].forward(&trunk_features[i])?;
+            let lateral = if cpu_kernels::applies_to(&lateral) {
+                cpu_kernels::channels_first(&lateral)?
+            } else {
+                lateral.permute((0, 3, 1, 2))?.contiguous()?
+            };
             let level = match (&coarser, self.config.is_top_down_level(i)) {
                 (Some(prev), true) => {
                     let (_, _, h, w) = prev.dims4()?;

@@ -230,3 +230,71 @@ impl CustomOp1 for WindowUnpartition {
         Ok((CpuStorage::F32(out), Shape::from((b, h, w, c))))
     }
 }
+
+/// Channels-last `x [B, H, W, C]` (contiguous) as channels-first `[B, C, H, W]`: a parallel
+/// transpose in tiles of 16 channels by 64 tokens (candle's strided copy is one thread).
+pub(crate) fn channels_first(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1_no_bwd(&ChannelsFirst)
+}
+
+struct ChannelsFirst;
+
+impl CustomOp1 for ChannelsFirst {
+    fn name(&self) -> &'static str {
+        "sam2-channels-first"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        const CHANNELS: usize = 16;
+        const TOKENS: usize = 64;
+        let xs = contiguous_slice(
+            f32_data(storage, "channels-last grid")?,
+            layout,
+            "channels-last grid",
+        )?;
+        let (b, h, w, c) = layout.shape().dims4()?;
+        let n = h * w;
+        let shape = Shape::from((b, c, h, w));
+        if xs.is_empty() {
+            return Ok((CpuStorage::F32(Vec::new()), shape));
+        }
+        let mut out = vec![0f32; xs.len()];
+        out.par_chunks_mut(c * n)
+            .zip(xs.par_chunks(c * n))
+            .for_each(|(dst_batch, src)| {
+                dst_batch
+                    .par_chunks_mut(CHANNELS * n)
+                    .enumerate()
+                    .for_each(|(group, dst)| {
+                        let (c0, channels) = (group * CHANNELS, dst.len() / n);
+                        for t0 in (0..n).step_by(TOKENS) {
+                            for t in t0..(t0 + TOKENS).min(n) {
+                                let token = &src[t * c + c0..t * c + c0 + channels];
+                                for (j, &v) in token.iter().enumerate() {
+                                    dst[j * n + t] = v;
+                                }
+                            }
+                        }
+                    });
+            });
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn channels_first_equals_a_permuted_copy() {
+        // 2 entries, 5x7 grid, 37 channels: tiles that do not divide the grid or channels.
+        let values: Vec<f32> = (0..2 * 5 * 7 * 37).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let x = Tensor::from_vec(values, (2, 5, 7, 37), &Device::Cpu).unwrap();
+        let want = x.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
+        let got = channels_first(&x).unwrap();
+        assert_eq!(got.dims(), &[2, 37, 5, 7]);
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&got), flat(&want));
+    }
+}

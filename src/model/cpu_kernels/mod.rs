@@ -10,7 +10,7 @@
 //!   fused qkv projection) and writing heads back interleaved;
 //! * `rope`: rotary position encoding of every head in one pass;
 //! * `grid`: the patch matrix of Hiera's strided patch embedding and its token-grid reshuffles
-//!   (q-pooling, window partition and reassembly);
+//!   (q-pooling, window partition and reassembly, channels-last to channels-first);
 //! * `math`: the branch-free `exp`, `erf` and GELU the kernels vectorise.
 //!
 //! Shared here: the row-block parallelism (independent row blocks, each with a
@@ -53,7 +53,7 @@ mod norm;
 mod rope;
 
 pub(crate) use attention::attention;
-pub(crate) use grid::{im2col, max_pool_grid, window_partition, window_unpartition};
+pub(crate) use grid::{channels_first, im2col, max_pool_grid, window_partition, window_unpartition};
 pub(crate) use linear::linear;
 pub(crate) use norm::layer_norm;
 pub(crate) use rope::rotate_pairs;
