@@ -206,28 +206,35 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
     let window = Some(Window::new(-160.0, 240.0));
     let dims = volume.geometry.dims;
     let full_bank = m.num_maskmem;
-    let run = |predictor: &mut crate::segment::predictor::VolumePredictor| -> anyhow::Result<(f64, Vec<f64>, usize)> {
+    // Per run: total seconds, the forward pass's full-bank slice times, every slice's time,
+    // and the mask voxels.
+    let run = |predictor: &mut crate::segment::predictor::VolumePredictor| -> anyhow::Result<(f64, Vec<f64>, Vec<f64>, usize)> {
         let start = Instant::now();
         let mut last = Instant::now();
-        let mut tracked_ms = Vec::new();
+        let (mut tracked_ms, mut slice_ms) = (Vec::new(), Vec::new());
         let result = pipeline::segment_box(predictor, dims, &prompt, false, &cancel, |direction, slice| {
             let now = Instant::now();
+            let ms = (now - last).as_secs_f64() * 1000.0;
             if direction == PassDirection::Forward && slice.done > full_bank && slice.recomputed {
-                tracked_ms.push((now - last).as_secs_f64() * 1000.0);
+                tracked_ms.push(ms);
             }
+            slice_ms.push(ms);
             last = now;
         })?;
-        Ok((start.elapsed().as_secs_f64(), tracked_ms, result.voxels))
+        Ok((start.elapsed().as_secs_f64(), tracked_ms, slice_ms, result.voxels))
     };
     let start = Instant::now();
     let mut predictor = pipeline::predictor_for(model.clone(), &volume, SliceAxis::Axial, window, device.clone())?;
     let preprocess_seconds = start.elapsed().as_secs_f64();
-    let (first_seconds, first_tracked, voxels) = run(&mut predictor)?;
-    let (second_seconds, second_tracked, _) = run(&mut predictor)?;
+    let (first_seconds, first_tracked, first_slices, voxels) = run(&mut predictor)?;
+    let (second_seconds, second_tracked, _, _) = run(&mut predictor)?;
     let peak = process_memory().peak;
     let pipeline_seconds = preprocess_seconds + first_seconds;
     report["volume"] = json!({ "dims": dims, "bytes": volume_bytes, "key_slice": key, "mask_voxels": voxels });
     report["tracked_slice_ms"] = json!(median(&first_tracked));
+    report["slice_ms_mean"] = json!(first_slices.iter().sum::<f64>() / first_slices.len().max(1) as f64);
+    report["slice_ms_max"] = json!(first_slices.iter().copied().fold(0.0, f64::max));
+    report["seconds_outside_slices"] = json!(first_seconds - first_slices.iter().sum::<f64>() / 1000.0);
     report["tracked_slice_ms_cached_features"] = json!(median(&second_tracked));
     report["pipeline_seconds"] = json!(pipeline_seconds);
     report["preprocess_seconds"] = json!(preprocess_seconds);
