@@ -1,0 +1,102 @@
+//! Finds where a DEFLATE block begins inside a stream without decoding what precedes it: the
+//! first bit offset that starts a non-final dynamic-Huffman block whose code description the
+//! decoder itself accepts (valid HLIT/HDIST/HCLEN, complete code-length code, valid
+//! literal/length and distance codes, end-of-block code present).
+
+use super::inflate::{BitReader, Tables, read_dynamic_tables};
+
+/// The first bit offset in `from..to` of `data` where a plausible non-final dynamic block
+/// begins. Offsets that pass are not necessarily real block starts (false positives are
+/// possible); offsets that fail are certainly not the start of such a block.
+pub fn find_dynamic_block(data: &[u8], from: u64, to: u64) -> Option<u64> {
+    let end = to.min(data.len() as u64 * 8);
+    let mut tables = Tables::new();
+    let mut bit = from;
+    while bit < end {
+        let byte = (bit / 8) as usize;
+        let mut word = [0u8; 16];
+        let available = data.len().saturating_sub(byte).min(16);
+        word[..available].copy_from_slice(&data[byte..byte + available]);
+        let word = u128::from_le_bytes(word);
+        for shift in (bit % 8) as u32..8 {
+            let at = byte as u64 * 8 + shift as u64;
+            if at >= end {
+                return None;
+            }
+            if header_plausible(word >> shift) {
+                let mut bits = BitReader::new(data, at + 3);
+                if read_dynamic_tables(&mut bits, &mut tables).is_ok() {
+                    return Some(at);
+                }
+            }
+        }
+        bit = (byte as u64 + 1) * 8;
+    }
+    None
+}
+
+/// Cheap checks on the first 74 bits: BFINAL = 0, BTYPE = 2, at most 286 literal/length and
+/// 30 distance codes, and a complete code-length code.
+fn header_plausible(w: u128) -> bool {
+    if w & 7 != 0b100 {
+        return false;
+    }
+    if (w >> 3) & 31 > 29 || (w >> 8) & 31 > 29 {
+        return false;
+    }
+    let lengths = ((w >> 13) & 15) as u32 + 4;
+    let mut kraft = 0u32;
+    for i in 0..lengths {
+        let l = ((w >> (17 + 3 * i)) & 7) as u32;
+        if l > 0 {
+            kraft += 128 >> l;
+        }
+    }
+    kraft == 128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::inflate::{Inflater, SYMBOL_ROOM, Step};
+    use super::*;
+    use std::io::Write;
+
+    /// Bit offsets of every block start of a raw deflate stream (the first one included).
+    fn block_starts(stream: &[u8]) -> Vec<u64> {
+        let mut inf = Inflater::new(stream, 0);
+        let mut out: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut starts = vec![0];
+        while !inf.is_done() {
+            if inf.step(&mut out, 0).unwrap() == Step::Full {
+                out.drain(..out.len() - 32768);
+                out.reserve(SYMBOL_ROOM);
+            } else if !inf.is_done() {
+                starts.push(inf.position());
+            }
+        }
+        starts
+    }
+
+    #[test]
+    fn finds_the_next_real_block() {
+        let mut s = 1u64;
+        let data: Vec<u8> = (0..2_000_000)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 58) as u8
+            })
+            .collect();
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(&data).unwrap();
+        let stream = e.finish().unwrap();
+        let starts = block_starts(&stream);
+        assert!(starts.len() > 10, "{} blocks", starts.len());
+        // From just after each real start, the finder lands on the following one (these blocks
+        // are all dynamic; the last is final and not searched for).
+        for pair in starts.windows(2).take(starts.len() - 2) {
+            assert_eq!(find_dynamic_block(&stream, pair[0] + 1, u64::MAX), Some(pair[1]));
+        }
+        assert_eq!(find_dynamic_block(&stream, starts[1], starts[1] + 1), Some(starts[1]));
+        assert_eq!(find_dynamic_block(&stream, starts[1] + 1, starts[1] + 100), None);
+    }
+}

@@ -1,0 +1,689 @@
+//! Gzip (RFC 1952) member decoding straight into a caller's buffer, in parallel for large inputs.
+//!
+//! The deflate body is cut into chunks of compressed bytes. Chunk 0 decodes from the start; every
+//! later chunk searches from its nominal start for a plausible dynamic block (`block_finder`)
+//! and decodes from there with 16-bit symbols, references into the unknown 32 KiB before it
+//! coming out as window markers, until its last 32 KiB hold no marker; then it continues in bytes.
+//! Each chunk stops at the first block boundary at or after the next chunk's nominal start, so
+//! a chunk is right exactly when it started where its predecessor stopped. The calling thread
+//! takes the chunks in order, resolves their markers from the window before them, and copies
+//! them into the output; a chunk that started elsewhere (a false-positive block start), failed,
+//! or found nothing is decoded again sequentially from where its predecessor stopped. Memory
+//! stays bounded: only a few chunks are in flight and their buffers are recycled. CRC32 and
+//! ISIZE are checked at the end (per-chunk CRCs combined).
+
+pub mod block_finder;
+pub mod inflate;
+
+use crate::io::LoadProgress;
+use block_finder::find_dynamic_block;
+use inflate::{InflateError, Inflater, MARKER_BASE, Step, WINDOW_SIZE};
+use memmap2::{Mmap, UncheckedAdvice};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+/// Why the fast path could not decode a gzip member (the caller falls back to flate2, whose
+/// errors are the ones users see).
+#[derive(Debug, thiserror::Error)]
+pub enum GzipError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not a gzip stream")]
+    NotGzip,
+    #[error("unsupported gzip header: {0}")]
+    Header(&'static str),
+    #[error(transparent)]
+    Inflate(#[from] InflateError),
+    #[error("CRC32 mismatch")]
+    Crc,
+    #[error("ISIZE mismatch")]
+    Length,
+    #[error("the member holds {got} bytes, {needed} needed")]
+    Short { got: u64, needed: u64 },
+    #[error("more data follows the first gzip member")]
+    MoreMembers,
+}
+
+/// How a member is split across threads.
+#[derive(Clone, Debug)]
+pub struct ParallelPlan {
+    /// Worker threads decoding chunks; 1 decodes sequentially.
+    pub threads: usize,
+    /// Deflate bodies shorter than this are decoded sequentially.
+    pub min_parallel_input: usize,
+    /// Compressed bytes per chunk; `None` picks a size from the member's compression ratio.
+    pub chunk_input: Option<usize>,
+}
+
+impl Default for ParallelPlan {
+    fn default() -> Self {
+        ParallelPlan { threads: rayon::current_num_threads(), min_parallel_input: 8 << 20, chunk_input: None }
+    }
+}
+
+/// Decoded bytes aimed at per chunk when the chunk size is picked automatically.
+const CHUNK_OUTPUT: usize = 4 << 20;
+/// Output buffer of the sequential decoder beyond its window.
+const SEQUENTIAL_BUFFER: usize = 1 << 20;
+/// Consumed input is released from the mapping in steps of this many bytes.
+const RELEASE_STEP: usize = 8 << 20;
+
+/// Decodes the first gzip member of the file at `path` like `decode_member`, through a read-only
+/// mapping whose pages behind the decoder are released as it goes (so the input does not add
+/// to the resident memory). `progress` is told how many file bytes lie behind the decoder.
+pub fn decode_file(path: &Path, skip: u64, out: &mut [u8], progress: Option<&LoadProgress>) -> Result<(), GzipError> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the mapping is only read; a file changed under it by another process can change
+    // or fault the bytes read, the hazard every mapped reader accepts.
+    let map = unsafe { Mmap::map(&file)? };
+    let total = map.len() as u64;
+    let mut released = 0usize;
+    let mut consumed = |done: usize| {
+        if let Some(p) = progress {
+            p.report(done as u64, total);
+        }
+        let upto = done / RELEASE_STEP * RELEASE_STEP;
+        if upto > released {
+            // SAFETY: dropping pages of a read-only shared file mapping loses nothing: a later
+            // read faults them back in from the file.
+            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, released, upto - released) };
+            released = upto;
+        }
+    };
+    decode_member(&map, skip, out, &ParallelPlan::default(), &mut consumed)
+}
+
+/// Decodes the first gzip member of `data`: the first `skip` decompressed bytes are dropped, the
+/// next `out.len()` are written to `out`, and the rest of the member is decoded (not stored) so
+/// that its CRC32 and ISIZE can be checked. `consumed` is called on the calling thread with the
+/// number of input bytes behind the decoder. Data after the member is an error (`MoreMembers`).
+pub fn decode_member(
+    data: &[u8],
+    skip: u64,
+    out: &mut [u8],
+    plan: &ParallelPlan,
+    consumed: &mut dyn FnMut(usize),
+) -> Result<(), GzipError> {
+    let body = parse_header(data)?;
+    let needed = skip + out.len() as u64;
+    let mut assembly = Assembly::new(out, skip, consumed);
+    let body_end = data.len().saturating_sub(8).max(body);
+    let layout = ChunkLayout::new(body, body_end, data, plan);
+    let end_bit = match layout {
+        Some(layout) => decode_parallel(data, &layout, plan.threads, &mut assembly)?,
+        None => {
+            let mut buffer = Vec::new();
+            let (end, last) = assembly.decode_sequential(data, body as u64 * 8, u64::MAX, &mut buffer)?;
+            debug_assert!(last);
+            end
+        }
+    };
+    (assembly.consumed)(data.len());
+    let trailer_at = end_bit.div_ceil(8) as usize;
+    let Some(trailer) = data.get(trailer_at..trailer_at + 8) else { return Err(InflateError::Truncated.into()) };
+    let crc = u32::from_le_bytes(trailer[..4].try_into().unwrap());
+    let isize = u32::from_le_bytes(trailer[4..].try_into().unwrap());
+    if assembly.crc.clone().finalize() != crc {
+        return Err(GzipError::Crc);
+    }
+    if assembly.produced as u32 != isize {
+        return Err(GzipError::Length);
+    }
+    if assembly.produced < needed {
+        return Err(GzipError::Short { got: assembly.produced, needed });
+    }
+    if trailer_at + 8 != data.len() {
+        return Err(GzipError::MoreMembers);
+    }
+    Ok(())
+}
+
+/// Checks the gzip member header and returns the offset of the deflate body.
+fn parse_header(data: &[u8]) -> Result<usize, GzipError> {
+    let truncated = || GzipError::Inflate(InflateError::Truncated);
+    if data.len() < 2 || data[..2] != [0x1f, 0x8b] {
+        return Err(GzipError::NotGzip);
+    }
+    let fixed = data.get(..10).ok_or_else(truncated)?;
+    if fixed[2] != 8 {
+        return Err(GzipError::Header("compression method is not deflate"));
+    }
+    let flags = fixed[3];
+    if flags & 0xe0 != 0 {
+        return Err(GzipError::Header("reserved flag bits set"));
+    }
+    let mut at = 10usize;
+    if flags & 4 != 0 {
+        let len = data.get(at..at + 2).ok_or_else(truncated)?;
+        at += 2 + u16::from_le_bytes([len[0], len[1]]) as usize;
+    }
+    for flag in [8u8, 16] {
+        if flags & flag != 0 {
+            let text = data.get(at..).ok_or_else(truncated)?;
+            at += text.iter().position(|&b| b == 0).ok_or_else(truncated)? + 1;
+        }
+    }
+    if flags & 2 != 0 {
+        at += 2;
+    }
+    if at > data.len() {
+        return Err(truncated());
+    }
+    Ok(at)
+}
+
+/// The decoded stream as it is put together in order: clipped into the caller's buffer, its
+/// CRC32, its length and its last 32 KiB.
+struct Assembly<'o, 'c> {
+    out: &'o mut [u8],
+    skip: u64,
+    produced: u64,
+    crc: crc32fast::Hasher,
+    window: Vec<u8>,
+    consumed: &'c mut dyn FnMut(usize),
+}
+
+impl<'o, 'c> Assembly<'o, 'c> {
+    fn new(out: &'o mut [u8], skip: u64, consumed: &'c mut dyn FnMut(usize)) -> Self {
+        Assembly { out, skip, produced: 0, crc: crc32fast::Hasher::new(), window: Vec::with_capacity(WINDOW_SIZE), consumed }
+    }
+
+    /// Appends bytes whose CRC is accounted for elsewhere.
+    fn place(&mut self, bytes: &[u8]) {
+        let start = self.produced;
+        let end = start + bytes.len() as u64;
+        let lo = start.max(self.skip);
+        let hi = end.min(self.skip + self.out.len() as u64);
+        if lo < hi {
+            self.out[(lo - self.skip) as usize..(hi - self.skip) as usize]
+                .copy_from_slice(&bytes[(lo - start) as usize..(hi - start) as usize]);
+        }
+        self.produced = end;
+        if bytes.len() >= WINDOW_SIZE {
+            self.window.clear();
+            self.window.extend_from_slice(&bytes[bytes.len() - WINDOW_SIZE..]);
+        } else {
+            let excess = (self.window.len() + bytes.len()).saturating_sub(WINDOW_SIZE);
+            self.window.drain(..excess);
+            self.window.extend_from_slice(bytes);
+        }
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        self.crc.update(bytes);
+        self.place(bytes);
+    }
+
+    /// Decodes from block start `start` (with the current window as history) until the first
+    /// block boundary at or after `stop`, or the end of the final block. Returns the bit
+    /// position reached and whether the final block was decoded.
+    fn decode_sequential(&mut self, data: &[u8], start: u64, stop: u64, buffer: &mut Vec<u8>) -> Result<(u64, bool), GzipError> {
+        buffer.clear();
+        buffer.reserve(WINDOW_SIZE + SEQUENTIAL_BUFFER);
+        buffer.extend_from_slice(&self.window);
+        let mut from = buffer.len();
+        let mut inf = Inflater::new(data, start);
+        while !(inf.at_boundary() && (inf.is_done() || inf.position() >= stop)) {
+            if inf.step(buffer, 0)? == Step::Full {
+                self.emit(&buffer[from..]);
+                buffer.drain(..buffer.len() - WINDOW_SIZE);
+                from = WINDOW_SIZE;
+                (self.consumed)((inf.position() / 8) as usize);
+            }
+        }
+        self.emit(&buffer[from..]);
+        Ok((inf.position(), inf.is_done()))
+    }
+
+    /// Appends a speculatively decoded chunk, resolving its window markers.
+    fn accept(&mut self, chunk: &ChunkOutput, resolved: &mut Vec<u8>) -> Result<(), GzipError> {
+        if !chunk.marked.is_empty() {
+            // Positions of the window before the stream's start do not exist.
+            let missing = WINDOW_SIZE - self.window.len();
+            resolved.clear();
+            for &s in &chunk.marked {
+                let byte = if s < MARKER_BASE {
+                    s as u8
+                } else {
+                    let j = (s - MARKER_BASE) as usize;
+                    if j < missing {
+                        return Err(InflateError::Invalid("invalid distance too far back").into());
+                    }
+                    self.window[j - missing]
+                };
+                resolved.push(byte);
+            }
+            self.emit(resolved);
+        }
+        self.crc.combine(&chunk.bytes_crc);
+        self.place(&chunk.bytes[chunk.bytes_from..]);
+        Ok(())
+    }
+}
+
+/// Where the chunks of a deflate body start and how large they may grow.
+struct ChunkLayout {
+    start_bit: u64,
+    end_bit: u64,
+    chunk_bits: u64,
+    chunks: usize,
+    /// Initial output capacity of a chunk.
+    expected_output: usize,
+    /// A speculative chunk producing more than this is abandoned (decoded again sequentially).
+    max_output: usize,
+}
+
+impl ChunkLayout {
+    /// The layout for a parallel decode, or `None` when the body should be decoded sequentially.
+    fn new(body: usize, body_end: usize, data: &[u8], plan: &ParallelPlan) -> Option<Self> {
+        let input = body_end - body;
+        if plan.threads < 2 || input < plan.min_parallel_input.max(1) {
+            return None;
+        }
+        // ISIZE of a single-member file gives the compression ratio (a hint only).
+        let isize = data.len().checked_sub(4).map_or(0, |at| u32::from_le_bytes(data[at..].try_into().unwrap()) as usize);
+        let ratio = (isize / input).max(1);
+        let chunk_input = plan.chunk_input.unwrap_or((CHUNK_OUTPUT / ratio).clamp(128 << 10, 4 << 20)).max(1);
+        let chunks = input.div_ceil(chunk_input);
+        if chunks < 2 {
+            return None;
+        }
+        let expected_output = chunk_input.saturating_mul(ratio).clamp(64 << 10, 8 << 20);
+        Some(ChunkLayout {
+            start_bit: body as u64 * 8,
+            end_bit: body_end as u64 * 8,
+            chunk_bits: chunk_input as u64 * 8,
+            chunks,
+            expected_output,
+            max_output: (4 * expected_output).max(4 << 20),
+        })
+    }
+
+    fn nominal_start(&self, k: usize) -> u64 {
+        self.start_bit + k as u64 * self.chunk_bits
+    }
+
+    /// Chunk `k` ends at the first block boundary at or after this bit.
+    fn stop(&self, k: usize) -> u64 {
+        if k + 1 < self.chunks { self.nominal_start(k + 1) } else { u64::MAX }
+    }
+}
+
+/// A chunk decoded speculatively from `start` to `end` (bit positions of block boundaries).
+struct ChunkOutput {
+    start: u64,
+    end: u64,
+    last: bool,
+    /// Output decoded while references could still reach the unknown window.
+    marked: Vec<u16>,
+    /// The rest of the output, after `bytes_from` elements of history.
+    bytes: Vec<u8>,
+    bytes_from: usize,
+    bytes_crc: crc32fast::Hasher,
+}
+
+/// What the workers and the in-order consumer share.
+struct Board {
+    results: Vec<Option<Option<ChunkOutput>>>,
+    consumed: usize,
+    stop: bool,
+}
+
+struct Workshop<'d> {
+    data: &'d [u8],
+    layout: &'d ChunkLayout,
+    board: Mutex<Board>,
+    ready: Condvar,
+    room: Condvar,
+    next: AtomicUsize,
+    abort: AtomicBool,
+    in_flight: usize,
+    pool: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Workshop<'_> {
+    fn worker(&self) {
+        loop {
+            let k = self.next.fetch_add(1, Ordering::Relaxed);
+            if k >= self.layout.chunks {
+                return;
+            }
+            {
+                let mut board = self.board.lock().unwrap();
+                while k >= board.consumed + self.in_flight && !board.stop {
+                    board = self.room.wait(board).unwrap();
+                }
+                if board.stop {
+                    return;
+                }
+            }
+            // A panic here must not leave the consumer waiting: the chunk is then redone
+            // sequentially on the calling thread.
+            let chunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_chunk(k))).unwrap_or(None);
+            self.board.lock().unwrap().results[k] = Some(chunk);
+            self.ready.notify_all();
+        }
+    }
+
+    fn buffer(&self) -> Vec<u8> {
+        let mut b = self.pool.lock().unwrap().pop().unwrap_or_default();
+        b.clear();
+        b.reserve(self.layout.expected_output);
+        b
+    }
+
+    /// Decodes chunk `k` speculatively; `None` when no block start was found, the decode failed
+    /// or grew past the limit.
+    fn decode_chunk(&self, k: usize) -> Option<ChunkOutput> {
+        let stop = self.layout.stop(k);
+        let mut bytes = self.buffer();
+        if k == 0 {
+            let start = self.layout.start_bit;
+            let mut inf = Inflater::new(self.data, start);
+            self.run_bytes(&mut inf, &mut bytes, stop, self.layout.max_output)?;
+            return Some(self.output(start, &inf, Vec::new(), bytes, 0));
+        }
+        let start = find_dynamic_block(self.data, self.layout.nominal_start(k), stop.min(self.layout.end_bit))?;
+        let mut marked: Vec<u16> = Vec::with_capacity(WINDOW_SIZE + (256 << 10));
+        marked.extend((0..WINDOW_SIZE as u16).map(|j| MARKER_BASE + j));
+        let mut inf = Inflater::new(self.data, start);
+        loop {
+            if inf.at_boundary() && (inf.is_done() || inf.position() >= stop) {
+                marked.drain(..WINDOW_SIZE);
+                return Some(self.output(start, &inf, marked, bytes, 0));
+            }
+            match inf.step(&mut marked, 0).ok()? {
+                Step::Full => {
+                    if marked.len() > self.layout.max_output || self.abort.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    marked.reserve(marked.capacity());
+                }
+                Step::BlockEnd => {
+                    let n = marked.len();
+                    if n >= 2 * WINDOW_SIZE && marked[n - WINDOW_SIZE..].iter().all(|&s| s < MARKER_BASE) {
+                        break;
+                    }
+                }
+            }
+        }
+        bytes.extend(marked[marked.len() - WINDOW_SIZE..].iter().map(|&s| s as u8));
+        let limit = self.layout.max_output.saturating_sub(marked.len());
+        self.run_bytes(&mut inf, &mut bytes, stop, limit)?;
+        marked.drain(..WINDOW_SIZE);
+        Some(self.output(start, &inf, marked, bytes, WINDOW_SIZE))
+    }
+
+    /// Continues `inf` in bytes until the first boundary at or after `stop` or the final block.
+    fn run_bytes(&self, inf: &mut Inflater, bytes: &mut Vec<u8>, stop: u64, limit: usize) -> Option<()> {
+        while !(inf.at_boundary() && (inf.is_done() || inf.position() >= stop)) {
+            if inf.step(bytes, 0).ok()? == Step::Full {
+                if bytes.len() > limit || self.abort.load(Ordering::Relaxed) {
+                    return None;
+                }
+                bytes.reserve(bytes.capacity());
+            }
+        }
+        Some(())
+    }
+
+    fn output(&self, start: u64, inf: &Inflater, marked: Vec<u16>, bytes: Vec<u8>, bytes_from: usize) -> ChunkOutput {
+        let mut bytes_crc = crc32fast::Hasher::new();
+        bytes_crc.update(&bytes[bytes_from..]);
+        ChunkOutput { start, end: inf.position(), last: inf.is_done(), marked, bytes, bytes_from, bytes_crc }
+    }
+
+    fn take(&self, k: usize) -> Option<ChunkOutput> {
+        let mut board = self.board.lock().unwrap();
+        loop {
+            if let Some(chunk) = board.results[k].take() {
+                return chunk;
+            }
+            board = self.ready.wait(board).unwrap();
+        }
+    }
+
+    fn release(&self, k: usize, chunk: Option<ChunkOutput>) {
+        if let Some(c) = chunk {
+            self.pool.lock().unwrap().push(c.bytes);
+        }
+        self.board.lock().unwrap().consumed = k + 1;
+        self.room.notify_all();
+    }
+
+    fn finish(&self) {
+        self.abort.store(true, Ordering::Relaxed);
+        self.board.lock().unwrap().stop = true;
+        self.room.notify_all();
+    }
+}
+
+/// Decodes the body in chunks on `threads` workers, assembling them in order on this thread;
+/// returns the bit position where the final block ends.
+fn decode_parallel(data: &[u8], layout: &ChunkLayout, threads: usize, assembly: &mut Assembly) -> Result<u64, GzipError> {
+    let workshop = Workshop {
+        data,
+        layout,
+        board: Mutex::new(Board { results: (0..layout.chunks).map(|_| None).collect(), consumed: 0, stop: false }),
+        ready: Condvar::new(),
+        room: Condvar::new(),
+        next: AtomicUsize::new(0),
+        abort: AtomicBool::new(false),
+        in_flight: threads + 1,
+        pool: Mutex::new(Vec::new()),
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| workshop.worker());
+        }
+        let result = assemble(&workshop, assembly);
+        workshop.finish();
+        result
+    })
+}
+
+/// Takes the chunks in order; a chunk that did not start where its predecessor stopped is
+/// replaced by a sequential decode.
+fn assemble(workshop: &Workshop, assembly: &mut Assembly) -> Result<u64, GzipError> {
+    let (data, layout) = (workshop.data, workshop.layout);
+    let mut position = layout.start_bit;
+    let mut last = false;
+    let mut sequential = Vec::new();
+    let mut resolved = Vec::new();
+    for k in 0..layout.chunks {
+        let chunk = workshop.take(k);
+        let stop = layout.stop(k);
+        let mut accepted = false;
+        if let Some(c) = &chunk {
+            if c.start > position {
+                // A gap before the found block (a stored or fixed block the finder skips, or a
+                // false positive): decode up to it and see whether we land there.
+                let (reached, done) = assembly.decode_sequential(data, position, c.start, &mut sequential)?;
+                (position, last) = (reached, done);
+            }
+            if c.start == position && !last {
+                assembly.accept(c, &mut resolved)?;
+                (position, last) = (c.end, c.last);
+                accepted = true;
+            }
+        }
+        if !accepted && !last {
+            (position, last) = assembly.decode_sequential(data, position, stop, &mut sequential)?;
+        }
+        (assembly.consumed)((position / 8) as usize);
+        workshop.release(k, chunk);
+        if last {
+            return Ok(position);
+        }
+    }
+    Err(InflateError::Truncated.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn gzip(data: &[u8], level: u32) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn flate2_decode(gz: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(gz).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    fn plan(threads: usize, chunk: usize) -> ParallelPlan {
+        ParallelPlan { threads, min_parallel_input: 0, chunk_input: Some(chunk) }
+    }
+
+    /// Decodes all of `gz` after `skip` bytes with `plan`.
+    fn decode(gz: &[u8], skip: u64, len: usize, plan: &ParallelPlan) -> Result<Vec<u8>, GzipError> {
+        let mut out = vec![0u8; len];
+        decode_member(gz, skip, &mut out, plan, &mut |_| {})?;
+        Ok(out)
+    }
+
+    /// CT-like 16-bit noise: slowly varying values plus a few noisy low bits (about 2:1).
+    fn ct_like(len: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        let mut v = 0i32;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            v = (v + ((s >> 61) as i32 - 4)).clamp(-1000, 1000);
+            let sample = (v + ((s >> 40) & 15) as i32) as i16;
+            out.extend_from_slice(&sample.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn equals_flate2_at_every_level_and_chunking() {
+        let data = ct_like(600_000, 1);
+        for level in [0, 1, 6, 9] {
+            let gz = gzip(&data, level);
+            let expected = flate2_decode(&gz);
+            for (threads, chunk) in [(1, 1 << 20), (2, gz.len() / 2), (3, gz.len() / 3), (4, gz.len() / 4), (2, 5000)] {
+                let got = decode(&gz, 0, data.len(), &plan(threads, chunk)).unwrap();
+                assert!(got == expected, "level {level}, {threads} threads, chunks of {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn skip_and_trailing_bytes_are_decoded_not_stored() {
+        let data = ct_like(400_000, 2);
+        let gz = gzip(&data, 1);
+        for p in [plan(1, 1 << 20), plan(2, 7000)] {
+            let got = decode(&gz, 352, 300_000, &p).unwrap();
+            assert_eq!(got, &data[352..300_352]);
+        }
+    }
+
+    #[test]
+    fn compressible_and_tiny_inputs() {
+        let mut data = vec![0u8; 500_000];
+        data.extend((0..500_000u32).map(|i| (i / 1000) as u8));
+        let gz = gzip(&data, 6);
+        assert_eq!(decode(&gz, 0, data.len(), &plan(2, 300)).unwrap(), data);
+        for tiny in [&b""[..], b"a", b"hello hello hello"] {
+            let gz = gzip(tiny, 6);
+            assert_eq!(decode(&gz, 0, tiny.len(), &plan(4, 1)).unwrap(), tiny);
+        }
+    }
+
+    #[test]
+    fn fixed_huffman_blocks_between_dynamic_ones() {
+        // Many small flushed pieces: zlib emits fixed-Huffman blocks for the short ones.
+        let data = ct_like(300_000, 3);
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        for (n, piece) in data.chunks(20_000).enumerate() {
+            if n % 2 == 0 {
+                e.write_all(piece).unwrap();
+            } else {
+                e.write_all(&piece[..20]).unwrap();
+                e.flush().unwrap();
+                e.write_all(&piece[20..]).unwrap();
+            }
+            e.flush().unwrap();
+        }
+        let gz = e.finish().unwrap();
+        for p in [plan(1, 1 << 20), plan(2, 3000), plan(3, 11_000)] {
+            assert_eq!(decode(&gz, 0, data.len(), &p).unwrap(), data);
+        }
+    }
+
+    /// A gzip member whose first block is stored and holds, byte-aligned, the start of a real
+    /// non-final dynamic block: a block start the finder cannot tell from a real one.
+    fn with_false_block_start() -> (Vec<u8>, Vec<u8>, usize) {
+        let tail = ct_like(200_000, 4);
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(6));
+        raw.write_all(&tail).unwrap();
+        let deflated_tail = raw.finish().unwrap();
+        let mut payload = vec![0x55u8; 3000];
+        payload.extend_from_slice(&deflated_tail[..2000]);
+        payload[3000] &= !1; // BFINAL = 0
+        payload.extend_from_slice(&[0xaa; 3000]);
+        let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+        gz.push(0); // stored, not final
+        gz.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+        gz.extend_from_slice(&(!(payload.len() as u16)).to_le_bytes());
+        gz.extend_from_slice(&payload);
+        let fake_at = 10 + 5 + 3000;
+        gz.extend_from_slice(&deflated_tail);
+        let mut data = payload;
+        data.extend_from_slice(&tail);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&data);
+        gz.extend_from_slice(&crc.finalize().to_le_bytes());
+        gz.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        (gz, data, fake_at)
+    }
+
+    #[test]
+    fn false_positive_block_start_is_redone() {
+        let (gz, data, fake_at) = with_false_block_start();
+        assert_eq!(flate2_decode(&gz), data);
+        let body = 10;
+        let chunk = fake_at - body - 100;
+        // Chunk 1 starts 100 bytes before the fake header and the finder takes it.
+        assert_eq!(find_dynamic_block(&gz, ((body + chunk) * 8) as u64, u64::MAX), Some(fake_at as u64 * 8));
+        for threads in [2, 3] {
+            assert_eq!(decode(&gz, 0, data.len(), &plan(threads, chunk)).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn corrupt_and_truncated_members_are_errors() {
+        let data = ct_like(300_000, 5);
+        let gz = gzip(&data, 6);
+        for p in [plan(1, 1 << 20), plan(3, 9000)] {
+            for cut in [5, 12, gz.len() / 3, gz.len() - 9, gz.len() - 4, gz.len() - 1] {
+                assert!(decode(&gz[..cut], 0, data.len(), &p).is_err(), "cut at {cut}");
+            }
+            let mut bad_crc = gz.clone();
+            let n = bad_crc.len();
+            bad_crc[n - 8] ^= 1;
+            assert!(matches!(decode(&bad_crc, 0, data.len(), &p), Err(GzipError::Crc)));
+            let mut bad_len = gz.clone();
+            bad_len[n - 1] ^= 1;
+            assert!(matches!(decode(&bad_len, 0, data.len(), &p), Err(GzipError::Length)));
+            assert!(matches!(decode(&gz, 0, data.len() + 1, &p), Err(GzipError::Short { .. })));
+            let mut two = gz.clone();
+            two.extend_from_slice(&gzip(b"more", 6));
+            assert!(matches!(decode(&two, 0, data.len(), &p), Err(GzipError::MoreMembers)));
+            for at in (10..gz.len() - 8).step_by(gz.len() / 37) {
+                let mut bad = gz.clone();
+                bad[at] ^= 0x24;
+                assert!(decode(&bad, 0, data.len(), &p).is_err(), "flip at {at}");
+            }
+            assert!(matches!(decode(b"PK\x03\x04", 0, 0, &p), Err(GzipError::NotGzip)));
+        }
+    }
+}
