@@ -13,26 +13,35 @@ pub fn find_dynamic_block(data: &[u8], from: u64, to: u64) -> Option<u64> {
     let mut tables = Tables::new();
     let mut bit = from;
     while bit < end {
-        let byte = (bit / 8) as usize;
-        let mut word = [0u8; 16];
-        let available = data.len().saturating_sub(byte).min(16);
-        word[..available].copy_from_slice(&data[byte..byte + available]);
-        let word = u128::from_le_bytes(word);
-        for shift in (bit % 8) as u32..8 {
-            let at = byte as u64 * 8 + shift as u64;
+        // 32 positions at a time: those where BFINAL = 0 and BTYPE = 2 (bits 0, 0, 1).
+        let byte = bit / 8;
+        let w = load_le(data, byte, 8) as u64;
+        let mut candidates = !w & !(w >> 1) & (w >> 2) & 0xffff_ffff & (u64::MAX << (bit % 8));
+        while candidates != 0 {
+            let at = byte * 8 + candidates.trailing_zeros() as u64;
             if at >= end {
                 return None;
             }
-            if header_plausible(word >> shift) {
+            if header_plausible(load_le(data, at / 8, 16) >> (at % 8)) {
                 let mut bits = BitReader::new(data, at + 3);
                 if read_dynamic_tables(&mut bits, &mut tables).is_ok() {
                     return Some(at);
                 }
             }
+            candidates &= candidates - 1;
         }
-        bit = (byte as u64 + 1) * 8;
+        bit = (byte + 4) * 8;
     }
     None
+}
+
+/// `n <= 16` bytes of `data` from `byte` on as a little-endian number (zeros past the end).
+fn load_le(data: &[u8], byte: u64, n: usize) -> u128 {
+    let mut word = [0u8; 16];
+    let at = usize::try_from(byte).unwrap_or(usize::MAX).min(data.len());
+    let available = (data.len() - at).min(n);
+    word[..available].copy_from_slice(&data[at..at + available]);
+    u128::from_le_bytes(word)
 }
 
 /// Cheap checks on the first 74 bits: BFINAL = 0, BTYPE = 2, at most 286 literal/length and

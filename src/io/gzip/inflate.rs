@@ -388,7 +388,10 @@ unsafe fn copy_match<T: Symbol>(base: *mut T, at: usize, distance: usize, len: u
         let dst = base.add(at);
         let src = dst.sub(distance);
         if distance >= step {
-            let mut i = 0;
+            // Two words cover most matches; longer ones continue word by word.
+            (dst as *mut u64).write_unaligned((src as *const u64).read_unaligned());
+            (dst.add(step) as *mut u64).write_unaligned((src.add(step) as *const u64).read_unaligned());
+            let mut i = 2 * step;
             while i < len {
                 (dst.add(i) as *mut u64).write_unaligned((src.add(i) as *const u64).read_unaligned());
                 i += step;
@@ -544,6 +547,26 @@ impl<'a> Inflater<'a> {
             }
             r.refill();
             let mut e = lit[(r.buf & low_bits(LIT_BITS)) as usize];
+            if e & KIND_MASK == KIND_LITERAL {
+                // Literals found in the primary table take at most 11 bits: up to three fit in
+                // the 56 refilled bits. SAFETY (writes): at <= limit leaves SYMBOL_ROOM elements.
+                r.consume(e & 15);
+                unsafe { base.add(at).write(T::literal((e >> 16) as u8)) };
+                at += 1;
+                e = lit[(r.buf & low_bits(LIT_BITS)) as usize];
+                if e & KIND_MASK == KIND_LITERAL {
+                    r.consume(e & 15);
+                    unsafe { base.add(at).write(T::literal((e >> 16) as u8)) };
+                    at += 1;
+                    e = lit[(r.buf & low_bits(LIT_BITS)) as usize];
+                    if e & KIND_MASK == KIND_LITERAL {
+                        r.consume(e & 15);
+                        unsafe { base.add(at).write(T::literal((e >> 16) as u8)) };
+                        at += 1;
+                    }
+                }
+                continue;
+            }
             if e & KIND_MASK == KIND_SUBTABLE {
                 r.consume(LIT_BITS);
                 e = lit[(e >> 16) as usize + (r.buf & low_bits((e >> 4) & 15)) as usize];

@@ -17,10 +17,10 @@ pub mod inflate;
 
 use crate::io::LoadProgress;
 use block_finder::find_dynamic_block;
-use inflate::{InflateError, Inflater, MARKER_BASE, Step, WINDOW_SIZE};
+use inflate::{InflateError, Inflater, MARKER_BASE, SYMBOL_ROOM, Step, WINDOW_SIZE};
 use memmap2::{Mmap, UncheckedAdvice};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 /// Why the fast path could not decode a gzip member (the caller falls back to flate2, whose
@@ -45,6 +45,15 @@ pub enum GzipError {
     MoreMembers,
 }
 
+/// How a decode went: chunks taken as decoded speculatively, and chunks decoded again
+/// sequentially (wrong start, failure, or nothing found).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    pub chunks: usize,
+    pub accepted: usize,
+    pub redone: usize,
+}
+
 /// How a member is split across threads.
 #[derive(Clone, Debug)]
 pub struct ParallelPlan {
@@ -63,7 +72,9 @@ impl Default for ParallelPlan {
 }
 
 /// Decoded bytes aimed at per chunk when the chunk size is picked automatically.
-const CHUNK_OUTPUT: usize = 4 << 20;
+const CHUNK_OUTPUT: usize = 2 << 20;
+/// Symbols resolved at a time (through a cache-sized scratch buffer) when a chunk is placed.
+const RESOLVE_BLOCK: usize = 64 << 10;
 /// Output buffer of the sequential decoder beyond its window.
 const SEQUENTIAL_BUFFER: usize = 1 << 20;
 /// Consumed input is released from the mapping in steps of this many bytes.
@@ -72,7 +83,7 @@ const RELEASE_STEP: usize = 8 << 20;
 /// Decodes the first gzip member of the file at `path` like `decode_member`, through a read-only
 /// mapping whose pages behind the decoder are released as it goes (so the input does not add
 /// to the resident memory). `progress` is told how many file bytes lie behind the decoder.
-pub fn decode_file(path: &Path, skip: u64, out: &mut [u8], progress: Option<&LoadProgress>) -> Result<(), GzipError> {
+pub fn decode_file(path: &Path, skip: u64, out: &mut [u8], progress: Option<&LoadProgress>) -> Result<DecodeStats, GzipError> {
     let file = std::fs::File::open(path)?;
     // SAFETY: the mapping is only read; a file changed under it by another process can change
     // or fault the bytes read, the hazard every mapped reader accepts.
@@ -104,19 +115,17 @@ pub fn decode_member(
     out: &mut [u8],
     plan: &ParallelPlan,
     consumed: &mut dyn FnMut(usize),
-) -> Result<(), GzipError> {
+) -> Result<DecodeStats, GzipError> {
     let body = parse_header(data)?;
     let needed = skip + out.len() as u64;
     let mut assembly = Assembly::new(out, skip, consumed);
     let body_end = data.len().saturating_sub(8).max(body);
-    let layout = ChunkLayout::new(body, body_end, data, plan);
-    let end_bit = match layout {
+    let (end_bit, stats) = match ChunkLayout::new(body, body_end, data, plan) {
         Some(layout) => decode_parallel(data, &layout, plan.threads, &mut assembly)?,
         None => {
             let mut buffer = Vec::new();
-            let (end, last) = assembly.decode_sequential(data, body as u64 * 8, u64::MAX, &mut buffer)?;
-            debug_assert!(last);
-            end
+            let (end, _) = assembly.decode_sequential(data, body as u64 * 8, u64::MAX, &mut buffer)?;
+            (end, DecodeStats::default())
         }
     };
     (assembly.consumed)(data.len());
@@ -124,7 +133,7 @@ pub fn decode_member(
     let Some(trailer) = data.get(trailer_at..trailer_at + 8) else { return Err(InflateError::Truncated.into()) };
     let crc = u32::from_le_bytes(trailer[..4].try_into().unwrap());
     let isize = u32::from_le_bytes(trailer[4..].try_into().unwrap());
-    if assembly.crc.clone().finalize() != crc {
+    if assembly.crc.finalize() != crc {
         return Err(GzipError::Crc);
     }
     if assembly.produced as u32 != isize {
@@ -136,7 +145,7 @@ pub fn decode_member(
     if trailer_at + 8 != data.len() {
         return Err(GzipError::MoreMembers);
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// Checks the gzip member header and returns the offset of the deflate body.
@@ -173,46 +182,131 @@ fn parse_header(data: &[u8]) -> Result<usize, GzipError> {
     Ok(at)
 }
 
-/// The decoded stream as it is put together in order: clipped into the caller's buffer, its
-/// CRC32, its length and its last 32 KiB.
+/// The byte every 16-bit symbol stands for, given the window before the symbols.
+struct WindowTable {
+    bytes: Box<[u8; 1 << 16]>,
+    /// Window positions before the start of the stream (an error to refer to).
+    missing: usize,
+}
+
+impl WindowTable {
+    /// `window` holds the last `window.len()` bytes before the symbols: fewer than 32 KiB only
+    /// near the start of the stream.
+    fn new(window: &[u8]) -> Self {
+        let mut bytes = Box::new([0u8; 1 << 16]);
+        for (v, b) in bytes[..256].iter_mut().enumerate() {
+            *b = v as u8;
+        }
+        let missing = WINDOW_SIZE - window.len();
+        let base = MARKER_BASE as usize + missing;
+        bytes[base..base + window.len()].copy_from_slice(window);
+        WindowTable { bytes, missing }
+    }
+
+    /// Replaces window markers by the bytes they name.
+    fn resolve(&self, symbols: &[u16], out: &mut [u8]) -> Result<(), InflateError> {
+        let before_stream = MARKER_BASE..MARKER_BASE + self.missing as u16;
+        if self.missing > 0 && symbols.iter().any(|s| before_stream.contains(s)) {
+            return Err(InflateError::Invalid("invalid distance too far back"));
+        }
+        for (o, &s) in out.iter_mut().zip(symbols) {
+            *o = self.bytes[s as usize];
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the last 32 KiB of what `window` held followed by `bytes`.
+fn push_window(window: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() >= WINDOW_SIZE {
+        window.clear();
+        window.extend_from_slice(&bytes[bytes.len() - WINDOW_SIZE..]);
+    } else {
+        let excess = (window.len() + bytes.len()).saturating_sub(WINDOW_SIZE);
+        window.drain(..excess);
+        window.extend_from_slice(bytes);
+    }
+}
+
+/// The CRC32 of the stream, assembled in order from pieces of which some (chunks resolved on
+/// worker threads) arrive later.
+struct CrcPieces {
+    pieces: Vec<CrcPiece>,
+}
+
+enum CrcPiece {
+    Ready(crc32fast::Hasher),
+    Chunk(usize),
+}
+
+impl CrcPieces {
+    fn update(&mut self, bytes: &[u8]) {
+        if !matches!(self.pieces.last(), Some(CrcPiece::Ready(_))) {
+            self.pieces.push(CrcPiece::Ready(crc32fast::Hasher::new()));
+        }
+        if let Some(CrcPiece::Ready(h)) = self.pieces.last_mut() {
+            h.update(bytes);
+        }
+    }
+
+    /// Fills in the pieces of chunks from `chunk_crcs` (indexed by chunk).
+    fn fill(&mut self, chunk_crcs: &mut [Option<crc32fast::Hasher>]) {
+        for piece in &mut self.pieces {
+            if let CrcPiece::Chunk(k) = *piece {
+                *piece = CrcPiece::Ready(chunk_crcs[k].take().unwrap_or_default());
+            }
+        }
+    }
+
+    fn finalize(&self) -> u32 {
+        let mut total = crc32fast::Hasher::new();
+        for piece in &self.pieces {
+            if let CrcPiece::Ready(h) = piece {
+                total.combine(h);
+            }
+        }
+        total.finalize()
+    }
+}
+
+/// The decoded stream as it is put together in order: what falls in the caller's range goes to
+/// the front of the part of the buffer not yet written; also its CRC pieces, its length and
+/// its last 32 KiB.
 struct Assembly<'o, 'c> {
-    out: &'o mut [u8],
+    rest: &'o mut [u8],
     skip: u64,
+    end: u64,
     produced: u64,
-    crc: crc32fast::Hasher,
+    crc: CrcPieces,
     window: Vec<u8>,
     consumed: &'c mut dyn FnMut(usize),
 }
 
 impl<'o, 'c> Assembly<'o, 'c> {
     fn new(out: &'o mut [u8], skip: u64, consumed: &'c mut dyn FnMut(usize)) -> Self {
-        Assembly { out, skip, produced: 0, crc: crc32fast::Hasher::new(), window: Vec::with_capacity(WINDOW_SIZE), consumed }
+        let end = skip + out.len() as u64;
+        Assembly { rest: out, skip, end, produced: 0, crc: CrcPieces { pieces: Vec::new() }, window: Vec::with_capacity(WINDOW_SIZE), consumed }
     }
 
-    /// Appends bytes whose CRC is accounted for elsewhere.
-    fn place(&mut self, bytes: &[u8]) {
+    /// Takes the next `len` bytes of the stream: returns the part of the caller's buffer they
+    /// land in, and where in those `len` bytes that part begins.
+    fn claim(&mut self, len: usize) -> (&'o mut [u8], usize) {
         let start = self.produced;
-        let end = start + bytes.len() as u64;
+        let stop = start + len as u64;
         let lo = start.max(self.skip);
-        let hi = end.min(self.skip + self.out.len() as u64);
-        if lo < hi {
-            self.out[(lo - self.skip) as usize..(hi - self.skip) as usize]
-                .copy_from_slice(&bytes[(lo - start) as usize..(hi - start) as usize]);
-        }
-        self.produced = end;
-        if bytes.len() >= WINDOW_SIZE {
-            self.window.clear();
-            self.window.extend_from_slice(&bytes[bytes.len() - WINDOW_SIZE..]);
-        } else {
-            let excess = (self.window.len() + bytes.len()).saturating_sub(WINDOW_SIZE);
-            self.window.drain(..excess);
-            self.window.extend_from_slice(bytes);
-        }
+        let take = stop.min(self.end).saturating_sub(lo) as usize;
+        let (head, tail) = std::mem::take(&mut self.rest).split_at_mut(take);
+        self.rest = tail;
+        self.produced = stop;
+        (head, lo.saturating_sub(start).min(len as u64) as usize)
     }
 
+    /// Appends decoded bytes.
     fn emit(&mut self, bytes: &[u8]) {
         self.crc.update(bytes);
-        self.place(bytes);
+        let (dst, from) = self.claim(bytes.len());
+        dst.copy_from_slice(&bytes[from..from + dst.len()]);
+        push_window(&mut self.window, bytes);
     }
 
     /// Decodes from block start `start` (with the current window as history) until the first
@@ -236,29 +330,72 @@ impl<'o, 'c> Assembly<'o, 'c> {
         Ok((inf.position(), inf.is_done()))
     }
 
-    /// Appends a speculatively decoded chunk, resolving its window markers.
-    fn accept(&mut self, chunk: &ChunkOutput, resolved: &mut Vec<u8>) -> Result<(), GzipError> {
-        if !chunk.marked.is_empty() {
-            // Positions of the window before the stream's start do not exist.
-            let missing = WINDOW_SIZE - self.window.len();
-            resolved.clear();
-            for &s in &chunk.marked {
-                let byte = if s < MARKER_BASE {
-                    s as u8
-                } else {
-                    let j = (s - MARKER_BASE) as usize;
-                    if j < missing {
-                        return Err(InflateError::Invalid("invalid distance too far back").into());
-                    }
-                    self.window[j - missing]
-                };
-                resolved.push(byte);
+    /// Takes a speculatively decoded chunk: advances the window past it (resolving only its
+    /// last 32 KiB) and returns the work of writing it out, for any thread.
+    fn accept(&mut self, k: usize, chunk: ChunkOutput) -> Result<Placement<'o>, GzipError> {
+        let table = WindowTable::new(&self.window);
+        let tail_bytes = &chunk.bytes[chunk.bytes_from..];
+        let marked_tail = WINDOW_SIZE.saturating_sub(tail_bytes.len()).min(chunk.marked.len());
+        let mut resolved = vec![0u8; marked_tail];
+        table.resolve(&chunk.marked[chunk.marked.len() - marked_tail..], &mut resolved)?;
+        push_window(&mut self.window, &resolved);
+        push_window(&mut self.window, tail_bytes);
+        let (dst, dst_from) = self.claim(chunk.marked.len() + tail_bytes.len());
+        self.crc.pieces.push(CrcPiece::Chunk(k));
+        Ok(Placement { k, chunk, table, dst, dst_from })
+    }
+}
+
+/// Writing an accepted chunk into its part of the caller's buffer and computing its CRC.
+struct Placement<'o> {
+    k: usize,
+    chunk: ChunkOutput,
+    /// Resolves the chunk's markers from the window before it.
+    table: WindowTable,
+    dst: &'o mut [u8],
+    /// Position in the chunk's output of `dst[0]`.
+    dst_from: usize,
+}
+
+impl Placement<'_> {
+    fn run(&mut self) -> Result<crc32fast::Hasher, InflateError> {
+        let mut crc = crc32fast::Hasher::new();
+        let mut scratch = Vec::new();
+        let marked = &self.chunk.marked;
+        let dst_end = self.dst_from + self.dst.len();
+        let mut at = 0;
+        while at < marked.len() {
+            // Cache-sized pieces that lie either inside `dst` or outside it.
+            let mut end = (at + RESOLVE_BLOCK).min(marked.len());
+            for edge in [self.dst_from, dst_end] {
+                if at < edge && edge < end {
+                    end = edge;
+                }
             }
-            self.emit(resolved);
+            let bytes: &mut [u8] = if at >= self.dst_from && end <= dst_end {
+                &mut self.dst[at - self.dst_from..end - self.dst_from]
+            } else {
+                scratch.resize(end - at, 0);
+                &mut scratch
+            };
+            self.table.resolve(&marked[at..end], bytes)?;
+            crc.update(bytes);
+            at = end;
         }
-        self.crc.combine(&chunk.bytes_crc);
-        self.place(&chunk.bytes[chunk.bytes_from..]);
-        Ok(())
+        let bytes = &self.chunk.bytes[self.chunk.bytes_from..];
+        crc.update(bytes);
+        copy_clipped(self.dst, self.dst_from, at, bytes);
+        Ok(crc)
+    }
+}
+
+/// Copies `bytes`, found at position `at` of a chunk's output, into `dst`, which holds the
+/// chunk's output from position `dst_from` on.
+fn copy_clipped(dst: &mut [u8], dst_from: usize, at: usize, bytes: &[u8]) {
+    let lo = at.max(dst_from);
+    let hi = (at + bytes.len()).min(dst_from + dst.len());
+    if lo < hi {
+        dst[lo - dst_from..hi - dst_from].copy_from_slice(&bytes[lo - at..hi - at]);
     }
 }
 
@@ -284,12 +421,12 @@ impl ChunkLayout {
         // ISIZE of a single-member file gives the compression ratio (a hint only).
         let isize = data.len().checked_sub(4).map_or(0, |at| u32::from_le_bytes(data[at..].try_into().unwrap()) as usize);
         let ratio = (isize / input).max(1);
-        let chunk_input = plan.chunk_input.unwrap_or((CHUNK_OUTPUT / ratio).clamp(128 << 10, 4 << 20)).max(1);
+        let chunk_input = plan.chunk_input.unwrap_or((CHUNK_OUTPUT / ratio).clamp(64 << 10, 2 << 20)).max(1);
         let chunks = input.div_ceil(chunk_input);
         if chunks < 2 {
             return None;
         }
-        let expected_output = chunk_input.saturating_mul(ratio).clamp(64 << 10, 8 << 20);
+        let expected_output = chunk_input.saturating_mul(ratio).clamp(64 << 10, 8 << 20) + SYMBOL_ROOM;
         Some(ChunkLayout {
             start_bit: body as u64 * 8,
             end_bit: body_end as u64 * 8,
@@ -320,78 +457,172 @@ struct ChunkOutput {
     /// The rest of the output, after `bytes_from` elements of history.
     bytes: Vec<u8>,
     bytes_from: usize,
-    bytes_crc: crc32fast::Hasher,
 }
 
-/// What the workers and the in-order consumer share.
-struct Board {
+/// The state the workers and the in-order consumer share.
+struct Board<'o> {
+    /// Decoded chunks waiting for the consumer (`Some(None)`: the chunk failed).
     results: Vec<Option<Option<ChunkOutput>>>,
-    consumed: usize,
+    /// Next chunk to decode.
+    next: usize,
+    /// Chunks claimed whose buffers are not yet given back.
+    outstanding: usize,
+    placements: std::collections::VecDeque<Placement<'o>>,
+    /// Placements queued or running.
+    placing: usize,
+    crcs: Vec<Option<crc32fast::Hasher>>,
+    failed: Option<InflateError>,
+    /// No new chunks are to be decoded (the final block was reached, or an error).
+    closed: bool,
     stop: bool,
 }
 
-struct Workshop<'d> {
+struct Workshop<'d, 'o> {
     data: &'d [u8],
     layout: &'d ChunkLayout,
-    board: Mutex<Board>,
-    ready: Condvar,
-    room: Condvar,
-    next: AtomicUsize,
-    abort: AtomicBool,
+    board: Mutex<Board<'o>>,
+    changed: Condvar,
     in_flight: usize,
-    pool: Mutex<Vec<Vec<u8>>>,
+    abort: AtomicBool,
 }
 
-impl Workshop<'_> {
+/// What a thread of the workshop does next.
+enum Job<'o> {
+    Place(Placement<'o>),
+    Decode(usize),
+}
+
+impl<'o> Workshop<'_, 'o> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Board<'o>> {
+        self.board.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A job if one is available: placements first (they free memory), then the next chunk
+    /// while few enough are in flight.
+    fn next_job(&self, board: &mut Board<'o>, decode: bool) -> Option<Job<'o>> {
+        if let Some(p) = board.placements.pop_front() {
+            return Some(Job::Place(p));
+        }
+        if decode && !board.closed && board.next < self.layout.chunks && board.outstanding < self.in_flight {
+            board.next += 1;
+            board.outstanding += 1;
+            return Some(Job::Decode(board.next - 1));
+        }
+        None
+    }
+
+    fn run(&self, job: Job<'o>) {
+        match job {
+            Job::Place(mut p) => {
+                let result = p.run();
+                let mut board = self.lock();
+                match result {
+                    Ok(crc) => board.crcs[p.k] = Some(crc),
+                    Err(e) => board.failed = Some(e),
+                }
+                board.placing -= 1;
+                board.outstanding -= 1;
+            }
+            Job::Decode(k) => {
+                // A panic here must not leave the consumer waiting: the chunk is then redone
+                // sequentially on the calling thread.
+                let chunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_chunk(k))).unwrap_or(None);
+                self.lock().results[k] = Some(chunk);
+            }
+        }
+        self.changed.notify_all();
+    }
+
     fn worker(&self) {
-        loop {
-            let k = self.next.fetch_add(1, Ordering::Relaxed);
-            if k >= self.layout.chunks {
-                return;
-            }
-            {
-                let mut board = self.board.lock().unwrap();
-                while k >= board.consumed + self.in_flight && !board.stop {
-                    board = self.room.wait(board).unwrap();
+        let mut board = self.lock();
+        while !board.stop {
+            match self.next_job(&mut board, true) {
+                Some(job) => {
+                    drop(board);
+                    self.run(job);
+                    board = self.lock();
                 }
-                if board.stop {
-                    return;
-                }
+                None => board = self.changed.wait(board).unwrap_or_else(|e| e.into_inner()),
             }
-            // A panic here must not leave the consumer waiting: the chunk is then redone
-            // sequentially on the calling thread.
-            let chunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_chunk(k))).unwrap_or(None);
-            self.board.lock().unwrap().results[k] = Some(chunk);
-            self.ready.notify_all();
         }
     }
 
-    fn buffer(&self) -> Vec<u8> {
-        let mut b = self.pool.lock().unwrap().pop().unwrap_or_default();
-        b.clear();
-        b.reserve(self.layout.expected_output);
-        b
+    /// Waits for chunk `k`, running placements meanwhile.
+    fn take(&self, k: usize) -> Option<ChunkOutput> {
+        let mut board = self.lock();
+        loop {
+            if let Some(chunk) = board.results[k].take() {
+                return chunk;
+            }
+            match self.next_job(&mut board, false) {
+                Some(job) => {
+                    drop(board);
+                    self.run(job);
+                    board = self.lock();
+                }
+                None => board = self.changed.wait(board).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+
+    /// Hands an accepted chunk to the threads.
+    fn place(&self, placement: Placement<'o>) {
+        let mut board = self.lock();
+        board.placing += 1;
+        board.placements.push_back(placement);
+        drop(board);
+        self.changed.notify_all();
+    }
+
+    /// Gives back the claim of a chunk that was not accepted.
+    fn give_back(&self) {
+        self.lock().outstanding -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Stops new chunks, helps with the remaining placements, stops the workers; returns the
+    /// chunk CRCs or the first placement error.
+    fn finish(&self) -> Result<Vec<Option<crc32fast::Hasher>>, InflateError> {
+        self.abort.store(true, Ordering::Relaxed);
+        let mut board = self.lock();
+        board.closed = true;
+        while board.placing > 0 {
+            match self.next_job(&mut board, false) {
+                Some(job) => {
+                    drop(board);
+                    self.run(job);
+                    board = self.lock();
+                }
+                None => board = self.changed.wait(board).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+        board.stop = true;
+        self.changed.notify_all();
+        match board.failed {
+            Some(e) => Err(e),
+            None => Ok(std::mem::take(&mut board.crcs)),
+        }
     }
 
     /// Decodes chunk `k` speculatively; `None` when no block start was found, the decode failed
     /// or grew past the limit.
     fn decode_chunk(&self, k: usize) -> Option<ChunkOutput> {
         let stop = self.layout.stop(k);
-        let mut bytes = self.buffer();
+        let mut bytes = Vec::new();
         if k == 0 {
             let start = self.layout.start_bit;
             let mut inf = Inflater::new(self.data, start);
-            self.run_bytes(&mut inf, &mut bytes, stop, self.layout.max_output)?;
-            return Some(self.output(start, &inf, Vec::new(), bytes, 0));
+            bytes.reserve(self.layout.expected_output);
+            self.run_symbols(&mut inf, &mut bytes, stop, self.layout.max_output)?;
+            return Some(ChunkOutput { start, end: inf.position(), last: inf.is_done(), marked: Vec::new(), bytes, bytes_from: 0 });
         }
         let start = find_dynamic_block(self.data, self.layout.nominal_start(k), stop.min(self.layout.end_bit))?;
-        let mut marked: Vec<u16> = Vec::with_capacity(WINDOW_SIZE + (256 << 10));
+        let mut marked: Vec<u16> = Vec::with_capacity(WINDOW_SIZE + self.layout.expected_output);
         marked.extend((0..WINDOW_SIZE as u16).map(|j| MARKER_BASE + j));
         let mut inf = Inflater::new(self.data, start);
-        loop {
+        let switched = loop {
             if inf.at_boundary() && (inf.is_done() || inf.position() >= stop) {
-                marked.drain(..WINDOW_SIZE);
-                return Some(self.output(start, &inf, marked, bytes, 0));
+                break false;
             }
             match inf.step(&mut marked, 0).ok()? {
                 Step::Full => {
@@ -403,118 +634,105 @@ impl Workshop<'_> {
                 Step::BlockEnd => {
                     let n = marked.len();
                     if n >= 2 * WINDOW_SIZE && marked[n - WINDOW_SIZE..].iter().all(|&s| s < MARKER_BASE) {
-                        break;
+                        break true;
                     }
                 }
             }
+        };
+        let mut bytes_from = 0;
+        if switched {
+            bytes.reserve(self.layout.expected_output);
+            bytes.extend(marked[marked.len() - WINDOW_SIZE..].iter().map(|&s| s as u8));
+            bytes_from = WINDOW_SIZE;
+            let limit = self.layout.max_output.saturating_sub(marked.len());
+            self.run_symbols(&mut inf, &mut bytes, stop, limit)?;
         }
-        bytes.extend(marked[marked.len() - WINDOW_SIZE..].iter().map(|&s| s as u8));
-        let limit = self.layout.max_output.saturating_sub(marked.len());
-        self.run_bytes(&mut inf, &mut bytes, stop, limit)?;
         marked.drain(..WINDOW_SIZE);
-        Some(self.output(start, &inf, marked, bytes, WINDOW_SIZE))
+        Some(ChunkOutput { start, end: inf.position(), last: inf.is_done(), marked, bytes, bytes_from })
     }
 
-    /// Continues `inf` in bytes until the first boundary at or after `stop` or the final block.
-    fn run_bytes(&self, inf: &mut Inflater, bytes: &mut Vec<u8>, stop: u64, limit: usize) -> Option<()> {
+    /// Continues `inf` until the first boundary at or after `stop` or the final block.
+    fn run_symbols<T: inflate::Symbol>(&self, inf: &mut Inflater, out: &mut Vec<T>, stop: u64, limit: usize) -> Option<()> {
         while !(inf.at_boundary() && (inf.is_done() || inf.position() >= stop)) {
-            if inf.step(bytes, 0).ok()? == Step::Full {
-                if bytes.len() > limit || self.abort.load(Ordering::Relaxed) {
+            if inf.step(out, 0).ok()? == Step::Full {
+                if out.len() > limit || self.abort.load(Ordering::Relaxed) {
                     return None;
                 }
-                bytes.reserve(bytes.capacity());
+                out.reserve(out.capacity());
             }
         }
         Some(())
-    }
-
-    fn output(&self, start: u64, inf: &Inflater, marked: Vec<u16>, bytes: Vec<u8>, bytes_from: usize) -> ChunkOutput {
-        let mut bytes_crc = crc32fast::Hasher::new();
-        bytes_crc.update(&bytes[bytes_from..]);
-        ChunkOutput { start, end: inf.position(), last: inf.is_done(), marked, bytes, bytes_from, bytes_crc }
-    }
-
-    fn take(&self, k: usize) -> Option<ChunkOutput> {
-        let mut board = self.board.lock().unwrap();
-        loop {
-            if let Some(chunk) = board.results[k].take() {
-                return chunk;
-            }
-            board = self.ready.wait(board).unwrap();
-        }
-    }
-
-    fn release(&self, k: usize, chunk: Option<ChunkOutput>) {
-        if let Some(c) = chunk {
-            self.pool.lock().unwrap().push(c.bytes);
-        }
-        self.board.lock().unwrap().consumed = k + 1;
-        self.room.notify_all();
-    }
-
-    fn finish(&self) {
-        self.abort.store(true, Ordering::Relaxed);
-        self.board.lock().unwrap().stop = true;
-        self.room.notify_all();
     }
 }
 
 /// Decodes the body in chunks on `threads` workers, assembling them in order on this thread;
 /// returns the bit position where the final block ends.
-fn decode_parallel(data: &[u8], layout: &ChunkLayout, threads: usize, assembly: &mut Assembly) -> Result<u64, GzipError> {
+fn decode_parallel<'o>(data: &[u8], layout: &ChunkLayout, threads: usize, assembly: &mut Assembly<'o, '_>) -> Result<(u64, DecodeStats), GzipError> {
     let workshop = Workshop {
         data,
         layout,
-        board: Mutex::new(Board { results: (0..layout.chunks).map(|_| None).collect(), consumed: 0, stop: false }),
-        ready: Condvar::new(),
-        room: Condvar::new(),
-        next: AtomicUsize::new(0),
-        abort: AtomicBool::new(false),
+        board: Mutex::new(Board {
+            results: (0..layout.chunks).map(|_| None).collect(),
+            next: 0,
+            outstanding: 0,
+            placements: Default::default(),
+            placing: 0,
+            crcs: vec![None; layout.chunks],
+            failed: None,
+            closed: false,
+            stop: false,
+        }),
+        changed: Condvar::new(),
         in_flight: threads + 1,
-        pool: Mutex::new(Vec::new()),
+        abort: AtomicBool::new(false),
     };
-    std::thread::scope(|scope| {
+    let (result, crcs) = std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| workshop.worker());
         }
         let result = assemble(&workshop, assembly);
-        workshop.finish();
-        result
-    })
+        (result, workshop.finish())
+    });
+    let done = result?;
+    assembly.crc.fill(&mut crcs?);
+    Ok(done)
 }
 
 /// Takes the chunks in order; a chunk that did not start where its predecessor stopped is
 /// replaced by a sequential decode.
-fn assemble(workshop: &Workshop, assembly: &mut Assembly) -> Result<u64, GzipError> {
+fn assemble<'o>(workshop: &Workshop<'_, 'o>, assembly: &mut Assembly<'o, '_>) -> Result<(u64, DecodeStats), GzipError> {
     let (data, layout) = (workshop.data, workshop.layout);
+    let mut stats = DecodeStats { chunks: layout.chunks, ..Default::default() };
     let mut position = layout.start_bit;
     let mut last = false;
     let mut sequential = Vec::new();
-    let mut resolved = Vec::new();
     for k in 0..layout.chunks {
         let chunk = workshop.take(k);
-        let stop = layout.stop(k);
         let mut accepted = false;
-        if let Some(c) = &chunk {
+        if let Some(c) = chunk {
             if c.start > position {
                 // A gap before the found block (a stored or fixed block the finder skips, or a
                 // false positive): decode up to it and see whether we land there.
-                let (reached, done) = assembly.decode_sequential(data, position, c.start, &mut sequential)?;
-                (position, last) = (reached, done);
+                (position, last) = assembly.decode_sequential(data, position, c.start, &mut sequential)?;
             }
             if c.start == position && !last {
-                assembly.accept(c, &mut resolved)?;
                 (position, last) = (c.end, c.last);
+                workshop.place(assembly.accept(k, c)?);
                 accepted = true;
             }
         }
-        if !accepted && !last {
-            (position, last) = assembly.decode_sequential(data, position, stop, &mut sequential)?;
+        if accepted {
+            stats.accepted += 1;
+        } else {
+            workshop.give_back();
+            if !last {
+                (position, last) = assembly.decode_sequential(data, position, layout.stop(k), &mut sequential)?;
+                stats.redone += 1;
+            }
         }
         (assembly.consumed)((position / 8) as usize);
-        workshop.release(k, chunk);
         if last {
-            return Ok(position);
+            return Ok((position, stats));
         }
     }
     Err(InflateError::Truncated.into())
@@ -543,9 +761,13 @@ mod tests {
 
     /// Decodes all of `gz` after `skip` bytes with `plan`.
     fn decode(gz: &[u8], skip: u64, len: usize, plan: &ParallelPlan) -> Result<Vec<u8>, GzipError> {
+        decode_with_stats(gz, skip, len, plan).map(|(out, _)| out)
+    }
+
+    fn decode_with_stats(gz: &[u8], skip: u64, len: usize, plan: &ParallelPlan) -> Result<(Vec<u8>, DecodeStats), GzipError> {
         let mut out = vec![0u8; len];
-        decode_member(gz, skip, &mut out, plan, &mut |_| {})?;
-        Ok(out)
+        let stats = decode_member(gz, skip, &mut out, plan, &mut |_| {})?;
+        Ok((out, stats))
     }
 
     /// CT-like 16-bit noise: slowly varying values plus a few noisy low bits (about 2:1).
@@ -569,9 +791,26 @@ mod tests {
         for level in [0, 1, 6, 9] {
             let gz = gzip(&data, level);
             let expected = flate2_decode(&gz);
-            for (threads, chunk) in [(1, 1 << 20), (2, gz.len() / 2), (3, gz.len() / 3), (4, gz.len() / 4), (2, 5000)] {
-                let got = decode(&gz, 0, data.len(), &plan(threads, chunk)).unwrap();
+            if level == 1 {
+                assert_eq!((gz[10] >> 1) & 3, 1, "zlib-rs level 1 starts with a fixed-Huffman block");
+            }
+            for (threads, chunk) in [(1, 1 << 20), (2, gz.len() / 2), (3, gz.len() / 3), (4, gz.len() / 4), (3, 5000)] {
+                let (got, stats) = decode_with_stats(&gz, 0, data.len(), &plan(threads, chunk)).unwrap();
                 assert!(got == expected, "level {level}, {threads} threads, chunks of {chunk}");
+                if threads == 1 {
+                    assert_eq!(stats.chunks, 0);
+                } else if level <= 1 {
+                    // Stored blocks (level 0) and zlib-rs's level 1, which writes fixed-Huffman
+                    // blocks only, offer no dynamic block to start from: all but chunk 0 redone.
+                    assert!(stats.accepted == 1 && stats.redone > 0, "level {level}: {stats:?}");
+                } else if chunk == 5000 {
+                    // Blocks span several 5 kB chunks: the chunks without a block start are
+                    // decoded as part of their predecessor's redo.
+                    assert!(stats.accepted >= 3 && stats.accepted + stats.redone <= stats.chunks, "{stats:?}");
+                } else {
+                    // The last chunk may hold only the final block's start, which is not searched.
+                    assert!(stats.accepted + 1 >= stats.chunks, "{stats:?}");
+                }
             }
         }
     }
@@ -579,7 +818,7 @@ mod tests {
     #[test]
     fn skip_and_trailing_bytes_are_decoded_not_stored() {
         let data = ct_like(400_000, 2);
-        let gz = gzip(&data, 1);
+        let gz = gzip(&data, 6);
         for p in [plan(1, 1 << 20), plan(2, 7000)] {
             let got = decode(&gz, 352, 300_000, &p).unwrap();
             assert_eq!(got, &data[352..300_352]);
@@ -655,7 +894,9 @@ mod tests {
         // Chunk 1 starts 100 bytes before the fake header and the finder takes it.
         assert_eq!(find_dynamic_block(&gz, ((body + chunk) * 8) as u64, u64::MAX), Some(fake_at as u64 * 8));
         for threads in [2, 3] {
-            assert_eq!(decode(&gz, 0, data.len(), &plan(threads, chunk)).unwrap(), data);
+            let (got, stats) = decode_with_stats(&gz, 0, data.len(), &plan(threads, chunk)).unwrap();
+            assert_eq!(got, data);
+            assert!(stats.redone >= 1 && stats.accepted >= 2, "{stats:?}");
         }
     }
 
