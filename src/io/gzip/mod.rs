@@ -334,13 +334,13 @@ impl<'o, 'c> Assembly<'o, 'c> {
     /// last 32 KiB) and returns the work of writing it out, for any thread.
     fn accept(&mut self, k: usize, chunk: ChunkOutput) -> Result<Placement<'o>, GzipError> {
         let table = WindowTable::new(&self.window);
-        let tail_bytes = &chunk.bytes[chunk.bytes_from..];
-        let marked_tail = WINDOW_SIZE.saturating_sub(tail_bytes.len()).min(chunk.marked.len());
+        let (marked, tail_bytes) = (chunk.marked(), chunk.bytes());
+        let marked_tail = WINDOW_SIZE.saturating_sub(tail_bytes.len()).min(marked.len());
         let mut resolved = vec![0u8; marked_tail];
-        table.resolve(&chunk.marked[chunk.marked.len() - marked_tail..], &mut resolved)?;
+        table.resolve(&marked[marked.len() - marked_tail..], &mut resolved)?;
         push_window(&mut self.window, &resolved);
         push_window(&mut self.window, tail_bytes);
-        let (dst, dst_from) = self.claim(chunk.marked.len() + tail_bytes.len());
+        let (dst, dst_from) = self.claim(marked.len() + tail_bytes.len());
         self.crc.pieces.push(CrcPiece::Chunk(k));
         Ok(Placement { k, chunk, table, dst, dst_from })
     }
@@ -361,7 +361,7 @@ impl Placement<'_> {
     fn run(&mut self) -> Result<crc32fast::Hasher, InflateError> {
         let mut crc = crc32fast::Hasher::new();
         let mut scratch = Vec::new();
-        let marked = &self.chunk.marked;
+        let marked = self.chunk.marked();
         let dst_end = self.dst_from + self.dst.len();
         let mut at = 0;
         while at < marked.len() {
@@ -382,7 +382,7 @@ impl Placement<'_> {
             crc.update(bytes);
             at = end;
         }
-        let bytes = &self.chunk.bytes[self.chunk.bytes_from..];
+        let bytes = self.chunk.bytes();
         crc.update(bytes);
         copy_clipped(self.dst, self.dst_from, at, bytes);
         Ok(crc)
@@ -420,13 +420,14 @@ impl ChunkLayout {
         }
         // ISIZE of a single-member file gives the compression ratio (a hint only).
         let isize = data.len().checked_sub(4).map_or(0, |at| u32::from_le_bytes(data[at..].try_into().unwrap()) as usize);
-        let ratio = (isize / input).max(1);
-        let chunk_input = plan.chunk_input.unwrap_or((CHUNK_OUTPUT / ratio).clamp(64 << 10, 2 << 20)).max(1);
+        let ratio = (isize as f64 / input as f64).max(1.0);
+        let chunk_input = plan.chunk_input.unwrap_or(((CHUNK_OUTPUT as f64 / ratio) as usize).clamp(64 << 10, 2 << 20)).max(1);
         let chunks = input.div_ceil(chunk_input);
         if chunks < 2 {
             return None;
         }
-        let expected_output = chunk_input.saturating_mul(ratio).clamp(64 << 10, 8 << 20) + SYMBOL_ROOM;
+        // A quarter more than the average, so that most chunks fit without growing.
+        let expected_output = ((chunk_input as f64 * ratio * 1.25) as usize).clamp(64 << 10, 8 << 20) + SYMBOL_ROOM;
         Some(ChunkLayout {
             start_bit: body as u64 * 8,
             end_bit: body_end as u64 * 8,
@@ -452,11 +453,23 @@ struct ChunkOutput {
     start: u64,
     end: u64,
     last: bool,
-    /// Output decoded while references could still reach the unknown window.
+    /// Output decoded while references could still reach the unknown window, after
+    /// `marked_from` elements of window markers.
     marked: Vec<u16>,
+    marked_from: usize,
     /// The rest of the output, after `bytes_from` elements of history.
     bytes: Vec<u8>,
     bytes_from: usize,
+}
+
+impl ChunkOutput {
+    fn marked(&self) -> &[u16] {
+        &self.marked[self.marked_from..]
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[self.bytes_from..]
+    }
 }
 
 /// The state the workers and the in-order consumer share.
@@ -475,6 +488,18 @@ struct Board<'o> {
     /// No new chunks are to be decoded (the final block was reached, or an error).
     closed: bool,
     stop: bool,
+    /// Buffers of placed or rejected chunks, for the next chunks.
+    spare_marked: Vec<Vec<u16>>,
+    spare_bytes: Vec<Vec<u8>>,
+}
+
+impl Board<'_> {
+    fn recycle(&mut self, mut chunk: ChunkOutput) {
+        chunk.marked.clear();
+        chunk.bytes.clear();
+        self.spare_marked.push(chunk.marked);
+        self.spare_bytes.push(chunk.bytes);
+    }
 }
 
 struct Workshop<'d, 'o> {
@@ -520,6 +545,7 @@ impl<'o> Workshop<'_, 'o> {
                     Ok(crc) => board.crcs[p.k] = Some(crc),
                     Err(e) => board.failed = Some(e),
                 }
+                board.recycle(p.chunk);
                 board.placing -= 1;
                 board.outstanding -= 1;
             }
@@ -575,8 +601,13 @@ impl<'o> Workshop<'_, 'o> {
     }
 
     /// Gives back the claim of a chunk that was not accepted.
-    fn give_back(&self) {
-        self.lock().outstanding -= 1;
+    fn give_back(&self, chunk: Option<ChunkOutput>) {
+        let mut board = self.lock();
+        board.outstanding -= 1;
+        if let Some(c) = chunk {
+            board.recycle(c);
+        }
+        drop(board);
         self.changed.notify_all();
     }
 
@@ -608,16 +639,19 @@ impl<'o> Workshop<'_, 'o> {
     /// or grew past the limit.
     fn decode_chunk(&self, k: usize) -> Option<ChunkOutput> {
         let stop = self.layout.stop(k);
-        let mut bytes = Vec::new();
+        let (mut marked, mut bytes) = {
+            let mut board = self.lock();
+            (board.spare_marked.pop().unwrap_or_default(), board.spare_bytes.pop().unwrap_or_default())
+        };
         if k == 0 {
             let start = self.layout.start_bit;
             let mut inf = Inflater::new(self.data, start);
             bytes.reserve(self.layout.expected_output);
             self.run_symbols(&mut inf, &mut bytes, stop, self.layout.max_output)?;
-            return Some(ChunkOutput { start, end: inf.position(), last: inf.is_done(), marked: Vec::new(), bytes, bytes_from: 0 });
+            return Some(ChunkOutput { start, end: inf.position(), last: inf.is_done(), marked, marked_from: 0, bytes, bytes_from: 0 });
         }
         let start = find_dynamic_block(self.data, self.layout.nominal_start(k), stop.min(self.layout.end_bit))?;
-        let mut marked: Vec<u16> = Vec::with_capacity(WINDOW_SIZE + self.layout.expected_output);
+        marked.reserve(WINDOW_SIZE + self.layout.expected_output);
         marked.extend((0..WINDOW_SIZE as u16).map(|j| MARKER_BASE + j));
         let mut inf = Inflater::new(self.data, start);
         let switched = loop {
@@ -647,8 +681,7 @@ impl<'o> Workshop<'_, 'o> {
             let limit = self.layout.max_output.saturating_sub(marked.len());
             self.run_symbols(&mut inf, &mut bytes, stop, limit)?;
         }
-        marked.drain(..WINDOW_SIZE);
-        Some(ChunkOutput { start, end: inf.position(), last: inf.is_done(), marked, bytes, bytes_from })
+        Some(ChunkOutput { start, end: inf.position(), last: inf.is_done(), marked, marked_from: WINDOW_SIZE, bytes, bytes_from })
     }
 
     /// Continues `inf` until the first boundary at or after `stop` or the final block.
@@ -681,6 +714,8 @@ fn decode_parallel<'o>(data: &[u8], layout: &ChunkLayout, threads: usize, assemb
             failed: None,
             closed: false,
             stop: false,
+            spare_marked: Vec::new(),
+            spare_bytes: Vec::new(),
         }),
         changed: Condvar::new(),
         in_flight: threads + 1,
@@ -709,6 +744,7 @@ fn assemble<'o>(workshop: &Workshop<'_, 'o>, assembly: &mut Assembly<'o, '_>) ->
     for k in 0..layout.chunks {
         let chunk = workshop.take(k);
         let mut accepted = false;
+        let mut rejected = None;
         if let Some(c) = chunk {
             if c.start > position {
                 // A gap before the found block (a stored or fixed block the finder skips, or a
@@ -719,12 +755,14 @@ fn assemble<'o>(workshop: &Workshop<'_, 'o>, assembly: &mut Assembly<'o, '_>) ->
                 (position, last) = (c.end, c.last);
                 workshop.place(assembly.accept(k, c)?);
                 accepted = true;
+            } else {
+                rejected = Some(c);
             }
         }
         if accepted {
             stats.accepted += 1;
         } else {
-            workshop.give_back();
+            workshop.give_back(rejected);
             if !last {
                 (position, last) = assembly.decode_sequential(data, position, layout.stop(k), &mut sequential)?;
                 stats.redone += 1;
