@@ -86,7 +86,7 @@ pub fn read_with_progress(path: &Path, progress: Option<LoadProgress>) -> Result
         // Decoded in parallel from a mapping; anything unusual (several gzip members, corrupt
         // or short data) is read again through flate2, whose errors are the ones reported.
         drop(stream);
-        if gzip::decode_file(&data_path, offset, data.as_bytes_mut(), progress.as_ref()).is_err() {
+        if gzip::decode_file(&data_path, offset, data.as_bytes_mut(), &gzip::ParallelPlan::default(), progress.as_ref()).is_err() {
             let (_, stream, _) = open_stream(path, progress)?;
             read_stream_data(stream, offset, data.as_bytes_mut(), needed).at(&data_path)?;
         }

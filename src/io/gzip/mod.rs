@@ -83,7 +83,13 @@ const RELEASE_STEP: usize = 8 << 20;
 /// Decodes the first gzip member of the file at `path` like `decode_member`, through a read-only
 /// mapping whose pages behind the decoder are released as it goes (so the input does not add
 /// to the resident memory). `progress` is told how many file bytes lie behind the decoder.
-pub fn decode_file(path: &Path, skip: u64, out: &mut [u8], progress: Option<&LoadProgress>) -> Result<DecodeStats, GzipError> {
+pub fn decode_file(
+    path: &Path,
+    skip: u64,
+    out: &mut [u8],
+    plan: &ParallelPlan,
+    progress: Option<&LoadProgress>,
+) -> Result<DecodeStats, GzipError> {
     let file = std::fs::File::open(path)?;
     // SAFETY: the mapping is only read; a file changed under it by another process can change
     // or fault the bytes read, the hazard every mapped reader accepts.
@@ -102,7 +108,7 @@ pub fn decode_file(path: &Path, skip: u64, out: &mut [u8], progress: Option<&Loa
             released = upto;
         }
     };
-    decode_member(&map, skip, out, &ParallelPlan::default(), &mut consumed)
+    decode_member(&map, skip, out, plan, &mut consumed)
 }
 
 /// Decodes the first gzip member of `data`: the first `skip` decompressed bytes are dropped, the
@@ -936,6 +942,25 @@ mod tests {
             assert_eq!(got, data);
             assert!(stats.redone >= 1 && stats.accepted >= 2, "{stats:?}");
         }
+    }
+
+    #[test]
+    fn files_decode_through_a_mapping_with_progress() {
+        let data = ct_like(500_000, 6);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.gz");
+        std::fs::write(&path, gzip(&data, 6)).unwrap();
+        let reports = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = reports.clone();
+        let progress = LoadProgress::new(move |done, total| sink.lock().unwrap().push((done, total)));
+        let mut out = vec![0u8; data.len() - 100];
+        let stats = decode_file(&path, 100, &mut out, &plan(2, 20_000), Some(&progress)).unwrap();
+        assert_eq!(out, &data[100..]);
+        assert!(stats.accepted >= 2, "{stats:?}");
+        let reports = reports.lock().unwrap();
+        let total = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(reports.last(), Some(&(total, total)));
+        assert!(reports.len() > 2 && reports.windows(2).all(|w| w[0].0 <= w[1].0), "{reports:?}");
     }
 
     #[test]
