@@ -16,7 +16,9 @@ pub fn find_dynamic_block(data: &[u8], from: u64, to: u64) -> Option<u64> {
         // 32 positions at a time: those where BFINAL = 0 and BTYPE = 2 (bits 0, 0, 1).
         let byte = bit / 8;
         let w = load_le(data, byte, 8) as u64;
-        let mut candidates = !w & !(w >> 1) & (w >> 2) & 0xffff_ffff & (u64::MAX << (bit % 8));
+        // Minus those with HLIT or HDIST above 29 (their top four bits all set).
+        let too_many = |at: u32| (w >> at) & (w >> (at + 1)) & (w >> (at + 2)) & (w >> (at + 3));
+        let mut candidates = !w & !(w >> 1) & (w >> 2) & !too_many(4) & !too_many(9) & 0xffff_ffff & (u64::MAX << (bit % 8));
         while candidates != 0 {
             let at = byte * 8 + candidates.trailing_zeros() as u64;
             if at >= end {
@@ -37,6 +39,9 @@ pub fn find_dynamic_block(data: &[u8], from: u64, to: u64) -> Option<u64> {
 
 /// `n <= 16` bytes of `data` from `byte` on as a little-endian number (zeros past the end).
 fn load_le(data: &[u8], byte: u64, n: usize) -> u128 {
+    if let Some(bytes) = data.get(byte as usize..byte as usize + 16) {
+        return u128::from_le_bytes(bytes.try_into().unwrap()) & (u128::MAX >> (128 - 8 * n));
+    }
     let mut word = [0u8; 16];
     let at = usize::try_from(byte).unwrap_or(usize::MAX).min(data.len());
     let available = (data.len() - at).min(n);
@@ -59,6 +64,9 @@ fn header_plausible(w: u128) -> bool {
         let l = ((w >> (17 + 3 * i)) & 7) as u32;
         if l > 0 {
             kraft += 128 >> l;
+            if kraft > 128 {
+                return false;
+            }
         }
     }
     kraft == 128

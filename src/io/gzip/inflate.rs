@@ -396,14 +396,17 @@ unsafe fn copy_match<T: Symbol>(base: *mut T, at: usize, distance: usize, len: u
                 (dst.add(i) as *mut u64).write_unaligned((src.add(i) as *const u64).read_unaligned());
                 i += step;
             }
-        } else if distance == 1 {
-            let v = src.read();
-            for i in 0..len {
-                dst.add(i).write(v);
-            }
         } else {
-            for i in 0..len {
+            // A short period: the first word element by element, then words copied from one
+            // whole number of periods (at least a word) back.
+            for i in 0..len.min(step) {
                 dst.add(i).write(src.add(i).read());
+            }
+            let back = distance * step.div_ceil(distance);
+            let mut i = step;
+            while i < len {
+                (dst.add(i) as *mut u64).write_unaligned((dst.add(i).sub(back) as *const u64).read_unaligned());
+                i += step;
             }
         }
     }

@@ -215,8 +215,23 @@ impl WindowTable {
         if self.missing > 0 && symbols.iter().any(|s| before_stream.contains(s)) {
             return Err(InflateError::Invalid("invalid distance too far back"));
         }
-        for (o, &s) in out.iter_mut().zip(symbols) {
-            *o = self.bytes[s as usize];
+        // Runs of plain bytes are narrowed 16 at a time; only groups holding a marker are looked
+        // up symbol by symbol.
+        let mut groups = out.chunks_exact_mut(16).zip(symbols.chunks_exact(16));
+        for (o, s) in &mut groups {
+            if s.iter().fold(0, |any, &v| any | v) < MARKER_BASE {
+                for (o, &v) in o.iter_mut().zip(s) {
+                    *o = v as u8;
+                }
+            } else {
+                for (o, &v) in o.iter_mut().zip(s) {
+                    *o = self.bytes[v as usize];
+                }
+            }
+        }
+        let done = out.len().min(symbols.len()) / 16 * 16;
+        for (o, &v) in out[done..].iter_mut().zip(&symbols[done..]) {
+            *o = self.bytes[v as usize];
         }
         Ok(())
     }
