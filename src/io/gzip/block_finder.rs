@@ -49,6 +49,27 @@ fn load_le(data: &[u8], byte: u64, n: usize) -> u128 {
     u128::from_le_bytes(word)
 }
 
+/// Kraft sums (in units of 2^-7) of four 3-bit code lengths packed LSB-first.
+const KRAFT_OF_FOUR: [u8; 4096] = {
+    let mut table = [0u8; 4096];
+    let mut packed = 0;
+    while packed < 4096 {
+        let mut sum = 0u32;
+        let mut k = 0;
+        while k < 4 {
+            let l = (packed >> (3 * k)) & 7;
+            if l > 0 {
+                sum += 128 >> l;
+            }
+            k += 1;
+        }
+        // Four lengths of 1 sum to 256: anything above 128 is over-subscribed, clamp to 255.
+        table[packed] = if sum > 255 { 255 } else { sum as u8 };
+        packed += 1;
+    }
+    table
+};
+
 /// Cheap checks on the first 74 bits: BFINAL = 0, BTYPE = 2, at most 286 literal/length and
 /// 30 distance codes, and a complete code-length code.
 fn header_plausible(w: u128) -> bool {
@@ -59,15 +80,16 @@ fn header_plausible(w: u128) -> bool {
         return false;
     }
     let lengths = ((w >> 13) & 15) as u32 + 4;
+    let code_lengths = w >> 17;
     let mut kraft = 0u32;
-    for i in 0..lengths {
-        let l = ((w >> (17 + 3 * i)) & 7) as u32;
-        if l > 0 {
-            kraft += 128 >> l;
-            if kraft > 128 {
-                return false;
-            }
+    let mut i = 0;
+    while i < lengths {
+        let group = (code_lengths >> (3 * i)) as usize & ((1 << (3 * (lengths - i).min(4))) - 1);
+        kraft += KRAFT_OF_FOUR[group] as u32;
+        if kraft > 128 {
+            return false;
         }
+        i += 4;
     }
     kraft == 128
 }
