@@ -2,8 +2,9 @@
 //!
 //! Written here rather than through the `nifti` crate because the reader must check every
 //! header size against the bytes the file can back before allocating, read NIfTI-2, decode
-//! gzip data straight into the typed voxel buffer (in parallel, `io::gzip`), and keep qform/sform exactly on write
-//! (the crate allocates what the header says, reads NIfTI-1 only, and forces scl on write).
+//! gzip data straight into the typed voxel buffer (in parallel, `io::gzip`), and keep
+//! qform/sform exactly on write (the crate allocates what the header says, reads NIfTI-1 only,
+//! and forces scl on write).
 //! The `nifti` crate stays as an independent second reader in the tests.
 //!
 //! Geometry follows nibabel's `get_best_affine`: the sform when sform_code > 0, else the qform
