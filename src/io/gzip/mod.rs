@@ -6,11 +6,12 @@
 //! coming out as window markers, until its last 32 KiB hold no marker; then it continues in bytes.
 //! Each chunk stops at the first block boundary at or after the next chunk's nominal start, so
 //! a chunk is right exactly when it started where its predecessor stopped. The calling thread
-//! takes the chunks in order, resolves their markers from the window before them, and copies
-//! them into the output; a chunk that started elsewhere (a false-positive block start), failed,
-//! or found nothing is decoded again sequentially from where its predecessor stopped. Memory
-//! stays bounded: only a few chunks are in flight and their buffers are recycled. CRC32 and
-//! ISIZE are checked at the end (per-chunk CRCs combined).
+//! takes the chunks in order and works out each one's place in the output and the window before
+//! it (resolving only the chunk's last 32 KiB); any thread then resolves the chunk's markers
+//! straight into its place and computes its CRC. A chunk that started elsewhere (a
+//! false-positive block start), failed, or found nothing is decoded again sequentially from
+//! where its predecessor stopped. Memory stays bounded: only a few chunks are in flight and
+//! their buffers are recycled. CRC32 and ISIZE are checked at the end (chunk CRCs combined).
 
 pub mod block_finder;
 pub mod inflate;
@@ -73,7 +74,7 @@ impl Default for ParallelPlan {
 
 /// Decoded bytes aimed at per chunk when the chunk size is picked automatically.
 const CHUNK_OUTPUT: usize = 2 << 20;
-/// Symbols resolved at a time (through a cache-sized scratch buffer) when a chunk is placed.
+/// Symbols resolved at a time (a cache-sized piece, then its CRC) when a chunk is placed.
 const RESOLVE_BLOCK: usize = 64 << 10;
 /// Output buffer of the sequential decoder beyond its window.
 const SEQUENTIAL_BUFFER: usize = 1 << 20;
