@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod dicom;
+pub mod gzip;
 pub mod limits;
 pub mod metaimage;
 pub mod nifti;

@@ -1,9 +1,10 @@
 //! NIfTI-1 and NIfTI-2: .nii, .nii.gz and .hdr/.img pairs, read and write.
 //!
 //! Written here rather than through the `nifti` crate because the reader must check every
-//! header size against the bytes the file can back before allocating, read NIfTI-2, stream
-//! gzip data straight into the typed voxel buffer, and keep qform/sform exactly on write
-//! (the crate allocates what the header says, reads NIfTI-1 only, and forces scl on write).
+//! header size against the bytes the file can back before allocating, read NIfTI-2, decode
+//! gzip data straight into the typed voxel buffer (in parallel, `io::gzip`), and keep
+//! qform/sform exactly on write (the crate allocates what the header says, reads NIfTI-1 only,
+//! and forces scl on write).
 //! The `nifti` crate stays as an independent second reader in the tests.
 //!
 //! Geometry follows nibabel's `get_best_affine`: the sform when sform_code > 0, else the qform
@@ -11,7 +12,7 @@
 
 use super::atomic::AtomicFile;
 use super::limits::{check_compressed, check_plain, payload_bytes, to_usize};
-use super::{CountingReader, FormatError, IoError, LoadProgress, WithPath};
+use super::{CountingReader, FormatError, IoError, LoadProgress, WithPath, gzip};
 use crate::volume::{Geometry, Rescale, SourceFormat, Volume, VolumeMeta, VoxelBuffer, VoxelType, det3};
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
@@ -67,7 +68,7 @@ pub fn read(path: &Path) -> Result<Volume, IoError> {
 /// Like `read`, telling `progress` how many bytes of the (possibly compressed) data file have
 /// been read.
 pub fn read_with_progress(path: &Path, progress: Option<LoadProgress>) -> Result<Volume, IoError> {
-    let (header, mut stream, data_path) = open_stream(path, progress)?;
+    let (header, stream, data_path) = open_stream(path, progress.clone())?;
     let shape = header.shape().at(path)?;
     let ty = header.voxel_type().at(path)?;
     let needed = payload_bytes(&[shape.0[0] as u64, shape.0[1] as u64, shape.0[2] as u64, shape.1 as u64], ty.size() as u64)
@@ -82,9 +83,17 @@ pub fn read_with_progress(path: &Path, progress: Option<LoadProgress>) -> Result
     }
     let len = to_usize(needed / ty.size() as u64).at(path)?;
     let mut data = VoxelBuffer::zeros(ty, len);
-    stream.skip_to(offset).at(&data_path)?;
-    stream.read_exact_or_truncated(data.as_bytes_mut(), needed).at(&data_path)?;
-    stream.finish().at(&data_path)?;
+    if stream.compressed {
+        // Decoded in parallel from a mapping; anything unusual (several gzip members, corrupt
+        // or short data) is read again through flate2, whose errors are the ones reported.
+        drop(stream);
+        if gzip::decode_file(&data_path, offset, data.as_bytes_mut(), &gzip::ParallelPlan::default(), progress.as_ref()).is_err() {
+            let (_, stream, _) = open_stream(path, progress)?;
+            read_stream_data(stream, offset, data.as_bytes_mut(), needed).at(&data_path)?;
+        }
+    } else {
+        read_stream_data(stream, offset, data.as_bytes_mut(), needed).at(&data_path)?;
+    }
     if header.big_endian != cfg!(target_endian = "big") {
         data.swap_bytes();
     }
@@ -100,6 +109,14 @@ pub fn read_with_progress(path: &Path, progress: Option<LoadProgress>) -> Result
         warnings: Vec::new(),
     };
     Volume::new(geometry, shape.1, data, meta).map_err(|e| IoError::new(path, FormatError::Invalid(e.to_string())))
+}
+
+/// Reads `out` from `stream` starting at decompressed offset `offset`, then (for gzip data)
+/// the rest of the stream so that its CRC and length are checked.
+fn read_stream_data(mut stream: DataStream, offset: u64, out: &mut [u8], needed: u64) -> Result<(), FormatError> {
+    stream.skip_to(offset)?;
+    stream.read_exact_or_truncated(out, needed)?;
+    stream.finish()
 }
 
 /// Reads only the header of a NIfTI file.
