@@ -866,7 +866,7 @@ fn default_window(doc: &Document) -> Window {
     if doc.image.is_ct() {
         return CT_PRESETS[0].window();
     }
-    let (lo, hi) = doc.image.min_max().unwrap_or((0.0, 1.0));
+    let (lo, hi) = doc.value_range().unwrap_or((0.0, 1.0));
     Window::new(lo, if hi > lo { hi } else { lo + 1.0 })
 }
 

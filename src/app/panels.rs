@@ -104,13 +104,13 @@ pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
         }
         if let Some(doc) = &app.doc
             && ui.button("Image range").on_hover_text("The image's own min..max (MR)").clicked()
-            && let Some((lo, hi)) = doc.image.min_max()
+            && let Some((lo, hi)) = doc.value_range()
         {
             app.window = crate::volume::Window::new(lo, hi.max(lo + 1.0));
         }
     });
     let (mut width, mut level) = (app.window.width(), app.window.level());
-    let range = app.doc.as_ref().and_then(|d| d.image.min_max()).unwrap_or((-1024.0, 3071.0));
+    let range = app.doc.as_ref().and_then(|d| d.value_range()).unwrap_or((-1024.0, 3071.0));
     let span = (range.1 - range.0).max(1.0);
     let w = ui.add(egui::Slider::new(&mut width, 1.0..=span * 2.0).text("width"));
     let l = ui.add(egui::Slider::new(&mut level, range.0..=range.1).text("level"));
