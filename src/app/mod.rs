@@ -87,6 +87,10 @@ struct RunEdit {
 /// UI time per frame spent writing streamed slices; the rest waits for the next frame.
 const STREAM_BUDGET: std::time::Duration = std::time::Duration::from_millis(6);
 
+/// Streamed slices taken per frame at most: each is uploaded to the GPU at the start of the
+/// next frame, outside the budget above.
+const STREAM_SLICES_PER_FRAME: usize = 4;
+
 pub struct ViewerApp {
     render_state: Option<egui_wgpu::RenderState>,
     pub doc: Option<Document>,
@@ -432,6 +436,7 @@ impl ViewerApp {
         let finished = self.segmentation.job.as_ref().is_none_or(|job| job.is_finished());
         let started = std::time::Instant::now();
         let mut more = false;
+        let mut slices = 0;
         while let Some(message) = self.segmentation.job.as_ref().and_then(|job| job.next()) {
             match message {
                 segmentation::Message::Status(s) => self.segmentation.status = s,
@@ -440,6 +445,7 @@ impl ViewerApp {
                         run.before.entry(index).or_insert_with(|| doc.slice_labels(run.axis, index));
                         doc.write_slice(run.axis, index, &mask, run.label);
                     }
+                    slices += 1;
                 }
                 segmentation::Message::Done { slices, seconds, cancelled } => {
                     self.finish_run();
@@ -455,7 +461,7 @@ impl ViewerApp {
                     self.dialog = Some(Dialog::Error(e));
                 }
             }
-            if started.elapsed() > STREAM_BUDGET {
+            if started.elapsed() > STREAM_BUDGET || slices >= STREAM_SLICES_PER_FRAME {
                 more = true;
                 break;
             }
