@@ -581,10 +581,14 @@ impl<'o> Workshop<'_, 'o> {
         self.changed.notify_all();
     }
 
-    fn worker(&self) {
+    /// Runs jobs (decodes too when `decode`) until `ready` finds what the caller waits for.
+    fn serve<R>(&self, decode: bool, mut ready: impl FnMut(&mut Board<'o>) -> Option<R>) -> R {
         let mut board = self.lock();
-        while !board.stop {
-            match self.next_job(&mut board, true) {
+        loop {
+            if let Some(found) = ready(&mut board) {
+                return found;
+            }
+            match self.next_job(&mut board, decode) {
                 Some(job) => {
                     drop(board);
                     self.run(job);
@@ -595,22 +599,13 @@ impl<'o> Workshop<'_, 'o> {
         }
     }
 
+    fn worker(&self) {
+        self.serve(true, |board| board.stop.then_some(()));
+    }
+
     /// Waits for chunk `k`, running placements meanwhile.
     fn take(&self, k: usize) -> Option<ChunkOutput> {
-        let mut board = self.lock();
-        loop {
-            if let Some(chunk) = board.results[k].take() {
-                return chunk;
-            }
-            match self.next_job(&mut board, false) {
-                Some(job) => {
-                    drop(board);
-                    self.run(job);
-                    board = self.lock();
-                }
-                None => board = self.changed.wait(board).unwrap_or_else(|e| e.into_inner()),
-            }
-        }
+        self.serve(false, |board| board.results[k].take())
     }
 
     /// Hands an accepted chunk to the threads.
