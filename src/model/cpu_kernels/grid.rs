@@ -1,7 +1,7 @@
 //! Hiera's token-grid kernels: the im2col patch matrix of the strided patch embedding,
 //! max-pooling of token grids, and window partition/reassembly, each one parallel pass.
 
-use super::{RowView, contiguous_slice, f32_data};
+use super::{RowView, contiguous_slice, f32_data, par_blocks};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -36,28 +36,25 @@ impl CustomOp1 for Im2Col {
         }
         let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let width = c * k * k;
-        let mut out = vec![0f32; b * ho * wo * width];
-        out.par_chunks_mut(wo * width)
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (img, oy) = (row / ho, row % ho);
-                for ox in 0..wo {
-                    let cell = &mut dst[ox * width..(ox + 1) * width];
-                    for ci in 0..c {
-                        for ky in 0..k {
-                            let Some(y) = (oy * s + ky).checked_sub(p).filter(|&y| y < h) else {
-                                continue;
-                            };
-                            let src_row = ((img * c + ci) * h + y) * w;
-                            for kx in 0..k {
-                                if let Some(x) = (ox * s + kx).checked_sub(p).filter(|&x| x < w) {
-                                    cell[(ci * k + ky) * k + kx] = data[src_row + x];
-                                }
+        let out = par_blocks(b * ho * wo * width, wo * width, |row, dst| {
+            let (img, oy) = (row / ho, row % ho);
+            for ox in 0..wo {
+                let cell = &mut dst[ox * width..(ox + 1) * width];
+                for ci in 0..c {
+                    for ky in 0..k {
+                        let Some(y) = (oy * s + ky).checked_sub(p).filter(|&y| y < h) else {
+                            continue;
+                        };
+                        let src_row = ((img * c + ci) * h + y) * w;
+                        for kx in 0..k {
+                            if let Some(x) = (ox * s + kx).checked_sub(p).filter(|&x| x < w) {
+                                cell[(ci * k + ky) * k + kx] = data[src_row + x];
                             }
                         }
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((b * ho * wo, width))))
     }
 }
@@ -91,29 +88,24 @@ impl CustomOp1 for MaxPoolGrid {
             candle_core::bail!("max pool: {} tokens are not a {h}x{w} grid", x.rows);
         }
         let (ho, wo, c) = (h / sy, w / sx, x.width);
-        let mut out = vec![0f32; x.batch * ho * wo * c];
-        if !out.is_empty() {
-            out.par_chunks_mut(wo * c)
-                .enumerate()
-                .for_each(|(row, dst)| {
-                    let (g, oy) = (row / ho, row % ho);
-                    for ox in 0..wo {
-                        let cell = &mut dst[ox * c..(ox + 1) * c];
-                        for dy in 0..sy {
-                            for dx in 0..sx {
-                                let token = (oy * sy + dy) * w + ox * sx + dx;
-                                let start = x.offset + g * x.batch_stride + token * x.row_stride;
-                                let src = &data[start..start + c];
-                                if dy == 0 && dx == 0 {
-                                    cell.copy_from_slice(src);
-                                } else {
-                                    cell.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v));
-                                }
-                            }
+        let out = par_blocks(x.batch * ho * wo * c, wo * c, |row, dst| {
+            let (g, oy) = (row / ho, row % ho);
+            for ox in 0..wo {
+                let cell = &mut dst[ox * c..(ox + 1) * c];
+                for dy in 0..sy {
+                    for dx in 0..sx {
+                        let token = (oy * sy + dy) * w + ox * sx + dx;
+                        let start = x.offset + g * x.batch_stride + token * x.row_stride;
+                        let src = &data[start..start + c];
+                        if dy == 0 && dx == 0 {
+                            cell.copy_from_slice(src);
+                        } else {
+                            cell.iter_mut().zip(src).for_each(|(m, &v)| *m = m.max(v));
                         }
                     }
-                });
-        }
+                }
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((x.batch, ho, wo, c))))
     }
 }
@@ -212,21 +204,16 @@ impl CustomOp1 for WindowUnpartition {
                 layout.shape()
             );
         }
-        let mut out = vec![0f32; b * h * w * c];
-        if !out.is_empty() {
-            out.par_chunks_mut(w * c)
-                .enumerate()
-                .for_each(|(row, dst)| {
-                    let (img, y) = (row / h, row % h);
-                    let (iy, r) = (y / s, y % s);
-                    for ix in 0..nw {
-                        let cols = s.min(w - ix * s);
-                        let start = (((img * nh + iy) * nw + ix) * s + r) * s * c;
-                        dst[ix * s * c..ix * s * c + cols * c]
-                            .copy_from_slice(&windows[start..start + cols * c]);
-                    }
-                });
-        }
+        let out = par_blocks(b * h * w * c, w * c, |row, dst| {
+            let (img, y) = (row / h, row % h);
+            let (iy, r) = (y / s, y % s);
+            for ix in 0..nw {
+                let cols = s.min(w - ix * s);
+                let start = (((img * nh + iy) * nw + ix) * s + r) * s * c;
+                dst[ix * s * c..ix * s * c + cols * c]
+                    .copy_from_slice(&windows[start..start + cols * c]);
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((b, h, w, c))))
     }
 }
@@ -258,25 +245,23 @@ impl CustomOp1 for ChannelsFirst {
         if xs.is_empty() {
             return Ok((CpuStorage::F32(Vec::new()), shape));
         }
-        let mut out = vec![0f32; xs.len()];
-        out.par_chunks_mut(c * n)
-            .zip(xs.par_chunks(c * n))
-            .for_each(|(dst_batch, src)| {
-                dst_batch
-                    .par_chunks_mut(CHANNELS * n)
-                    .enumerate()
-                    .for_each(|(group, dst)| {
-                        let (c0, channels) = (group * CHANNELS, dst.len() / n);
-                        for t0 in (0..n).step_by(TOKENS) {
-                            for t in t0..(t0 + TOKENS).min(n) {
-                                let token = &src[t * c + c0..t * c + c0 + channels];
-                                for (j, &v) in token.iter().enumerate() {
-                                    dst[j * n + t] = v;
-                                }
+        let out = par_blocks(xs.len(), c * n, |batch, dst_batch| {
+            let src = &xs[batch * c * n..(batch + 1) * c * n];
+            dst_batch
+                .par_chunks_mut(CHANNELS * n)
+                .enumerate()
+                .for_each(|(group, dst)| {
+                    let (c0, channels) = (group * CHANNELS, dst.len() / n);
+                    for t0 in (0..n).step_by(TOKENS) {
+                        for t in t0..(t0 + TOKENS).min(n) {
+                            let token = &src[t * c + c0..t * c + c0 + channels];
+                            for (j, &v) in token.iter().enumerate() {
+                                dst[j * n + t] = v;
                             }
                         }
-                    });
-            });
+                    }
+                });
+        });
         Ok((CpuStorage::F32(out), shape))
     }
 }
