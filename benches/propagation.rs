@@ -6,18 +6,14 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
+use medsam_viewer::cli::bench::smooth_pattern;
 use medsam_viewer::model::checkpoint::{Checkpoint, RandomWeights};
 use medsam_viewer::model::config::Sam2Config;
 use medsam_viewer::model::sam2::{FrameFeatures, MemoryBank, Sam2Base, StoredFrame, TrackStepInput, to_storage_precision};
 use std::collections::BTreeMap;
 
-/// A deterministic smooth pattern of the given shape, values in about [-1.5, 1.5].
 fn pattern(shape: &[usize], phase: f32, device: &Device) -> Tensor {
-    let count: usize = shape.iter().product();
-    let values: Vec<f32> = (0..count)
-        .map(|i| ((i as f32 * 0.013 + phase).sin() + (i as f32 * 0.0071).cos()) * 0.75)
-        .collect();
-    Tensor::from_vec(values, shape, device).expect("pattern tensor")
+    smooth_pattern(shape, phase, device).expect("pattern tensor")
 }
 
 fn tracked_slice(c: &mut Criterion) {

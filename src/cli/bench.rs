@@ -119,6 +119,14 @@ fn time_ms(repeat: usize, mut work: impl FnMut() -> anyhow::Result<()>) -> anyho
 
 /// A 512 x 512 x `slices` CT-like i16 volume: air with a body ellipse of soft tissue, a
 /// brighter ellipsoidal lesion in the middle, and a deterministic texture.
+/// A deterministic smooth tensor of the given shape, values in about [-1.5, 1.5]: stand-in
+/// activations for timing the network's stages (here and in the criterion benches).
+pub fn smooth_pattern(shape: &[usize], phase: f32, device: &Device) -> candle_core::Result<Tensor> {
+    let count: usize = shape.iter().product();
+    let values: Vec<f32> = (0..count).map(|i| ((i as f32 * 0.013 + phase).sin() + (i as f32 * 0.0071).cos()) * 0.75).collect();
+    Tensor::from_vec(values, shape, device)
+}
+
 fn synthetic_ct(size: usize, slices: usize) -> anyhow::Result<Volume> {
     let mut data = vec![0i16; size * size * slices];
     let c = size as f32 / 2.0;
@@ -164,11 +172,7 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
         model.forward_image(&image)?;
         Ok(())
     })?;
-    let pattern = |shape: &[usize], phase: f32| -> candle_core::Result<Tensor> {
-        let count: usize = shape.iter().product();
-        let values: Vec<f32> = (0..count).map(|i| ((i as f32 * 0.013 + phase).sin() + (i as f32 * 0.0071).cos()) * 0.75).collect();
-        Tensor::from_vec(values, shape, &device)
-    };
+    let pattern = |shape: &[usize], phase: f32| smooth_pattern(shape, phase, &device);
     let pointer_tokens = m.max_obj_ptrs_in_encoder * (hidden / mem_dim);
     let memory_tokens = m.num_maskmem * e * e + pointer_tokens;
     let curr = pattern(&[1, e * e, hidden], 0.0)?;

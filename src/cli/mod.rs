@@ -1,6 +1,6 @@
 //! Command-line interface: argument definitions and the headless subcommands.
 
-mod bench;
+pub mod bench;
 mod classic;
 mod info;
 mod weights;
