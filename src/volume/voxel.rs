@@ -164,13 +164,7 @@ impl VoxelBuffer {
     /// A zero-filled buffer. Large ones ask for transparent huge pages, so that a reader
     /// filling it faults in 2 MiB pages rather than 4 KiB ones (a 157 MB CT loads ~25% faster).
     pub fn zeros(ty: VoxelType, len: usize) -> Self {
-        let mut buffer = Self::zeros_plain(ty, len);
-        prefer_huge_pages(buffer.as_bytes_mut());
-        buffer
-    }
-
-    fn zeros_plain(ty: VoxelType, len: usize) -> Self {
-        match ty {
+        let mut buffer = match ty {
             VoxelType::U8 => VoxelBuffer::U8(vec![0; len]),
             VoxelType::I8 => VoxelBuffer::I8(vec![0; len]),
             VoxelType::U16 => VoxelBuffer::U16(vec![0; len]),
@@ -179,7 +173,9 @@ impl VoxelBuffer {
             VoxelType::I32 => VoxelBuffer::I32(vec![0; len]),
             VoxelType::F32 => VoxelBuffer::F32(vec![0.0; len]),
             VoxelType::F64 => VoxelBuffer::F64(vec![0.0; len]),
-        }
+        };
+        prefer_huge_pages(buffer.as_bytes_mut());
+        buffer
     }
 
     pub fn voxel_type(&self) -> VoxelType {
