@@ -9,7 +9,9 @@
 
 use crate::model::config::{HieraBlockSpec, HieraConfig};
 use crate::model::cpu_kernels;
-use crate::model::sam2_utils::{Activation, LayerNorm, Linear, Mlp, scaled_dot_product_attention};
+use crate::model::sam2_utils::{
+    Activation, ChannelOrder, LayerNorm, Linear, Mlp, StridedConv2d, scaled_dot_product_attention,
+};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
@@ -222,11 +224,7 @@ impl MultiScaleBlock {
 /// returned channels-last.
 #[derive(Debug, Clone)]
 struct PatchEmbed {
-    /// `[out, 3, 7, 7]` for the generic convolution.
-    weight: Tensor,
-    /// `[3·7·7, out]`: the kernel as a matrix over im2col rows.
-    weight_t: Tensor,
-    bias: Tensor,
+    proj: StridedConv2d,
 }
 
 impl PatchEmbed {
@@ -235,30 +233,13 @@ impl PatchEmbed {
     const PADDING: usize = 3;
 
     fn new(vb: VarBuilder, out: usize) -> Result<Self> {
-        let k = Self::KERNEL;
-        let weight = vb.get((out, 3, k, k), "weight")?;
-        Ok(Self {
-            weight_t: weight.reshape((out, 3 * k * k))?.t()?.contiguous()?,
-            weight,
-            bias: vb.get(out, "bias")?,
-        })
+        let proj = StridedConv2d::new(vb, 3, out, Self::KERNEL, Self::STRIDE, Self::PADDING)?;
+        Ok(Self { proj })
     }
 
     /// `[B, 3, H, W]` → `[B, H/4, W/4, C]`.
     fn forward(&self, image: &Tensor) -> Result<Tensor> {
-        let (b, _, h, w) = image.dims4()?;
-        let (k, s, p) = (Self::KERNEL, Self::STRIDE, Self::PADDING);
-        if cpu_kernels::applies_to(image) {
-            let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-            let columns = cpu_kernels::im2col(image, k, s, p)?;
-            let out = cpu_kernels::linear(&columns, &self.weight_t, &self.bias, None, None)?;
-            out.reshape((b, ho, wo, self.bias.dim(0)?))
-        } else {
-            let conv = image.conv2d(&self.weight, p, s, 1, 1)?;
-            conv.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?
-                .permute((0, 2, 3, 1))?
-                .contiguous()
-        }
+        self.proj.forward(image, ChannelOrder::First)
     }
 }
 
@@ -448,28 +429,6 @@ mod tests {
         let generic = window_unpartition_with_candle_ops(&windows, (2, 5, 7)).unwrap();
         assert_eq!(max_abs_diff(&back, &generic), 0.0);
         assert!(window_unpartition(&windows, (2, 9, 7)).is_err());
-    }
-
-    #[test]
-    fn patch_embedding_kernel_matches_the_convolution() {
-        let dev = Device::Cpu;
-        let ckpt = Checkpoint::random(crate::model::checkpoint::RandomWeights::new(3));
-        let embed = PatchEmbed::new(ckpt.var_builder(&dev), 8).unwrap();
-        let image = Tensor::arange(0f32, 3. * 19. * 22., &dev)
-            .unwrap()
-            .reshape((1, 3, 19, 22))
-            .unwrap()
-            .cos()
-            .unwrap();
-        let fast = embed.forward(&image).unwrap();
-        let conv = image.conv2d(&embed.weight, 3, 4, 1, 1).unwrap();
-        let want = conv
-            .broadcast_add(&embed.bias.reshape((1, 8, 1, 1)).unwrap())
-            .unwrap()
-            .permute((0, 2, 3, 1))
-            .unwrap();
-        assert_eq!(fast.dims(), &[1, 5, 6, 8]);
-        assert!(max_abs_diff(&fast, &want) < 1e-5);
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //! a sine position encoding to each level. `scalp` then drops the coarsest levels.
 
 use crate::model::config::{FpnFuse, FpnInterpolation, FpnNeckConfig, ImageEncoderConfig};
-use crate::model::cpu_kernels;
 use crate::model::hiera::Hiera;
 use crate::model::position_encoding::PositionEmbeddingSine;
-use crate::model::sam2_utils::Linear;
+use crate::model::sam2_utils::{Linear, to_channels_first};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -29,13 +28,7 @@ impl FpnNeck {
             .backbone_channel_list
             .iter()
             .enumerate()
-            .map(|(j, &channels)| {
-                let conv_vb = convs_vb.pp(j).pp("conv");
-                let weight = conv_vb
-                    .get((d, channels, 1, 1), "weight")?
-                    .reshape((d, channels))?;
-                Linear::from_parts(&weight, conv_vb.get(d, "bias")?)
-            })
+            .map(|(j, &channels)| Linear::pointwise_conv(convs_vb.pp(j).pp("conv"), channels, d))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             convs,
@@ -59,12 +52,8 @@ impl FpnNeck {
         let mut positions: Vec<Option<Tensor>> = vec![None; levels];
         let mut coarser: Option<Tensor> = None;
         for i in (0..levels).rev() {
-            let lateral = self.convs[levels - 1 - i].forward(&trunk_features[i])?;
-            let lateral = if cpu_kernels::applies_to(&lateral) {
-                cpu_kernels::channels_first(&lateral)?
-            } else {
-                lateral.permute((0, 3, 1, 2))?.contiguous()?
-            };
+            let lateral =
+                to_channels_first(&self.convs[levels - 1 - i].forward(&trunk_features[i])?)?;
             let level = match (&coarser, self.config.is_top_down_level(i)) {
                 (Some(prev), true) => {
                     let (_, _, h, w) = prev.dims4()?;

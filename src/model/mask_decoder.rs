@@ -14,7 +14,7 @@
 //! to 4 x C_out values per pixel and a pixel shuffle.
 
 use crate::model::config::{MaskDecoderExtraArgs, ModelConfig};
-use crate::model::sam2_utils::{Activation, LayerNorm, LayerNorm2d, Linear, Mlp, PointwiseConv2d};
+use crate::model::sam2_utils::{Activation, LAYER_NORM_2D_EPS, LayerNorm, Linear, Mlp, PointwiseConv2d};
 use crate::model::transformer::TwoWayTransformer;
 use candle_core::{DType, IndexOp, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -162,7 +162,7 @@ impl MaskDecoder {
         };
         let ups = vb.pp("output_upscaling");
         let upscale_conv1 = TransposedConv2x2::new(ups.pp(0), c, c / 4)?;
-        let upscale_norm = LayerNorm::new(ups.pp(1), c / 4, LayerNorm2d::EPS)?;
+        let upscale_norm = LayerNorm::new(ups.pp(1), c / 4, LAYER_NORM_2D_EPS)?;
         let upscale_conv2 = TransposedConv2x2::new(ups.pp(3), c / 4, c / 8)?;
         let high_res_projections = if config.use_high_res_features_in_sam {
             Some((
@@ -279,7 +279,7 @@ impl MaskDecoder {
         if let Some((_, s1)) = &high_res {
             x = (x + s1)?;
         }
-        let x = Activation::Gelu.apply(&self.upscale_norm.forward(&x)?)?;
+        let x = self.upscale_norm.forward_activated(&x, Activation::Gelu)?;
         let mut x = self.upscale_conv2.forward(&x)?;
         if let Some((s0, _)) = &high_res {
             x = (x + s0)?;

@@ -10,7 +10,9 @@
 
 use crate::model::config::{CxBlockConfig, FuserConfig, MaskDownSamplerConfig, MemoryEncoderConfig};
 use crate::model::position_encoding::PositionEmbeddingSine;
-use crate::model::sam2_utils::{Activation, LayerNorm, LayerNorm2d, Linear, PointwiseConv2d};
+use crate::model::sam2_utils::{
+    Activation, ChannelOrder, LAYER_NORM_2D_EPS, LayerNorm, Linear, PointwiseConv2d, StridedConv2d, to_channels_first,
+};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
@@ -24,12 +26,14 @@ const CX_BLOCK_NORM_EPS: f64 = 1e-6;
 /// last-dimension LayerNorm kernel).
 #[derive(Debug, Clone)]
 pub struct MaskDownSampler {
-    stages: Vec<(Conv2d, LayerNorm)>,
-    out_proj: PointwiseConv2d,
+    /// (`encoder.{3i}` conv, `encoder.{3i+1}` norm) per stage.
+    stages: Vec<(StridedConv2d, LayerNorm)>,
+    /// The final 1x1 conv over channels-last pixels.
+    out_proj: Linear,
 }
 
 impl MaskDownSampler {
-    /// Loads `encoder.{3i}` (conv), `encoder.{3i+1}` (norm) and the final 1x1 conv under `vb`.
+    /// Loads `encoder.*` under `vb`.
     pub fn new(vb: VarBuilder, config: &MaskDownSamplerConfig) -> Result<Self> {
         let Some(num_layers) = config.num_layers() else {
             candle_core::bail!(
@@ -38,35 +42,46 @@ impl MaskDownSampler {
                 config.stride
             );
         };
-        let conv = Conv2dConfig {
-            padding: config.padding,
-            stride: config.stride,
-            ..Default::default()
-        };
-        let vb = vb.pp("encoder");
+        Self::from_layers(
+            vb.pp("encoder"),
+            [config.kernel_size, config.stride, config.padding],
+            num_layers,
+            config.embed_dim,
+        )
+    }
+
+    /// The sequence under `vb` (conv `{3i}`, norm `{3i+1}`, GELU, ..., 1x1 conv `{3n}`) with
+    /// `[kernel, stride, padding]` convolutions; also the prompt encoder's mask branch.
+    pub fn from_layers(vb: VarBuilder, [kernel, stride, padding]: [usize; 3], num_layers: usize, embed_dim: usize) -> Result<Self> {
         let mut channels = 1;
         let mut stages = Vec::with_capacity(num_layers);
         for i in 0..num_layers {
-            let out = channels * config.stride * config.stride;
+            let out = channels * stride * stride;
             stages.push((
-                candle_nn::conv2d(channels, out, config.kernel_size, conv, vb.pp(3 * i))?,
-                LayerNorm::new(vb.pp(3 * i + 1), out, LayerNorm2d::EPS)?,
+                StridedConv2d::new(vb.pp(3 * i), channels, out, kernel, stride, padding)?,
+                LayerNorm::new(vb.pp(3 * i + 1), out, LAYER_NORM_2D_EPS)?,
             ));
             channels = out;
         }
-        let out_proj = PointwiseConv2d::new(vb.pp(3 * num_layers), channels, config.embed_dim)?;
+        let out_proj = Linear::pointwise_conv(vb.pp(3 * num_layers), channels, embed_dim)?;
         Ok(Self { stages, out_proj })
     }
 }
 
 impl Module for MaskDownSampler {
+    /// `[B, 1, H, W]` → `[B, embed_dim, H/total_stride, W/total_stride]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // Channels-first input, channels-last from the first stage on.
         let mut x = x.clone();
+        let mut order = ChannelOrder::First;
         for (conv, norm) in &self.stages {
-            let y = conv.forward(&x)?.permute((0, 2, 3, 1))?;
-            x = Activation::Gelu.apply(&norm.forward(&y)?)?.permute((0, 3, 1, 2))?;
+            x = norm.forward_activated(&conv.forward(&x, order)?, Activation::Gelu)?;
+            order = ChannelOrder::Last;
         }
-        self.out_proj.forward(&x)
+        if order == ChannelOrder::First {
+            x = x.permute((0, 2, 3, 1))?;
+        }
+        to_channels_first(&self.out_proj.forward(&x)?)
     }
 }
 

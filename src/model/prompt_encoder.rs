@@ -8,12 +8,9 @@
 //! points only and always pads.
 
 use crate::model::position_encoding::PositionEmbeddingRandom;
-use crate::model::sam2_utils::{Activation, LayerNorm2d, PointwiseConv2d};
+use crate::model::memory_encoder::MaskDownSampler;
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
-
-/// Hidden channels of the mask-downscaling branch (`mask_in_chans`, fixed to 16 by SAM2).
-pub const MASK_IN_CHANS: usize = 16;
+use candle_nn::VarBuilder;
 
 /// Label of the padding point appended to every prompt; its embedding is `not_a_point_embed`.
 pub const PADDING_LABEL: i64 = -1;
@@ -70,11 +67,9 @@ pub struct PromptEncoder {
     point_embeddings: Vec<Tensor>,
     not_a_point_embed: Tensor,
     no_mask_embed: Tensor,
-    mask_conv1: Conv2d,
-    mask_norm1: LayerNorm2d,
-    mask_conv2: Conv2d,
-    mask_norm2: LayerNorm2d,
-    mask_conv3: PointwiseConv2d,
+    /// `mask_downscaling`: two 2x2 stride-2 [conv, LayerNorm2d, GELU] stages (1 → 4 → 16
+    /// channels; SAM2 fixes `mask_in_chans` to 16), then a 1x1 conv to `embed_dim`.
+    mask_downscaling: MaskDownSampler,
     /// `get_dense_pe()`, `[1, C, He, We]`, computed once.
     dense_pe: Tensor,
 }
@@ -98,17 +93,7 @@ impl PromptEncoder {
             .collect::<Result<Vec<_>>>()?;
         let not_a_point_embed = vb.pp("not_a_point_embed").get((1, embed_dim), "weight")?;
         let no_mask_embed = vb.pp("no_mask_embed").get((1, embed_dim), "weight")?;
-        let down = Conv2dConfig {
-            stride: 2,
-            ..Default::default()
-        };
-        let quarter = MASK_IN_CHANS / 4;
-        let masks = vb.pp("mask_downscaling");
-        let mask_conv1 = candle_nn::conv2d(1, quarter, 2, down, masks.pp(0))?;
-        let mask_norm1 = LayerNorm2d::new(masks.pp(1), quarter)?;
-        let mask_conv2 = candle_nn::conv2d(quarter, MASK_IN_CHANS, 2, down, masks.pp(3))?;
-        let mask_norm2 = LayerNorm2d::new(masks.pp(4), MASK_IN_CHANS)?;
-        let mask_conv3 = PointwiseConv2d::new(masks.pp(6), MASK_IN_CHANS, embed_dim)?;
+        let mask_downscaling = MaskDownSampler::from_layers(vb.pp("mask_downscaling"), [2, 2, 0], 2, embed_dim)?;
         let (eh, ew) = image_embedding_size;
         let dense_pe = pe_layer.forward(eh, ew)?.unsqueeze(0)?;
         Ok(Self {
@@ -119,11 +104,7 @@ impl PromptEncoder {
             point_embeddings,
             not_a_point_embed,
             no_mask_embed,
-            mask_conv1,
-            mask_norm1,
-            mask_conv2,
-            mask_norm2,
-            mask_conv3,
+            mask_downscaling,
             dense_pe,
         })
     }
@@ -187,11 +168,7 @@ impl PromptEncoder {
                 mask.dims()
             );
         }
-        let x = self.mask_conv1.forward(&mask.to_dtype(DType::F32)?)?;
-        let x = Activation::Gelu.apply(&self.mask_norm1.forward(&x)?)?;
-        let x = self.mask_conv2.forward(&x)?;
-        let x = Activation::Gelu.apply(&self.mask_norm2.forward(&x)?)?;
-        self.mask_conv3.forward(&x)
+        self.mask_downscaling.forward(&mask.to_dtype(DType::F32)?)
     }
 
     /// Embeds point prompts and an optional mask prompt (`forward(points, boxes=None, masks)`):

@@ -1,7 +1,8 @@
 //! Layers shared by several SAM2 modules (reference: `sam2/modeling/sam2_utils.py` and the plain
-//! `nn.Linear` / `nn.LayerNorm` layers used all over the model): a token-wise linear layer, layer
-//! normalisation over the last dimension and over channels (`LayerNorm2d`), the 1x1
-//! convolution (`PointwiseConv2d`), the multi-layer
+//! `nn.Linear` / `nn.LayerNorm` / `nn.Conv2d` layers used all over the model): a token-wise
+//! linear layer, layer normalisation over the last dimension (also standing in for
+//! `LayerNorm2d` on channels-last data), strided convolutions returning channels-last data
+//! (`StridedConv2d`), the 1x1 convolution (`PointwiseConv2d`), the multi-layer
 //! perceptron, the activations the configuration can name, and the 1-D sine encoding of
 //! object-pointer offsets (`get_1d_sine_pe`).
 //!
@@ -26,6 +27,9 @@ pub enum Activation {
 
 impl Activation {
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        if cpu_kernels::applies_to(x) {
+            return cpu_kernels::activation(x, self);
+        }
         match self {
             Activation::Relu => x.relu(),
             Activation::Gelu => x.gelu_erf(),
@@ -52,6 +56,15 @@ impl Linear {
             &vb.get((out_dim, in_dim), "weight")?,
             vb.get(out_dim, "bias")?,
         )
+    }
+
+    /// A 1x1 convolution (`weight` `[out, in, 1, 1]`, `bias` `[out]` under `vb`) as a linear
+    /// layer over channels-last pixels.
+    pub fn pointwise_conv(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = vb
+            .get((out_dim, in_dim, 1, 1), "weight")?
+            .reshape((out_dim, in_dim))?;
+        Self::from_parts(&weight, vb.get(out_dim, "bias")?)
     }
 
     /// From an `[out, in]` weight and `[out]` bias already loaded (e.g. a 1x1 convolution's
@@ -176,10 +189,21 @@ impl LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// `activation(norm(x))`, in one pass on the CPU.
+    pub fn forward_activated(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
+        if cpu_kernels::applies_to(x) {
+            cpu_kernels::layer_norm(x, &self.weight, &self.bias, self.eps, Some(activation))
+        } else {
+            activation.apply(&self.forward(x)?)
+        }
+    }
+}
+
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if cpu_kernels::applies_to(x) {
-            cpu_kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
+            cpu_kernels::layer_norm(x, &self.weight, &self.bias, self.eps, None)
         } else {
             let last = x.rank().checked_sub(1).ok_or_else(|| {
                 candle_core::Error::Msg("layer norm needs at least one dimension".into())
@@ -188,6 +212,92 @@ impl Module for LayerNorm {
                 .broadcast_mul(&self.weight)?
                 .broadcast_add(&self.bias)
         }
+    }
+}
+
+/// Where a 4-D image tensor keeps its channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelOrder {
+    /// `[B, C, H, W]`.
+    First,
+    /// `[B, H, W, C]`.
+    Last,
+}
+
+/// `nn.Conv2d(in, out, k, stride, padding)` returning channels-last `[B, Ho, Wo, out]`, the
+/// layout the LayerNorms and linear layers after it take. On the CPU it is one patch matrix
+/// (im2col) times the kernel matrix, with the bias added in the product's blocks.
+#[derive(Debug, Clone)]
+pub struct StridedConv2d {
+    /// `[out, in, k, k]` for the generic convolution.
+    weight: Tensor,
+    /// `[in·k·k, out]`: the kernel as a matrix over im2col rows.
+    weight_t: Tensor,
+    bias: Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl StridedConv2d {
+    /// Loads `weight` `[out, in, k, k]` and `bias` `[out]` under `vb`.
+    pub fn new(
+        vb: VarBuilder,
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let weight = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
+        Ok(Self {
+            weight_t: weight
+                .reshape((out_channels, in_channels * kernel * kernel))?
+                .t()?
+                .contiguous()?,
+            weight,
+            bias: vb.get(out_channels, "bias")?,
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    /// `x` with its channels in `order` → `[B, Ho, Wo, out]`.
+    pub fn forward(&self, x: &Tensor, order: ChannelOrder) -> Result<Tensor> {
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if cpu_kernels::applies_to(x) {
+            let (b, d1, d2, _) = x.dims4()?;
+            let (h, w) = match order {
+                ChannelOrder::First => (x.dim(2)?, x.dim(3)?),
+                ChannelOrder::Last => (d1, d2),
+            };
+            if h + 2 * p < k || w + 2 * p < k {
+                candle_core::bail!("a {k}x{k} convolution needs more than a {h}x{w} input");
+            }
+            let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let columns = cpu_kernels::im2col(x, k, s, p, order)?;
+            let out = cpu_kernels::linear(&columns, &self.weight_t, &self.bias, None, None)?;
+            out.reshape((b, ho, wo, self.bias.dim(0)?))
+        } else {
+            let x = match order {
+                ChannelOrder::First => x.clone(),
+                ChannelOrder::Last => x.permute((0, 3, 1, 2))?,
+            };
+            x.conv2d(&self.weight, p, s, 1, 1)?
+                .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?
+                .permute((0, 2, 3, 1))?
+                .contiguous()
+        }
+    }
+}
+
+/// Channels-last `x` `[B, H, W, C]` as a contiguous channels-first `[B, C, H, W]`.
+pub fn to_channels_first(x: &Tensor) -> Result<Tensor> {
+    if cpu_kernels::applies_to(x) {
+        cpu_kernels::channels_first(x)
+    } else {
+        x.permute((0, 3, 1, 2))?.contiguous()
     }
 }
 
@@ -224,33 +334,9 @@ impl Module for PointwiseConv2d {
     }
 }
 
-/// `LayerNorm2d`: layer normalisation over the channel dimension of a `[B, C, H, W]` tensor
-/// (eps 1e-6), with a per-channel weight and bias.
-#[derive(Debug, Clone)]
-pub struct LayerNorm2d {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl LayerNorm2d {
-    pub const EPS: f64 = 1e-6;
-
-    /// Loads `weight` and `bias` `[channels]` under `vb`.
-    pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get(channels, "weight")?.reshape((channels, 1, 1))?,
-            bias: vb.get(channels, "bias")?.reshape((channels, 1, 1))?,
-        })
-    }
-}
-
-impl Module for LayerNorm2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        normalize_over(x, 1, Self::EPS)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
-    }
-}
+/// Epsilon of SAM2's `LayerNorm2d` (a channel norm of `[B, C, H, W]` tensors); the port
+/// applies it with `LayerNorm` to channels-last data.
+pub const LAYER_NORM_2D_EPS: f64 = 1e-6;
 
 /// The reference `MLP`: `num_layers` linear layers (`layers.0`, `layers.1`, ...) with the
 /// activation between them and an optional sigmoid on the output.
@@ -423,6 +509,74 @@ mod tests {
     }
 
     #[test]
+    fn strided_convolution_matches_candle_in_both_channel_orders() {
+        let dev = Device::Cpu;
+        for (cin, cout, k, stride, padding) in [(3, 8, 7, 4, 3), (4, 16, 3, 2, 1), (1, 4, 2, 2, 0)]
+        {
+            let weight = Tensor::arange(0f32, (cout * cin * k * k) as f32, &dev)
+                .unwrap()
+                .affine(0.37, 0.1)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .reshape((cout, cin, k, k))
+                .unwrap();
+            let bias = Tensor::arange(0f32, cout as f32, &dev)
+                .unwrap()
+                .cos()
+                .unwrap();
+            let conv = StridedConv2d::new(
+                var_builder(vec![("weight", weight.clone()), ("bias", bias.clone())]),
+                cin,
+                cout,
+                k,
+                stride,
+                padding,
+            )
+            .unwrap();
+            let image = Tensor::arange(0f32, (2 * cin * 19 * 22) as f32, &dev)
+                .unwrap()
+                .reshape((2, cin, 19, 22))
+                .unwrap()
+                .cos()
+                .unwrap();
+            let want = image
+                .conv2d(&weight, padding, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, cout, 1, 1)).unwrap())
+                .unwrap()
+                .permute((0, 2, 3, 1))
+                .unwrap();
+            let first = conv.forward(&image, ChannelOrder::First).unwrap();
+            let channels_last = image.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+            let last = conv.forward(&channels_last, ChannelOrder::Last).unwrap();
+            assert_eq!(first.dims(), want.dims());
+            assert!(max_abs_diff(&first, &want) < 1e-5, "{cin}->{cout} k{k}");
+            assert!(
+                max_abs_diff(&last, &want) < 1e-5,
+                "{cin}->{cout} k{k} channels last"
+            );
+        }
+        let conv_input = Tensor::zeros((1, 3, 2, 2), DType::F32, &dev).unwrap();
+        let conv = StridedConv2d::new(
+            var_builder(vec![
+                (
+                    "weight",
+                    Tensor::zeros((8, 3, 7, 7), DType::F32, &dev).unwrap(),
+                ),
+                ("bias", Tensor::zeros(8, DType::F32, &dev).unwrap()),
+            ]),
+            3,
+            8,
+            7,
+            4,
+            0,
+        )
+        .unwrap();
+        assert!(conv.forward(&conv_input, ChannelOrder::First).is_err());
+    }
+
+    #[test]
     fn linear_folds_leading_dimensions() {
         let dev = Device::Cpu;
         let w = Tensor::new(&[[1f32, 2., 3.], [-1., 0., 0.5]], &dev).unwrap();
@@ -515,29 +669,32 @@ mod tests {
     }
 
     #[test]
-    fn layer_norm_2d_normalises_channels() {
+    fn layer_norm_with_activation_equals_the_two_steps() {
         let dev = Device::Cpu;
-        let x = Tensor::arange(0f32, 24., &dev)
+        let x = Tensor::arange(0f32, 40., &dev)
             .unwrap()
-            .reshape((1, 3, 2, 4))
+            .sin()
+            .unwrap()
+            .reshape((2, 4, 5))
             .unwrap();
-        let ln = LayerNorm2d::new(
+        let ln = LayerNorm::new(
             var_builder(vec![
-                ("weight", Tensor::new(&[1f32, 2., 3.], &dev).unwrap()),
-                ("bias", Tensor::new(&[0f32, 1., 0.], &dev).unwrap()),
+                (
+                    "weight",
+                    Tensor::new(&[1f32, 2., 3., 0.5, -1.], &dev).unwrap(),
+                ),
+                (
+                    "bias",
+                    Tensor::new(&[0f32, 1., 0., -0.5, 0.2], &dev).unwrap(),
+                ),
             ]),
-            3,
+            5,
+            1e-6,
         )
         .unwrap();
-        let y = ln.forward(&x).unwrap();
-        // Channel values at each pixel are v, v+8, v+16: normalised to -s, 0, s with
-        // s = sqrt(3/2) (biased variance 128/3, eps negligible).
-        let s = (1.5f32).sqrt();
-        let channels: Vec<Vec<Vec<f32>>> = y.get(0).unwrap().to_vec3().unwrap();
-        let pixel: Vec<f32> = channels.iter().map(|ch| ch[1][3]).collect();
-        for (got, want) in pixel.iter().zip([-s, 1.0, 3.0 * s]) {
-            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
-        }
+        let fused = ln.forward_activated(&x, Activation::Gelu).unwrap();
+        let two_steps = ln.forward(&x).unwrap().gelu_erf().unwrap();
+        assert!(max_abs_diff(&fused, &two_steps) < 1e-6);
     }
 
     #[test]

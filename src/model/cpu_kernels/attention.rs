@@ -3,7 +3,7 @@
 //! output, then the value product.
 
 use super::math::exp_approx;
-use super::{RowView, f32_data, par_blocks, rows_per_task, threaded};
+use super::{RowView, f32_data, par_blocks, rows_per_task, thread_count, threaded};
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -103,7 +103,7 @@ impl CustomOp3 for AttentionOp {
         if shape.elem_count() == 0 {
             return Ok((CpuStorage::F32(Vec::new()), shape));
         }
-        let threads = candle_core::utils::get_num_threads().max(1);
+        let threads = thread_count();
         // Tasks are blocks of query rows (all heads): a whole batch entry each when there are
         // enough entries (Hiera's windows), else row blocks of the few entries. A lone task
         // uses the threaded products instead.

@@ -2,17 +2,25 @@
 //! max-pooling of token grids, and window partition/reassembly, each one parallel pass.
 
 use super::{RowView, contiguous_slice, f32_data, par_blocks};
+use crate::model::sam2_utils::ChannelOrder;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Patch matrix of `x [B, C, H, W]` for a `k x k` convolution with the given stride and zero
-/// padding: `[B·Ho·Wo, C·k·k]`, rows in output-pixel order, columns in `(c, ky, kx)` order
-/// (the layout of a PyTorch convolution weight flattened to `[out, C·k·k]`).
-pub(crate) fn im2col(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+/// Patch matrix of the image `x` (channels in `order`) for a `k x k` convolution with the
+/// given stride and zero padding: `[B·Ho·Wo, C·k·k]`, rows in output-pixel order, columns in
+/// `(c, ky, kx)` order (the layout of a PyTorch convolution weight flattened to `[out, C·k·k]`).
+pub(crate) fn im2col(
+    x: &Tensor,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    order: ChannelOrder,
+) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&Im2Col {
         kernel,
         stride,
         padding,
+        order,
     })
 }
 
@@ -20,6 +28,7 @@ struct Im2Col {
     kernel: usize,
     stride: usize,
     padding: usize,
+    order: ChannelOrder,
 }
 
 impl CustomOp1 for Im2Col {
@@ -29,26 +38,40 @@ impl CustomOp1 for Im2Col {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let data = contiguous_slice(f32_data(storage, "im2col input")?, layout, "im2col input")?;
-        let (b, c, h, w) = layout.shape().dims4()?;
+        let (b, d1, d2, d3) = layout.shape().dims4()?;
+        let (c, h, w) = match self.order {
+            ChannelOrder::First => (d1, d2, d3),
+            ChannelOrder::Last => (d3, d1, d2),
+        };
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         if k == 0 || s == 0 || h + 2 * p < k || w + 2 * p < k {
             candle_core::bail!("im2col: kernel {k} stride {s} padding {p} on a {h}x{w} input");
         }
         let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
         let width = c * k * k;
+        // Input coordinate of output index `o` and kernel tap `t` along one axis, if inside.
+        let source =
+            |o: usize, t: usize, size: usize| (o * s + t).checked_sub(p).filter(|&v| v < size);
         let out = par_blocks(b * ho * wo * width, wo * width, |row, dst| {
             let (img, oy) = (row / ho, row % ho);
             for ox in 0..wo {
                 let cell = &mut dst[ox * width..(ox + 1) * width];
-                for ci in 0..c {
-                    for ky in 0..k {
-                        let Some(y) = (oy * s + ky).checked_sub(p).filter(|&y| y < h) else {
-                            continue;
-                        };
-                        let src_row = ((img * c + ci) * h + y) * w;
-                        for kx in 0..k {
-                            if let Some(x) = (ox * s + kx).checked_sub(p).filter(|&x| x < w) {
-                                cell[(ci * k + ky) * k + kx] = data[src_row + x];
+                for ky in 0..k {
+                    let Some(y) = source(oy, ky, h) else { continue };
+                    for kx in 0..k {
+                        let Some(x) = source(ox, kx, w) else { continue };
+                        match self.order {
+                            ChannelOrder::First => {
+                                for ci in 0..c {
+                                    cell[(ci * k + ky) * k + kx] =
+                                        data[((img * c + ci) * h + y) * w + x];
+                                }
+                            }
+                            ChannelOrder::Last => {
+                                let pixel = &data[((img * h + y) * w + x) * c..][..c];
+                                for (ci, &v) in pixel.iter().enumerate() {
+                                    cell[(ci * k + ky) * k + kx] = v;
+                                }
                             }
                         }
                     }

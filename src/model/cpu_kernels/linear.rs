@@ -1,7 +1,7 @@
 //! `activation(x·Wᵀ + b) + residual` as parallel row blocks, each a single-threaded product
 //! onto the pre-loaded bias (and residual) followed by the activation while the block is in cache.
 
-use super::math::gelu_erf;
+use super::activation::activate;
 use super::{contiguous_slice, f32_data, par_blocks, rows_per_task, threaded};
 use crate::model::sam2_utils::Activation;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -145,18 +145,5 @@ impl CustomOp3 for LinearOp {
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
-    }
-}
-
-vectorised! {
-    /// Applies `activation` to every value of `values`.
-    fn activate(values: &mut [f32], activation: Activation) = activate_scalar
-}
-
-#[inline(always)]
-fn activate_scalar(values: &mut [f32], activation: Activation) {
-    match activation {
-        Activation::Relu => values.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Gelu => values.iter_mut().for_each(|v| *v = gelu_erf(*v)),
     }
 }

@@ -11,6 +11,8 @@
 //! * `rope`: rotary position encoding of every head in one pass;
 //! * `grid`: the patch matrix of Hiera's strided patch embedding and its token-grid reshuffles
 //!   (q-pooling, window partition and reassembly, channels-last to channels-first);
+//! * `activation`: ReLU and GELU over a tensor, and the in-place pass other kernels fuse into
+//!   their blocks;
 //! * `math`: the branch-free `exp`, `erf` and GELU the kernels vectorise.
 //!
 //! Shared here: the row-block parallelism (independent row blocks, each with a
@@ -26,9 +28,9 @@ use std::mem::MaybeUninit;
 /// at run time), and for the baseline target otherwise. Only the vector width differs: Rust
 /// never fuses a multiply and an add, so both give the same bits.
 macro_rules! vectorised {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $body:ident) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
@@ -45,6 +47,7 @@ macro_rules! vectorised {
     };
 }
 
+mod activation;
 mod attention;
 mod grid;
 mod linear;
@@ -52,6 +55,7 @@ mod math;
 mod norm;
 mod rope;
 
+pub(crate) use activation::activation;
 pub(crate) use attention::attention;
 pub(crate) use grid::{channels_first, im2col, max_pool_grid, window_partition, window_unpartition};
 pub(crate) use linear::linear;
@@ -80,7 +84,7 @@ fn contiguous_slice<'a>(data: &'a [f32], layout: &Layout, what: &str) -> Result<
 /// Rows of a product's output that one parallel task computes: enough that packing the other
 /// operand is amortised, few enough that every thread gets a couple of tasks.
 fn rows_per_task(rows: usize) -> usize {
-    let threads = candle_core::utils::get_num_threads().max(1);
+    let threads = thread_count();
     rows.div_ceil(2 * threads).clamp(64, 256)
 }
 
@@ -103,8 +107,14 @@ fn par_blocks(len: usize, block: usize, fill: impl Fn(usize, &mut [f32]) + Sync)
     out
 }
 
+/// Threads of the pool the kernels run on. (candle's `get_num_threads` would count the
+/// physical cores by reading /proc/cpuinfo on every call.)
+fn thread_count() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
 fn threaded() -> Parallelism {
-    match candle_core::utils::get_num_threads() {
+    match thread_count() {
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
     }

@@ -1,16 +1,27 @@
-//! Layer normalisation over the last dimension, two-pass with f64 sums.
+//! Layer normalisation over the last dimension, two-pass with f64 sums, optionally followed
+//! by an activation on the same block.
 
+use super::activation::activate;
 use super::{contiguous_slice, f32_data, par_blocks, rows_per_task};
+use crate::model::sam2_utils::Activation;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-/// Layer normalisation of every row of the last dimension: `(x − mean)/√(var + eps)·w + b`.
-pub(crate) fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+/// Layer normalisation of every row of the last dimension, `(x − mean)/√(var + eps)·w + b`,
+/// then `activation` when given.
+pub(crate) fn layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    activation: Option<Activation>,
+) -> Result<Tensor> {
     x.contiguous()?
-        .apply_op3_no_bwd(weight, bias, &LayerNormOp { eps })
+        .apply_op3_no_bwd(weight, bias, &LayerNormOp { eps, activation })
 }
 
 struct LayerNormOp {
     eps: f64,
+    activation: Option<Activation>,
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -60,7 +71,10 @@ impl CustomOp3 for LayerNormOp {
                     weight,
                     bias,
                     self.eps,
-                )
+                );
+                if let Some(activation) = self.activation {
+                    activate(dst, activation);
+                }
             })
         } else {
             Vec::new()
