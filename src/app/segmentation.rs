@@ -7,7 +7,7 @@
 
 use super::jobs::{BackgroundJob, JobSender, Progress};
 use crate::segment::engine::{LoadedModel, ModelChoice};
-use crate::segment::pipeline::{self, BoxPrompt, PassDirection};
+use crate::segment::pipeline::{self, BoxPrompt};
 use crate::segment::predictor::{PointsOrBox, Propagation, SliceResult, VolumePredictor};
 use crate::volume::{extract_slice, SliceAxis, Volume, Window};
 use std::collections::HashMap;
@@ -155,24 +155,15 @@ fn run(slot: &mut Option<Session>, request: &Request, progress: &Arc<Progress>, 
             // Both passes visit the key slice: forward count + backward count.
             let total = count + 1;
             let mut done = 0;
-            let mut forward: HashMap<usize, Vec<u8>> = HashMap::new();
             let mut shown: HashMap<usize, Vec<u8>> = HashMap::new();
-            let outcome = pipeline::segment_box(predictor, dims, &prompt, false, cancel, |pass, slice| {
-                let mut mask = foreground(slice);
-                match pass {
-                    PassDirection::Forward => {
-                        forward.insert(slice.index, mask.clone());
-                    }
-                    PassDirection::Backward => {
-                        if let Some(f) = forward.get(&slice.index) {
-                            mask.iter_mut().zip(f).for_each(|(m, &f)| *m |= f);
-                        }
-                    }
-                }
+            let outcome = pipeline::segment_box(predictor, dims, &prompt, false, cancel, |_, slice| {
+                // Both passes report the key slice: show the OR of what they found.
+                let found = foreground(slice);
+                let mask = shown.entry(slice.index).or_insert_with(|| vec![0; found.len()]);
+                mask.iter_mut().zip(&found).for_each(|(m, &f)| *m |= f);
                 done += 1;
                 progress.set(done, total);
-                shown.insert(slice.index, mask.clone());
-                tx.send(Message::Slice { index: slice.index, mask });
+                tx.send(Message::Slice { index: slice.index, mask: mask.clone() });
             });
             match outcome {
                 Ok(result) => {

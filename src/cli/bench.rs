@@ -9,6 +9,7 @@ use crate::model::checkpoint::{Checkpoint, RandomWeights};
 use crate::model::config::Sam2Config;
 use crate::model::sam2::Sam2Base;
 use crate::segment::pipeline::{self, BoxPrompt, PassDirection};
+use crate::segment::predictor::{PointsOrBox, VolumePredictor};
 use crate::volume::{Geometry, SliceAxis, Volume, VolumeMeta, VoxelBuffer, Window};
 use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand};
@@ -209,43 +210,66 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
     let cancel = AtomicBool::new(false);
     let window = Some(Window::new(-160.0, 240.0));
     let dims = volume.geometry.dims;
-    let full_bank = m.num_maskmem;
-    // Per run: total seconds, the forward pass's full-bank slice times, every slice's time,
-    // and the mask voxels.
-    let run = |predictor: &mut crate::segment::predictor::VolumePredictor| -> anyhow::Result<(f64, Vec<f64>, Vec<f64>, usize)> {
+    // Per run: total seconds, slices reported, the longest wait for a pass's next slice, and
+    // the mask voxels.
+    let run = |predictor: &mut VolumePredictor| -> anyhow::Result<(f64, usize, f64, usize)> {
         let start = Instant::now();
-        let mut last = Instant::now();
-        let (mut tracked_ms, mut slice_ms) = (Vec::new(), Vec::new());
-        let result = pipeline::segment_box(predictor, dims, &prompt, false, &cancel, |direction, slice| {
+        let mut last = [start; 2];
+        let (mut reported, mut longest_ms) = (0, 0f64);
+        let result = pipeline::segment_box(predictor, dims, &prompt, false, &cancel, |direction, _| {
             let now = Instant::now();
-            let ms = (now - last).as_secs_f64() * 1000.0;
-            if direction == PassDirection::Forward && slice.done > full_bank && slice.recomputed {
-                tracked_ms.push(ms);
-            }
-            slice_ms.push(ms);
-            last = now;
+            let pass = &mut last[(direction == PassDirection::Backward) as usize];
+            longest_ms = longest_ms.max((now - *pass).as_secs_f64() * 1000.0);
+            *pass = now;
+            reported += 1;
         })?;
-        Ok((start.elapsed().as_secs_f64(), tracked_ms, slice_ms, result.voxels))
+        Ok((start.elapsed().as_secs_f64(), reported, longest_ms, result.voxels))
     };
     let start = Instant::now();
     let mut predictor = pipeline::predictor_for(model.clone(), &volume, SliceAxis::Axial, window, device.clone())?;
     let preprocess_seconds = start.elapsed().as_secs_f64();
-    let (first_seconds, first_tracked, first_slices, voxels) = run(&mut predictor)?;
-    let (second_seconds, second_tracked, _, _) = run(&mut predictor)?;
+    let (first_seconds, reported, longest_ms, voxels) = run(&mut predictor)?;
+    let (second_seconds, _, _, _) = run(&mut predictor)?;
+    let encoder_runs = predictor.encoder_runs();
+    let feature_cache_bytes = predictor.cached_features().1;
+    drop(predictor);
+
+    // One tracking step on its own: a forward pass from the key slice on a fresh predictor,
+    // timed slice by slice once the memory bank is full; then the same pass again with the
+    // features cached.
+    let full_bank = m.num_maskmem;
+    let timed = 10;
+    let mut predictor = pipeline::predictor_for(model.clone(), &volume, SliceAxis::Axial, window, device.clone())?;
+    let mut forward_pass = || -> anyhow::Result<Vec<f64>> {
+        predictor.reset();
+        let bbox = prompt.bbox.map(|v| v as f32);
+        predictor.add_new_points_or_box(key, 1, &PointsOrBox::bbox(bbox))?;
+        let mut last = Instant::now();
+        let mut times = Vec::new();
+        predictor.propagate(Some(key), Some(full_bank + timed), false, &cancel, |slice| {
+            let now = Instant::now();
+            if slice.done > full_bank + 1 && slice.recomputed {
+                times.push((now - last).as_secs_f64() * 1000.0);
+            }
+            last = now;
+        })?;
+        Ok(times)
+    };
+    let tracked = forward_pass()?;
+    let tracked_cached = forward_pass()?;
     let peak = process_memory().peak;
     let pipeline_seconds = preprocess_seconds + first_seconds;
     report["volume"] = json!({ "dims": dims, "bytes": volume_bytes, "key_slice": key, "mask_voxels": voxels });
-    report["tracked_slice_ms"] = json!(median(&first_tracked));
-    report["slice_ms_mean"] = json!(first_slices.iter().sum::<f64>() / first_slices.len().max(1) as f64);
-    report["slice_ms_max"] = json!(first_slices.iter().copied().fold(0.0, f64::max));
-    report["seconds_outside_slices"] = json!(first_seconds - first_slices.iter().sum::<f64>() / 1000.0);
-    report["tracked_slice_ms_cached_features"] = json!(median(&second_tracked));
+    report["tracked_slice_ms"] = json!(median(&tracked));
+    report["tracked_slice_ms_cached_features"] = json!(median(&tracked_cached));
     report["pipeline_seconds"] = json!(pipeline_seconds);
     report["preprocess_seconds"] = json!(preprocess_seconds);
+    report["pipeline_ms_per_slice"] = json!(first_seconds * 1000.0 / reported.max(1) as f64);
+    report["pipeline_longest_slice_wait_ms"] = json!(longest_ms);
     report["repropagation_seconds"] = json!(second_seconds);
     report["repropagation_ratio"] = json!(second_seconds / pipeline_seconds);
-    report["encoder_runs"] = json!(predictor.encoder_runs());
-    report["feature_cache_bytes"] = json!(predictor.cached_features().1);
+    report["encoder_runs"] = json!(encoder_runs);
+    report["feature_cache_bytes"] = json!(feature_cache_bytes);
     report["baseline_rss_bytes"] = json!(baseline);
     report["peak_rss_bytes"] = json!(peak);
     report["peak_over_baseline_bytes"] = json!(peak.saturating_sub(baseline));

@@ -13,7 +13,7 @@ use crate::segment::preprocess::{ModelSlices, PreprocessError, SliceRequest};
 use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer, Window};
 use candle_core::Device;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The object id the pipeline segments.
 const PIPELINE_OBJECT: u32 = 1;
@@ -135,14 +135,19 @@ pub fn predictor_for(
 
 /// Runs MedSAM2's box-to-mask pipeline on `predictor` (built over a volume of `dims` along
 /// `prompt.axis`). The predictor is reset before and after. Every finished slice is reported
-/// with its pass; `cancel` is checked between slices.
+/// with its pass (the two passes' slices interleave); `cancel` is checked between slices.
+///
+/// MedSAM2 runs the passes one after the other with a reset between them: they share nothing
+/// but the slice features. Here they run at the same time, on `predictor` and a fork of it
+/// sharing its feature cache, so that each pass's serial stretches (small operations between
+/// the large products) leave the cores to the other pass.
 pub fn segment_box(
     predictor: &mut VolumePredictor,
     dims: [usize; 3],
     prompt: &BoxPrompt,
     keep_logits: bool,
     cancel: &AtomicBool,
-    mut on_slice: impl FnMut(PassDirection, &SliceResult),
+    on_slice: impl FnMut(PassDirection, &SliceResult) + Send,
 ) -> Result<PipelineResult, PipelineError> {
     let axis = prompt.axis;
     let (u, v) = axis.in_plane();
@@ -152,37 +157,38 @@ pub fn segment_box(
         return Err(PipelineError::AxisMismatch { dims, axis: slices.axis(), count: slices.len(), width, height });
     }
     check_prompt(prompt, dims)?;
-    let bbox = prompt.bbox.map(|c| c as f32);
-    let mut mask = vec![0u8; dims.iter().product()];
-    let mut logits = keep_logits.then(PassLogits::default);
-    let mut counts = [0usize; 2];
-    for (pass, direction) in [PassDirection::Forward, PassDirection::Backward].into_iter().enumerate() {
-        predictor.reset();
-        predictor.add_new_points_or_box(prompt.slice, PIPELINE_OBJECT, &PointsOrBox::bbox(bbox))?;
-        let mut failure = None;
-        let outcome = predictor.propagate(None, None, direction == PassDirection::Backward, cancel, |result| {
-            let object = &result.objects[0];
-            if let Err(e) = mark_foreground(&mut mask, dims, axis, result.index, &object.logits) {
-                failure.get_or_insert(e);
-            }
-            if let Some(store) = logits.as_mut() {
-                let list = if direction == PassDirection::Forward { &mut store.forward } else { &mut store.backward };
-                list.push((result.index, object.logits.clone()));
-            }
-            on_slice(direction, &result);
-        })?;
-        if let Some(e) = failure {
-            return Err(e.into());
-        }
-        match outcome {
-            Propagation::Finished { slices } => counts[pass] = slices,
-            Propagation::Cancelled { .. } => {
-                predictor.reset();
-                return Err(PipelineError::Cancelled);
-            }
-        }
-    }
+    let bbox = PointsOrBox::bbox(prompt.bbox.map(|c| c as f32));
     predictor.reset();
+    // The first prompt encodes the key slice; the fork finds it cached.
+    predictor.add_new_points_or_box(prompt.slice, PIPELINE_OBJECT, &bbox)?;
+    let mut backward = predictor.fork();
+    backward.add_new_points_or_box(prompt.slice, PIPELINE_OBJECT, &bbox)?;
+
+    let sink = Mutex::new(PassSink {
+        mask: vec![0u8; dims.iter().product()],
+        logits: keep_logits.then(PassLogits::default),
+        failure: None,
+        on_slice,
+    });
+    let run = |predictor: &mut VolumePredictor, direction: PassDirection| {
+        predictor.propagate(None, None, direction == PassDirection::Backward, cancel, |result| {
+            sink.lock().unwrap_or_else(PoisonError::into_inner).record(direction, &result, dims, axis)
+        })
+    };
+    let (forward, backward) = rayon::join(
+        || run(predictor, PassDirection::Forward),
+        || run(&mut backward, PassDirection::Backward),
+    );
+    predictor.reset();
+    let sink = sink.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let counts = match (forward?, backward?) {
+        (Propagation::Finished { slices: f }, Propagation::Finished { slices: b }) => [f, b],
+        _ => return Err(PipelineError::Cancelled),
+    };
+    if let Some(e) = sink.failure {
+        return Err(e.into());
+    }
+    let mut mask = sink.mask;
     let kept = keep_largest_component(&mut mask, dims)?;
     Ok(PipelineResult {
         mask,
@@ -191,8 +197,35 @@ pub fn segment_box(
         components: kept.components,
         forward_slices: counts[0],
         backward_slices: counts[1],
-        logits,
+        logits: sink.logits,
     })
+}
+
+/// What the two passes of `segment_box` write to, one slice at a time.
+struct PassSink<F> {
+    /// The OR of both passes' foreground.
+    mask: Vec<u8>,
+    logits: Option<PassLogits>,
+    /// The first slice whose logits did not fit the volume.
+    failure: Option<MaskShapeError>,
+    on_slice: F,
+}
+
+impl<F: FnMut(PassDirection, &SliceResult)> PassSink<F> {
+    fn record(&mut self, direction: PassDirection, result: &SliceResult, dims: [usize; 3], axis: SliceAxis) {
+        let object = &result.objects[0];
+        if let Err(e) = mark_foreground(&mut self.mask, dims, axis, result.index, &object.logits) {
+            self.failure.get_or_insert(e);
+        }
+        if let Some(store) = self.logits.as_mut() {
+            let list = match direction {
+                PassDirection::Forward => &mut store.forward,
+                PassDirection::Backward => &mut store.backward,
+            };
+            list.push((result.index, object.logits.clone()));
+        }
+        (self.on_slice)(direction, result);
+    }
 }
 
 #[cfg(test)]

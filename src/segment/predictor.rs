@@ -35,7 +35,7 @@ use crate::segment::preprocess::{point_to_model, ModelSlices};
 use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Default byte budget of the image-feature cache.
 pub const DEFAULT_FEATURE_CACHE_BYTES: usize = 1 << 30;
@@ -197,6 +197,10 @@ impl FeatureCache {
         self.entries.get(&index).cloned()
     }
 
+    fn contains(&self, index: usize) -> bool {
+        self.entries.contains_key(&index)
+    }
+
     fn insert(&mut self, index: usize, mut features: FrameFeatures) -> Arc<FrameFeatures> {
         match &self.shared_pos {
             Some(pos) => features.vision_pos = pos.clone(),
@@ -225,7 +229,8 @@ pub struct VolumePredictor {
     model: Arc<Sam2Base>,
     slices: Arc<ModelSlices>,
     device: Device,
-    features: FeatureCache,
+    /// Shared with the predictors `fork` made.
+    features: Arc<Mutex<FeatureCache>>,
     objects: Vec<ObjectState>,
     cond: BTreeMap<usize, StoredFrame>,
     non_cond: BTreeMap<usize, StoredFrame>,
@@ -250,11 +255,16 @@ impl VolumePredictor {
         if config.non_overlap_masks {
             return Err(PredictorError::Unsupported("non_overlap_masks"));
         }
-        Ok(Self {
+        let features = Arc::new(Mutex::new(FeatureCache::new(DEFAULT_FEATURE_CACHE_BYTES)));
+        Ok(Self::with_cache(model, slices, device, features))
+    }
+
+    fn with_cache(model: Arc<Sam2Base>, slices: Arc<ModelSlices>, device: Device, features: Arc<Mutex<FeatureCache>>) -> Self {
+        Self {
             model,
             slices,
             device,
-            features: FeatureCache::new(DEFAULT_FEATURE_CACHE_BYTES),
+            features,
             objects: Vec::new(),
             cond: BTreeMap::new(),
             non_cond: BTreeMap::new(),
@@ -262,16 +272,29 @@ impl VolumePredictor {
             consolidated_non_cond: BTreeSet::new(),
             tracked: BTreeMap::new(),
             tracking_started: false,
-        })
+        }
+    }
+
+    /// A predictor over the same slices that shares this one's feature cache and nothing else:
+    /// no prompts, objects or outputs (as after `reset`). The two can run at the same time.
+    pub fn fork(&self) -> Self {
+        Self::with_cache(self.model.clone(), self.slices.clone(), self.device.clone(), Arc::clone(&self.features))
+    }
+
+    fn cache(&self) -> MutexGuard<'_, FeatureCache> {
+        // A panic while holding the lock leaves a consistent cache: every update is one insert
+        // or removal.
+        self.features.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sets the feature cache's byte budget (dropping the oldest entries now if needed).
     pub fn set_feature_cache_budget(&mut self, bytes: usize) {
-        self.features.budget = bytes;
-        while self.features.bytes > bytes {
-            let Some(oldest) = self.features.order.pop_front() else { break };
-            if let Some(old) = self.features.entries.remove(&oldest) {
-                self.features.bytes -= FeatureCache::entry_bytes(&old);
+        let mut cache = self.cache();
+        cache.budget = bytes;
+        while cache.bytes > bytes {
+            let Some(oldest) = cache.order.pop_front() else { break };
+            if let Some(old) = cache.entries.remove(&oldest) {
+                cache.bytes -= FeatureCache::entry_bytes(&old);
             }
         }
     }
@@ -301,12 +324,13 @@ impl VolumePredictor {
 
     /// How many times the image encoder ran since the predictor was made.
     pub fn encoder_runs(&self) -> usize {
-        self.features.encoder_runs
+        self.cache().encoder_runs
     }
 
     /// Slices whose features are cached, and the bytes they take.
     pub fn cached_features(&self) -> (usize, usize) {
-        (self.features.entries.len(), self.features.bytes)
+        let cache = self.cache();
+        (cache.entries.len(), cache.bytes)
     }
 
     /// The stored output of slice `index` (all objects as the batch) and whether it is a
@@ -348,22 +372,34 @@ impl VolumePredictor {
     /// Image features of slice `index` for a batch of `batch` objects, from the cache or the
     /// encoder.
     fn slice_features(&mut self, index: usize, batch: usize) -> Result<FrameFeatures, PredictorError> {
-        let features = match self.features.get(index) {
+        let cached = self.cache().get(index);
+        let features = match cached {
             Some(f) => f,
             None => {
-                let s = self.slices.image_size();
-                let input = self.slices.model_input(index).ok_or(PredictorError::NoSuchSlice {
-                    index,
-                    count: self.slices.len(),
-                })?;
-                let image = Tensor::from_vec(input, (1, 3, s, s), &self.device)?;
-                let encoded = self.model.forward_image(&image)?;
-                self.features.encoder_runs += 1;
-                let uses_high_res = self.model.mask_decoder().uses_high_res_features();
-                self.features.insert(index, FrameFeatures::from_encoder(&encoded, uses_high_res)?)
+                let encoded = self.encode_slice(index)?;
+                self.store_features(index, encoded)
             }
         };
         Ok(features.expand(batch)?)
+    }
+
+    /// Runs the image encoder on slice `index` (the caller caches the result).
+    fn encode_slice(&self, index: usize) -> Result<FrameFeatures, PredictorError> {
+        let s = self.slices.image_size();
+        let input = self
+            .slices
+            .model_input(index)
+            .ok_or(PredictorError::NoSuchSlice { index, count: self.slices.len() })?;
+        let image = Tensor::from_vec(input, (1, 3, s, s), &self.device)?;
+        let encoded = self.model.forward_image(&image)?;
+        let uses_high_res = self.model.mask_decoder().uses_high_res_features();
+        Ok(FrameFeatures::from_encoder(&encoded, uses_high_res)?)
+    }
+
+    fn store_features(&self, index: usize, features: FrameFeatures) -> Arc<FrameFeatures> {
+        let mut cache = self.cache();
+        cache.encoder_runs += 1;
+        cache.insert(index, features)
     }
 
     /// Object `index`'s own slice of the stored outputs (`output_dict_per_obj`).
@@ -378,10 +414,10 @@ impl VolumePredictor {
     /// its low-resolution logits with small holes filled.
     #[allow(clippy::too_many_arguments)]
     fn run_single_frame(
-        &mut self,
+        &self,
+        features: &FrameFeatures,
         bank: MemoryBank,
         index: usize,
-        batch: usize,
         is_init_cond_frame: bool,
         points: Option<&PointPrompt>,
         mask_inputs: Option<&Tensor>,
@@ -389,11 +425,11 @@ impl VolumePredictor {
         run_mem_encoder: bool,
         prev_sam_mask_logits: Option<&Tensor>,
     ) -> Result<StoredFrame, PredictorError> {
-        let features = self.slice_features(index, batch)?;
+        let batch = features.vision_features.dim(0)?;
         let out = self.model.track_step(&TrackStepInput {
             frame_idx: index,
             is_init_cond_frame,
-            features: &features,
+            features,
             points,
             mask_inputs,
             bank,
@@ -527,11 +563,12 @@ impl VolumePredictor {
                 .transpose()?,
             None => None,
         };
+        let features = self.slice_features(index, 1)?;
         let bank = MemoryBank { cond_frames: &cond, non_cond_frames: &non_cond };
         let out = self.run_single_frame(
+            &features,
             bank,
             index,
-            1,
             is_init_cond_frame,
             points,
             mask,
@@ -644,6 +681,14 @@ impl VolumePredictor {
         })
     }
 
+    /// Whether tracking slice `index` will run the image encoder: its features are not cached
+    /// and no prompt already produced its output.
+    fn needs_encoding(&self, index: usize) -> bool {
+        !self.cache().contains(index)
+            && !self.consolidated_cond.contains(&index)
+            && !self.consolidated_non_cond.contains(&index)
+    }
+
     /// `_clear_non_cond_mem_around_input`.
     fn clear_non_cond_memory_around(&mut self, index: usize) {
         let config = self.model.config();
@@ -738,10 +783,19 @@ impl VolumePredictor {
             } else if self.consolidated_non_cond.contains(&index) {
                 false
             } else {
-                let (cond, non_cond) = (std::mem::take(&mut self.cond), std::mem::take(&mut self.non_cond));
-                let bank = MemoryBank { cond_frames: &cond, non_cond_frames: &non_cond };
-                let out = self.run_single_frame(bank, index, batch, false, None, None, reverse, true, None);
-                (self.cond, self.non_cond) = (cond, non_cond);
+                let features = self.slice_features(index, batch)?;
+                // The next slice's image encoder runs alongside this slice's tracking step: it
+                // does not depend on it, and it keeps both cores busy through the step's
+                // serial stretches.
+                let next = order.get(done + 1).copied().filter(|&next| self.needs_encoding(next));
+                let bank = MemoryBank { cond_frames: &self.cond, non_cond_frames: &self.non_cond };
+                let (out, encoded) = rayon::join(
+                    || self.run_single_frame(&features, bank, index, false, None, None, reverse, true, None),
+                    || next.map(|next| self.encode_slice(next).map(|f| (next, f))).transpose(),
+                );
+                if let Some((next, f)) = encoded? {
+                    self.store_features(next, f);
+                }
                 self.non_cond.insert(index, out?);
                 true
             };
