@@ -48,6 +48,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn main() {
+    medsam_viewer::app::jobs::start_compute_pool();
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = AppPaths::under(dir.path());
     let mut harness: Harness<'static, ViewerApp> =

@@ -1,11 +1,33 @@
 //! `BackgroundJob`: work that must not block the UI thread (loading, inference, meshing) runs on
 //! a worker thread, reports progress (done / total), can be cancelled, and streams messages back
-//! through a channel that the UI drains each frame; every message wakes the UI.
+//! through a channel that the UI drains each frame; every message wakes the UI. The parallel
+//! work jobs hand to rayon runs at a lower scheduling priority than the UI thread.
 
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Nice value of rayon's threads in the viewer: they still take every idle core, but yield to
+/// the UI thread when it has a frame to draw.
+#[cfg(target_os = "linux")]
+const COMPUTE_NICE: libc::c_int = 10;
+
+/// Builds rayon's global pool (the network's products, the readers' decoding) with threads at
+/// a lower priority than the UI thread, so that a propagation keeping every core busy does not
+/// delay frames. Call before any parallel work; if the pool already exists it is left as it is.
+pub fn start_compute_pool() {
+    let _ = rayon::ThreadPoolBuilder::new().start_handler(|_| lower_thread_priority()).build_global();
+}
+
+fn lower_thread_priority() {
+    // Linux keeps a nice value per thread; elsewhere this would change the whole process.
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with `who` 0 only changes the calling thread's nice value.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, COMPUTE_NICE);
+    }
+}
 
 /// Shared progress of a job: how much is done, and whether the user asked to stop.
 #[derive(Debug, Default)]

@@ -42,6 +42,7 @@ const SAMPLE_NIFTI: &[u8] = include_bytes!("../../assets/sample/chest_ct_lesion.
 
 /// Opens the viewer window; `path` is opened right away when given.
 pub fn run(path: Option<PathBuf>, mask: Option<PathBuf>) -> anyhow::Result<()> {
+    jobs::start_compute_pool();
     let options = eframe::NativeOptions {
         renderer: eframe::Renderer::Wgpu,
         viewport: egui::ViewportBuilder::default()
