@@ -38,7 +38,10 @@ impl MemoryAttentionLayer {
         let norm = |name: &str| LayerNorm::new(vb.pp(name), d, TRANSFORMER_NORM_EPS);
         Ok(Self {
             self_attn: RoPEAttention::new(vb.pp("self_attn"), &config.self_attention)?,
-            cross_attn_image: RoPEAttention::new(vb.pp("cross_attn_image"), &config.cross_attention)?,
+            cross_attn_image: RoPEAttention::new(
+                vb.pp("cross_attn_image"),
+                &config.cross_attention,
+            )?,
             linear1: Linear::new(vb.pp("linear1"), d, config.dim_feedforward)?,
             linear2: Linear::new(vb.pp("linear2"), config.dim_feedforward, d)?,
             norm1: norm("norm1")?,
@@ -67,7 +70,7 @@ impl MemoryAttentionLayer {
         } else {
             normed.clone()
         };
-        let tgt = (tgt + self.self_attn.forward(&qk, &qk, &normed, 0)?)?;
+        let tgt = self.self_attn.forward(&qk, &qk, &normed, 0, Some(tgt))?;
 
         let normed = self.norm2.forward(&tgt)?;
         let q = if self.pos_enc_at_cross_attn_queries {
@@ -80,14 +83,15 @@ impl MemoryAttentionLayer {
         } else {
             memory.clone()
         };
-        let attn = self
+        let tgt = self
             .cross_attn_image
-            .forward(&q, &k, memory, num_k_exclude_rope)?;
-        let tgt = (tgt + attn)?;
+            .forward(&q, &k, memory, num_k_exclude_rope, Some(&tgt))?;
 
         let normed = self.norm3.forward(&tgt)?;
-        let hidden = self.linear1.forward_fused(&normed, Some(self.activation), None)?;
-        tgt + self.linear2.forward(&hidden)?
+        let hidden = self
+            .linear1
+            .forward_fused(&normed, Some(self.activation), None)?;
+        self.linear2.forward_fused(&hidden, None, Some(&tgt))
     }
 }
 

@@ -61,10 +61,17 @@ impl Attention {
         self.q_proj.out_dim() / self.num_heads
     }
 
-    /// Attention of projected inputs, projected back to `embedding_dim`.
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    /// Attention of projected inputs, projected back to `embedding_dim`, plus `residual` when
+    /// given (added in the output projection's blocks on the CPU).
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let out = scaled_dot_product_attention(q, k, v, self.num_heads)?;
-        self.out_proj.forward(&out)
+        self.out_proj.forward_fused(&out, None, residual)
     }
 
     /// Whether `attend_raw_values` is the cheaper order: one head whose value inputs are
@@ -78,9 +85,16 @@ impl Attention {
     /// softmax row sums to one. Equal to `attend` up to rounding, with the value product done
     /// at the (narrower) input width — memory attention reads 64-channel memories into 256
     /// channels.
-    fn attend_raw_values(&self, q: &Tensor, k: &Tensor, raw_v: &Tensor) -> Result<Tensor> {
+    fn attend_raw_values(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        raw_v: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let weighted = scaled_dot_product_attention(q, k, raw_v, 1)?;
-        self.out_proj.forward(&self.v_proj.forward(&weighted)?)
+        self.out_proj
+            .forward_fused(&self.v_proj.forward(&weighted)?, None, residual)
     }
 
     /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
@@ -89,6 +103,7 @@ impl Attention {
             &self.q_proj.forward(q)?,
             &self.k_proj.forward(k)?,
             &self.v_proj.forward(v)?,
+            None,
         )
     }
 }
@@ -152,14 +167,15 @@ impl RoPEAttention {
         )
     }
 
-    /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`; the last
-    /// `num_k_exclude_rope` keys are not rotated.
+    /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`, plus `residual`
+    /// `[B, Nq, C]` when given; the last `num_k_exclude_rope` keys are not rotated.
     pub fn forward(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         num_k_exclude_rope: usize,
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let raw_v = v;
         let attention = &self.attention;
@@ -180,9 +196,9 @@ impl RoPEAttention {
         let q = rope.rotate(&q, heads, nq, false)?;
         let k = rope.rotate(&k, heads, num_k_rope, self.rope_k_repeat)?;
         if attention.projects_values_after_attention() {
-            attention.attend_raw_values(&q, &k, raw_v)
+            attention.attend_raw_values(&q, &k, raw_v, residual)
         } else {
-            attention.attend(&q, &k, &attention.v_proj.forward(raw_v)?)
+            attention.attend(&q, &k, &attention.v_proj.forward(raw_v)?, residual)
         }
     }
 }
