@@ -231,9 +231,8 @@ pub enum ChannelOrder {
 pub struct StridedConv2d {
     /// `[out, in, k, k]` for the generic convolution.
     weight: Tensor,
-    /// `[in·k·k, out]`: the kernel as a matrix over im2col rows.
-    weight_t: Tensor,
-    bias: Tensor,
+    /// The kernel as a linear layer over im2col patches.
+    matrix: Linear,
     kernel: usize,
     stride: usize,
     padding: usize,
@@ -250,13 +249,13 @@ impl StridedConv2d {
         padding: usize,
     ) -> Result<Self> {
         let weight = vb.get((out_channels, in_channels, kernel, kernel), "weight")?;
+        let matrix = Linear::from_parts(
+            &weight.reshape((out_channels, in_channels * kernel * kernel))?,
+            vb.get(out_channels, "bias")?,
+        )?;
         Ok(Self {
-            weight_t: weight
-                .reshape((out_channels, in_channels * kernel * kernel))?
-                .t()?
-                .contiguous()?,
             weight,
-            bias: vb.get(out_channels, "bias")?,
+            matrix,
             kernel,
             stride,
             padding,
@@ -267,25 +266,15 @@ impl StridedConv2d {
     pub fn forward(&self, x: &Tensor, order: ChannelOrder) -> Result<Tensor> {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         if cpu_kernels::applies_to(x) {
-            let (b, d1, d2, _) = x.dims4()?;
-            let (h, w) = match order {
-                ChannelOrder::First => (x.dim(2)?, x.dim(3)?),
-                ChannelOrder::Last => (d1, d2),
-            };
-            if h + 2 * p < k || w + 2 * p < k {
-                candle_core::bail!("a {k}x{k} convolution needs more than a {h}x{w} input");
-            }
-            let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-            let columns = cpu_kernels::im2col(x, k, s, p, order)?;
-            let out = cpu_kernels::linear(&columns, &self.weight_t, &self.bias, None, None)?;
-            out.reshape((b, ho, wo, self.bias.dim(0)?))
+            self.matrix
+                .forward(&cpu_kernels::im2col(x, k, s, p, order)?)
         } else {
             let x = match order {
                 ChannelOrder::First => x.clone(),
                 ChannelOrder::Last => x.permute((0, 3, 1, 2))?,
             };
             x.conv2d(&self.weight, p, s, 1, 1)?
-                .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?
+                .broadcast_add(&self.matrix.bias().reshape((1, (), 1, 1))?)?
                 .permute((0, 2, 3, 1))?
                 .contiguous()
         }

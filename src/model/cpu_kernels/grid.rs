@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 /// Patch matrix of the image `x` (channels in `order`) for a `k x k` convolution with the
-/// given stride and zero padding: `[B·Ho·Wo, C·k·k]`, rows in output-pixel order, columns in
+/// given stride and zero padding: `[B, Ho, Wo, C·k·k]`, each output pixel's patch in
 /// `(c, ky, kx)` order (the layout of a PyTorch convolution weight flattened to `[out, C·k·k]`).
 pub(crate) fn im2col(
     x: &Tensor,
@@ -78,7 +78,7 @@ impl CustomOp1 for Im2Col {
                 }
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((b * ho * wo, width))))
+        Ok((CpuStorage::F32(out), Shape::from((b, ho, wo, width))))
     }
 }
 
