@@ -97,13 +97,20 @@ impl Attention {
             .forward_fused(&self.v_proj.forward(&weighted)?, None, residual)
     }
 
-    /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`.
-    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`, plus `residual`
+    /// `[B, Nq, C]` when given.
+    pub fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         self.attend(
             &self.q_proj.forward(q)?,
             &self.k_proj.forward(k)?,
             &self.v_proj.forward(v)?,
-            None,
+            residual,
         )
     }
 }
@@ -268,25 +275,29 @@ impl TwoWayAttentionBlock {
         key_pe: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let queries = if self.skip_first_layer_pe {
-            self.self_attn.forward(queries, queries, queries)?
+            self.self_attn.forward(queries, queries, queries, None)?
         } else {
             let q = (queries + query_pe)?;
-            (queries + self.self_attn.forward(&q, &q, queries)?)?
+            self.self_attn.forward(&q, &q, queries, Some(queries))?
         };
         let queries = self.norm1.forward(&queries)?;
 
         let k = keys.broadcast_add(key_pe)?;
         let q = (&queries + query_pe)?;
-        let attn = self.cross_attn_token_to_image.forward(&q, &k, keys)?;
-        let queries = self.norm2.forward(&(queries + attn)?)?;
+        let queries = self
+            .cross_attn_token_to_image
+            .forward(&q, &k, keys, Some(&queries))?;
+        let queries = self.norm2.forward(&queries)?;
 
         let queries = self
             .norm3
-            .forward(&(&queries + self.mlp.forward(&queries)?)?)?;
+            .forward(&self.mlp.forward_with_residual(&queries, &queries)?)?;
 
         let q = (&queries + query_pe)?;
-        let attn = self.cross_attn_image_to_token.forward(&k, &q, &queries)?;
-        let keys = self.norm4.forward(&(keys + attn)?)?;
+        let keys = self
+            .cross_attn_image_to_token
+            .forward(&k, &q, &queries, Some(keys))?;
+        let keys = self.norm4.forward(&keys)?;
         Ok((queries, keys))
     }
 }
@@ -358,8 +369,10 @@ impl TwoWayTransformer {
         }
         let q = (&queries + point_embedding)?;
         let k = keys.broadcast_add(&image_pe)?;
-        let attn = self.final_attn_token_to_image.forward(&q, &k, &keys)?;
-        let queries = self.norm_final_attn.forward(&(queries + attn)?)?;
+        let queries = self
+            .final_attn_token_to_image
+            .forward(&q, &k, &keys, Some(&queries))?;
+        let queries = self.norm_final_attn.forward(&queries)?;
         Ok((queries, keys))
     }
 }
