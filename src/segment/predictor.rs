@@ -208,18 +208,23 @@ impl FeatureCache {
         }
         let features = Arc::new(features);
         let size = Self::entry_bytes(&features);
-        while self.bytes + size > self.budget {
-            let Some(oldest) = self.order.pop_front() else { break };
-            if let Some(old) = self.entries.remove(&oldest) {
-                self.bytes -= Self::entry_bytes(&old);
-            }
-        }
+        self.evict_to(self.budget.saturating_sub(size));
         if size <= self.budget {
             self.entries.insert(index, features.clone());
             self.order.push_back(index);
             self.bytes += size;
         }
         features
+    }
+
+    /// Drops the oldest entries until at most `bytes` are held.
+    fn evict_to(&mut self, bytes: usize) {
+        while self.bytes > bytes {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some(old) = self.entries.remove(&oldest) {
+                self.bytes -= Self::entry_bytes(&old);
+            }
+        }
     }
 }
 
@@ -291,12 +296,7 @@ impl VolumePredictor {
     pub fn set_feature_cache_budget(&mut self, bytes: usize) {
         let mut cache = self.cache();
         cache.budget = bytes;
-        while cache.bytes > bytes {
-            let Some(oldest) = cache.order.pop_front() else { break };
-            if let Some(old) = cache.entries.remove(&oldest) {
-                cache.bytes -= FeatureCache::entry_bytes(&old);
-            }
-        }
+        cache.evict_to(bytes);
     }
 
     pub fn model(&self) -> &Arc<Sam2Base> {
