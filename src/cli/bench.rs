@@ -118,8 +118,6 @@ fn time_ms(repeat: usize, mut work: impl FnMut() -> anyhow::Result<()>) -> anyho
     Ok(times)
 }
 
-/// A 512 x 512 x `slices` CT-like i16 volume: air with a body ellipse of soft tissue, a
-/// brighter ellipsoidal lesion in the middle, and a deterministic texture.
 /// A deterministic smooth tensor of the given shape, values in about [-1.5, 1.5]: stand-in
 /// activations for timing the network's stages (here and in the criterion benches).
 pub fn smooth_pattern(shape: &[usize], phase: f32, device: &Device) -> candle_core::Result<Tensor> {
@@ -128,6 +126,8 @@ pub fn smooth_pattern(shape: &[usize], phase: f32, device: &Device) -> candle_co
     Tensor::from_vec(values, shape, device)
 }
 
+/// A 512 x 512 x `slices` CT-like i16 volume: air with a body ellipse of soft tissue, a
+/// brighter ellipsoidal lesion in the middle, and a deterministic texture.
 fn synthetic_ct(size: usize, slices: usize) -> anyhow::Result<Volume> {
     let mut data = vec![0i16; size * size * slices];
     let c = size as f32 / 2.0;
