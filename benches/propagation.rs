@@ -2,13 +2,15 @@
 //! CPU: `track_step` with a full memory bank (a conditioning slice and the 6 most recent
 //! slices as spatial memories, 16 object pointers) on cached image features, i.e. memory
 //! selection and attention, SAM heads and the memory encoder (what a re-propagation costs per
-//! slice); and the same step with the image encoder (a first propagation).
+//! slice); and the same step with the image encoder (a first propagation). As in a
+//! propagation, the previous step has prepared all spatial memories but the newest one.
 
 use candle_core::{Device, Tensor};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use medsam_viewer::cli::bench::smooth_pattern;
 use medsam_viewer::model::checkpoint::{Checkpoint, RandomWeights};
 use medsam_viewer::model::config::Sam2Config;
+use medsam_viewer::model::memory_key_cache::MemoryKeyCache;
 use medsam_viewer::model::sam2::{FrameFeatures, MemoryBank, Sam2Base, StoredFrame, TrackStepInput, to_storage_precision};
 use std::collections::BTreeMap;
 
@@ -41,6 +43,7 @@ fn tracked_slice(c: &mut Criterion) {
         vision_pos: pattern(&[1, hidden, e, e], 5.0, &device),
         high_res: Some((pattern(&[1, hidden / 8, 4 * e, 4 * e], 6.0, &device), pattern(&[1, hidden / 4, 2 * e, 2 * e], 7.0, &device))),
     };
+    let unprepared = MemoryKeyCache::new();
     let input = TrackStepInput {
         frame_idx: 16,
         is_init_cond_frame: false,
@@ -48,6 +51,7 @@ fn tracked_slice(c: &mut Criterion) {
         points: None,
         mask_inputs: None,
         bank: MemoryBank { cond_frames: &cond, non_cond_frames: &non_cond },
+        memory_cache: &unprepared,
         num_frames: 100,
         track_in_reverse: false,
         run_mem_encoder: true,
@@ -57,17 +61,34 @@ fn tracked_slice(c: &mut Criterion) {
     assert_eq!((plan.spatial.len(), plan.pointers.len()), (7, 16), "a full memory bank");
     let image = pattern(&[1, 3, s, s], 8.0, &device);
 
+    // What slice 15's step leaves prepared: slice 0 and slices 9..=14.
+    let after_previous_step = || {
+        let cache = MemoryKeyCache::new();
+        model
+            .prepare_memory_conditioned_features(15, false, &features, input.bank, &cache, 100, false)
+            .expect("previous step");
+        cache
+    };
+
     let mut group = c.benchmark_group("propagation");
     group.sample_size(10);
     group.bench_function("tracked_slice_t512_cached_features", |b| {
-        b.iter(|| model.track_step(&input).expect("track step"))
+        b.iter_batched(
+            after_previous_step,
+            |cache| model.track_step(&TrackStepInput { memory_cache: &cache, ..input }).expect("track step"),
+            BatchSize::PerIteration,
+        )
     });
     group.bench_function("tracked_slice_t512_with_encoder", |b| {
-        b.iter(|| {
-            let encoded = model.forward_image(&image).expect("image encoder");
-            let features = FrameFeatures::from_encoder(&encoded, true).expect("features");
-            model.track_step(&TrackStepInput { features: &features, ..input }).expect("track step")
-        })
+        b.iter_batched(
+            after_previous_step,
+            |cache| {
+                let encoded = model.forward_image(&image).expect("image encoder");
+                let features = FrameFeatures::from_encoder(&encoded, true).expect("features");
+                model.track_step(&TrackStepInput { features: &features, memory_cache: &cache, ..input }).expect("track step")
+            },
+            BatchSize::PerIteration,
+        )
     });
     group.finish();
 }

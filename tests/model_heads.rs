@@ -10,6 +10,7 @@ use medsam_viewer::model::config::Sam2Config;
 use medsam_viewer::model::mask_decoder::{stability_scores, MaskDecoder};
 use medsam_viewer::model::memory_attention::MemoryAttention;
 use medsam_viewer::model::memory_encoder::MemoryEncoder;
+use medsam_viewer::model::memory_key_cache::MemoryKeyCache;
 use medsam_viewer::model::prompt_encoder::{PointPrompt, PromptEncoder};
 use medsam_viewer::model::sam2::{to_storage_precision, ObjectPointer, Sam2Base, SpatialMemory};
 use std::collections::HashMap;
@@ -370,20 +371,16 @@ fn first_tracked_slice_matches_reference() {
     assert_eq!(frame, 5);
     // Memory plan of slice 5 (meta.json): key slice 4 at t_pos 0, its pointer at offset +1.
     let stored = to_storage_precision(get(&mem, "maskmem_features_f32")).unwrap();
-    let memory = model
-        .assemble_memory(
-            &[SpatialMemory {
-                features: &stored,
-                pos_enc: get(&mem, "maskmem_pos_enc"),
-                t_pos: 0,
-            }],
-            &[ObjectPointer {
-                obj_ptr: get(&heads, "sam_heads.obj_ptr"),
-                tpos: 1,
-            }],
-            8,
-        )
-        .unwrap();
+    let spatial = [SpatialMemory {
+        features: &stored,
+        pos_enc: get(&mem, "maskmem_pos_enc"),
+        t_pos: 0,
+    }];
+    let pointers = [ObjectPointer {
+        obj_ptr: get(&heads, "sam_heads.obj_ptr"),
+        tpos: 1,
+    }];
+    let memory = model.assemble_memory(&spatial, &pointers, 8).unwrap();
     assert_eq!(memory.num_obj_ptr_tokens, 2);
     assert_close("05 memory", &memory.memory, &batch_first(get(&r, "memory")), FEATURE_TOL);
     assert_close("05 memory_pos", &memory.memory_pos, &batch_first(get(&r, "memory_pos")), FEATURE_TOL);
@@ -393,6 +390,9 @@ fn first_tracked_slice_matches_reference() {
     assert_close("05 curr (image encoder, slice 5)", &curr, &batch_first(get(&r, "curr")), FEATURE_TOL);
     let pix = model.condition_on_memory(&feat, &pos, Some(&memory)).unwrap();
     assert_close("05 pix_feat_with_mem (chained)", &pix, get(&r, "pix_feat_with_mem"), FEATURE_TOL);
+    let cache = MemoryKeyCache::new();
+    let cached = model.condition_on_cached_memory(&feat, &pos, &spatial, &pointers, 8, &cache).unwrap();
+    assert_close("05 pix_feat_with_mem (prepared memory keys)", &cached, get(&r, "pix_feat_with_mem"), FEATURE_TOL);
 
     let multimask = model.use_multimask(false, 0);
     assert!(multimask, "tracked frames without points use multimask output");
@@ -431,19 +431,15 @@ fn correction_clicks_on_tracked_slice_match_reference() {
     let mem5 = get(&prop, "fwd.maskmem_features").narrow(0, row5, 1).unwrap();
     let ptr5 = get(&prop, "fwd.obj_ptr").narrow(0, row5, 1).unwrap();
     let pos_enc = get(&mem, "maskmem_pos_enc");
-    let memory = model
-        .assemble_memory(
-            &[
-                SpatialMemory { features: &key_stored, pos_enc, t_pos: 0 },
-                SpatialMemory { features: &mem5, pos_enc, t_pos: 6 },
-            ],
-            &[
-                ObjectPointer { obj_ptr: get(&heads, "sam_heads.obj_ptr"), tpos: 2 },
-                ObjectPointer { obj_ptr: &ptr5, tpos: 1 },
-            ],
-            8,
-        )
-        .unwrap();
+    let spatial = [
+        SpatialMemory { features: &key_stored, pos_enc, t_pos: 0 },
+        SpatialMemory { features: &mem5, pos_enc, t_pos: 6 },
+    ];
+    let pointers = [
+        ObjectPointer { obj_ptr: get(&heads, "sam_heads.obj_ptr"), tpos: 2 },
+        ObjectPointer { obj_ptr: &ptr5, tpos: 1 },
+    ];
+    let memory = model.assemble_memory(&spatial, &pointers, 8).unwrap();
     assert_eq!(memory.num_obj_ptr_tokens, i32_values(get(&r, "click.num_obj_ptr_tokens"))[0] as usize);
     assert_close("07 click.memory", &memory.memory, &batch_first(get(&r, "click.memory")), FEATURE_TOL);
     assert_close("07 click.memory_pos", &memory.memory_pos, &batch_first(get(&r, "click.memory_pos")), FEATURE_TOL);
@@ -451,6 +447,13 @@ fn correction_clicks_on_tracked_slice_match_reference() {
     let (feat, pos, s0, s1) = slice_features(&model, frame);
     let pix = model.condition_on_memory(&feat, &pos, Some(&memory)).unwrap();
     assert_close("07 click.pix_feat_with_mem", &pix, get(&r, "click.pix_feat_with_mem"), FEATURE_TOL);
+    // Memories prepared by an earlier step, where slice 5's memory sat in another slot, serve
+    // this step as well: the slot enters only through the temporal-key table.
+    let cache = MemoryKeyCache::new();
+    let earlier = [spatial[0], SpatialMemory { t_pos: 1, ..spatial[1] }];
+    model.condition_on_cached_memory(&feat, &pos, &earlier, &pointers, 8, &cache).unwrap();
+    let cached = model.condition_on_cached_memory(&feat, &pos, &spatial, &pointers, 8, &cache).unwrap();
+    assert_close("07 click.pix_feat_with_mem (prepared memory keys)", &cached, get(&r, "click.pix_feat_with_mem"), FEATURE_TOL);
 
     let points = PointPrompt {
         coords: get(&r, "click.point_coords").clone(),

@@ -54,15 +54,14 @@ impl MemoryAttentionLayer {
         })
     }
 
-    /// `tgt` `[B, N, C]` with `query_pos`, `memory` `[B, Nm, M]` with `pos`; the last
-    /// `num_k_exclude_rope` memory tokens are not rotated.
-    pub fn forward(
+    /// `tgt` `[B, N, C]` with `query_pos`, attending to `memory` `[B, Nm, M]` with keys as
+    /// `keys` says.
+    fn forward(
         &self,
         tgt: &Tensor,
         memory: &Tensor,
-        pos: &Tensor,
+        keys: LayerKeys,
         query_pos: &Tensor,
-        num_k_exclude_rope: usize,
     ) -> Result<Tensor> {
         let normed = self.norm1.forward(tgt)?;
         let qk = if self.pos_enc_at_attn {
@@ -78,14 +77,14 @@ impl MemoryAttentionLayer {
         } else {
             normed
         };
-        let k = if self.pos_enc_at_cross_attn_keys {
-            (memory + pos)?
-        } else {
-            memory.clone()
+        let tgt = match keys {
+            LayerKeys::Inputs { inputs, num_k_exclude_rope } => self
+                .cross_attn_image
+                .forward(&q, inputs, memory, num_k_exclude_rope, Some(&tgt))?,
+            LayerKeys::Rotated(keys) => self
+                .cross_attn_image
+                .forward_with_rotated_keys(&q, &keys, memory, Some(&tgt))?,
         };
-        let tgt = self
-            .cross_attn_image
-            .forward(&q, &k, memory, num_k_exclude_rope, Some(&tgt))?;
 
         let normed = self.norm3.forward(&tgt)?;
         let hidden = self
@@ -93,6 +92,28 @@ impl MemoryAttentionLayer {
             .forward_fused(&normed, Some(self.activation), None)?;
         self.linear2.forward_fused(&hidden, None, Some(&tgt))
     }
+
+    /// What the cross-attention's keys are made of: the memory plus its position encoding
+    /// when the layer adds it to the keys, else the memory alone.
+    fn key_inputs(&self, memory: &Tensor, pos: &Tensor) -> Result<Tensor> {
+        if self.pos_enc_at_cross_attn_keys {
+            memory + pos
+        } else {
+            Ok(memory.clone())
+        }
+    }
+}
+
+/// Where a layer's cross-attention keys come from.
+enum LayerKeys<'a> {
+    /// Projected and rotated from `inputs` `[B, Nm, M]`, the last `num_k_exclude_rope` tokens
+    /// not rotated (the reference computation).
+    Inputs {
+        inputs: &'a Tensor,
+        num_k_exclude_rope: usize,
+    },
+    /// Already projected and rotated, `[B, Nm, C']`.
+    Rotated(Tensor),
 }
 
 /// `MemoryAttention`: a stack of layers and a final LayerNorm.
@@ -141,6 +162,80 @@ impl MemoryAttention {
         memory_pos: &Tensor,
         num_obj_ptr_tokens: usize,
     ) -> Result<(Tensor, Vec<Tensor>)> {
+        // The memory plus its position encoding, computed once for all layers that use it.
+        let with_pos = self
+            .layers
+            .iter()
+            .any(|layer| layer.pos_enc_at_cross_attn_keys)
+            .then(|| memory + memory_pos)
+            .transpose()?;
+        self.run(curr, curr_pos, memory, |i| {
+            Ok(LayerKeys::Inputs {
+                inputs: match &with_pos {
+                    Some(with_pos) if self.layers[i].pos_enc_at_cross_attn_keys => with_pos,
+                    _ => memory,
+                },
+                num_k_exclude_rope: num_obj_ptr_tokens,
+            })
+        })
+    }
+
+    /// `forward` with each layer's cross-attention keys already projected and rotated:
+    /// `layer_keys(i)` gives layer i's `[B, Nm, C']` when the layer runs (so only one layer's
+    /// keys are held at a time), as `Sam2Base::condition_on_cached_memory` assembles them.
+    pub fn forward_with_rotated_keys(
+        &self,
+        curr: &Tensor,
+        curr_pos: &Tensor,
+        memory: &Tensor,
+        layer_keys: impl Fn(usize) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        Ok(self
+            .run(curr, curr_pos, memory, |i| Ok(LayerKeys::Rotated(layer_keys(i)?)))?
+            .0)
+    }
+
+    /// The layers' cross-attention keys of one spatial memory `memory` `[B, N, M]` (one frame
+    /// of N grid tokens) with its spatial position encoding `spatial_pos` `[B, N, M]`: per
+    /// layer `[B, N, C']`, without the memory's temporal encoding (see `temporal_keys`).
+    pub fn spatial_memory_keys(&self, memory: &Tensor, spatial_pos: &Tensor) -> Result<Vec<Tensor>> {
+        self.layers
+            .iter()
+            .map(|layer| layer.cross_attn_image.rotated_keys(&layer.key_inputs(memory, spatial_pos)?))
+            .collect()
+    }
+
+    /// What a memory's temporal encoding `tpos` `[M]` adds to each layer's
+    /// `spatial_memory_keys` on an N-token grid: per layer `[1, N, C']`, `None` for layers
+    /// whose keys take no position encoding.
+    pub fn temporal_keys(&self, tpos: &Tensor, tokens: usize) -> Result<Vec<Option<Tensor>>> {
+        self.layers
+            .iter()
+            .map(|layer| {
+                layer
+                    .pos_enc_at_cross_attn_keys
+                    .then(|| layer.cross_attn_image.rotated_key_offset(tpos, tokens))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// The layers' (unrotated) cross-attention keys of object-pointer tokens `pointers`
+    /// `[B, P, M]` with position encoding `pos`: per layer `[B, P, C']`.
+    pub fn pointer_keys(&self, pointers: &Tensor, pos: &Tensor) -> Result<Vec<Tensor>> {
+        self.layers
+            .iter()
+            .map(|layer| layer.cross_attn_image.unrotated_keys(&layer.key_inputs(pointers, pos)?))
+            .collect()
+    }
+
+    fn run<'a>(
+        &self,
+        curr: &Tensor,
+        curr_pos: &Tensor,
+        memory: &Tensor,
+        layer_keys: impl Fn(usize) -> Result<LayerKeys<'a>>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         if curr.dim(0)? != memory.dim(0)? {
             candle_core::bail!(
                 "memory attention: batch of the frame ({}) and of the memory ({}) differ",
@@ -154,8 +249,8 @@ impl MemoryAttention {
             curr.clone()
         };
         let mut layer_outputs = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            output = layer.forward(&output, memory, memory_pos, curr_pos, num_obj_ptr_tokens)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            output = layer.forward(&output, memory, layer_keys(i)?, curr_pos)?;
             layer_outputs.push(output.clone());
         }
         Ok((self.norm.forward(&output)?, layer_outputs))

@@ -9,7 +9,8 @@
 //! * `hiera`: the Hiera trunk; `image_encoder`: trunk + FPN neck.
 //! * `prompt_encoder`, `transformer` (attention, RoPE attention, two-way transformer),
 //!   `mask_decoder`: the SAM heads.
-//! * `memory_encoder`, `memory_attention`: writing and reading the memory bank.
+//! * `memory_encoder`, `memory_attention`: writing and reading the memory bank;
+//!   `memory_key_cache`: memories prepared for memory attention, kept across steps.
 //! * `sam2`: `SAM2Base`, the per-frame steps a video predictor drives.
 //! * `cpu_kernels` (private): hand-written CPU kernels behind the shared layers.
 //!
@@ -24,6 +25,7 @@ pub mod image_encoder;
 pub mod mask_decoder;
 pub mod memory_attention;
 pub mod memory_encoder;
+pub mod memory_key_cache;
 pub mod position_encoding;
 pub mod prompt_encoder;
 pub mod sam2;

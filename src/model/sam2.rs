@@ -25,6 +25,7 @@ use crate::model::image_encoder::{ImageEncoder, ImageEncoderOutput};
 use crate::model::mask_decoder::{first_argmax, select_per_batch, MaskDecoder, MaskDecoderOutput};
 use crate::model::memory_attention::MemoryAttention;
 use crate::model::memory_encoder::{EncodedMemory, MemoryEncoder};
+use crate::model::memory_key_cache::{MemoryKeyCache, PreparedMemory};
 use crate::model::prompt_encoder::{PointPrompt, PromptEncoder};
 use crate::model::sam2_utils::{get_1d_sine_pe, Activation, Linear, Mlp};
 use candle_core::{DType, Module, Result, Tensor};
@@ -115,6 +116,9 @@ pub struct Sam2Base {
     obj_ptr_tpos_proj: Option<Linear>,
     /// `[num_maskmem, 1, 1, M]`.
     maskmem_tpos_enc: Tensor,
+    /// `temporal_keys[t_pos][layer]`: what slot `t_pos`'s temporal encoding adds to a spatial
+    /// memory's cross-attention keys on the E x E grid (`MemoryAttention::temporal_keys`).
+    temporal_keys: Vec<Vec<Option<Tensor>>>,
     /// `[1, 1, C]`.
     no_mem_embed: Tensor,
     no_mem_pos_enc: Tensor,
@@ -177,10 +181,18 @@ impl Sam2Base {
         } else {
             None
         };
+        let memory_attention = MemoryAttention::new(vb.pp("memory_attention"), &m.memory_attention)?;
+        let maskmem_tpos_enc = vb.get((m.num_maskmem, 1, 1, mem_dim), "maskmem_tpos_enc")?;
+        let temporal_keys = (0..m.num_maskmem)
+            .map(|t_pos| {
+                let tpos = maskmem_tpos_enc.get(m.num_maskmem - 1 - t_pos)?.flatten_all()?;
+                memory_attention.temporal_keys(&tpos, e * e)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             config: m.clone(),
             image_encoder: ImageEncoder::new(vb.pp("image_encoder"), &m.image_encoder)?,
-            memory_attention: MemoryAttention::new(vb.pp("memory_attention"), &m.memory_attention)?,
+            memory_attention,
             memory_encoder: MemoryEncoder::new(vb.pp("memory_encoder"), &m.memory_encoder)?,
             prompt_encoder: PromptEncoder::new(
                 vb.pp("sam_prompt_encoder"),
@@ -191,7 +203,8 @@ impl Sam2Base {
             mask_decoder: MaskDecoder::new(vb.pp("sam_mask_decoder"), m)?,
             obj_ptr_proj,
             obj_ptr_tpos_proj,
-            maskmem_tpos_enc: vb.get((m.num_maskmem, 1, 1, mem_dim), "maskmem_tpos_enc")?,
+            maskmem_tpos_enc,
+            temporal_keys,
             no_mem_embed: vb.get((1, 1, c), "no_mem_embed")?,
             no_mem_pos_enc: vb.get((1, 1, c), "no_mem_pos_enc")?,
             no_obj_ptr,
@@ -299,29 +312,14 @@ impl Sam2Base {
         let mut memory = Vec::with_capacity(spatial.len() + 1);
         let mut memory_pos = Vec::with_capacity(spatial.len() + 1);
         for entry in spatial {
-            let to_tokens = |x: &Tensor| -> Result<Tensor> {
-                x.to_dtype(DType::F32)?.flatten_from(2)?.transpose(1, 2)?.contiguous()
-            };
-            memory.push(to_tokens(entry.features)?);
-            memory_pos.push(to_tokens(entry.pos_enc)?.broadcast_add(&self.maskmem_tpos(entry.t_pos)?)?);
+            memory.push(memory_tokens(entry.features)?);
+            memory_pos.push(memory_tokens(entry.pos_enc)?.broadcast_add(&self.maskmem_tpos(entry.t_pos)?)?);
         }
         let mut num_obj_ptr_tokens = 0;
-        if self.config.use_obj_ptrs_in_encoder && !pointers.is_empty() {
-            let c = self.config.hidden_dim();
-            let mem_dim = self.config.mem_dim();
-            let split = c / mem_dim;
-            let ptrs = pointers.iter().map(|p| p.obj_ptr).collect::<Vec<_>>();
-            let ptrs = Tensor::stack(&ptrs, 1)?;
-            let (b, n, _) = ptrs.dims3()?;
-            let tpos: Vec<i64> = pointers.iter().map(|p| p.tpos).collect();
-            let pos = self
-                .obj_ptr_pos_enc(&tpos, num_frames)?
-                .reshape((1, n, 1, mem_dim))?
-                .broadcast_as((b, n, split, mem_dim))?
-                .reshape((b, n * split, mem_dim))?;
-            memory.push(ptrs.reshape((b, n * split, mem_dim))?);
+        if let Some((tokens, pos)) = self.pointer_tokens(pointers, num_frames)? {
+            num_obj_ptr_tokens = tokens.dim(1)?;
+            memory.push(tokens);
             memory_pos.push(pos);
-            num_obj_ptr_tokens = n * split;
         }
         if memory.is_empty() {
             candle_core::bail!("a memory needs at least one spatial memory or object pointer");
@@ -331,6 +329,26 @@ impl Sam2Base {
             memory_pos: Tensor::cat(&memory_pos, 1)?,
             num_obj_ptr_tokens,
         })
+    }
+
+    /// The object pointers as memory tokens `[B, P·C/M, M]` (each split into `C / M` tokens)
+    /// with their temporal encodings; `None` without pointers or when the encoder uses none.
+    fn pointer_tokens(&self, pointers: &[ObjectPointer], num_frames: usize) -> Result<Option<(Tensor, Tensor)>> {
+        if !self.config.use_obj_ptrs_in_encoder || pointers.is_empty() {
+            return Ok(None);
+        }
+        let mem_dim = self.config.mem_dim();
+        let split = self.config.hidden_dim() / mem_dim;
+        let ptrs = pointers.iter().map(|p| p.obj_ptr).collect::<Vec<_>>();
+        let ptrs = Tensor::stack(&ptrs, 1)?;
+        let (b, n, _) = ptrs.dims3()?;
+        let tpos: Vec<i64> = pointers.iter().map(|p| p.tpos).collect();
+        let pos = self
+            .obj_ptr_pos_enc(&tpos, num_frames)?
+            .reshape((1, n, 1, mem_dim))?
+            .broadcast_as((b, n, split, mem_dim))?
+            .reshape((b, n * split, mem_dim))?;
+        Ok(Some((ptrs.reshape((b, n * split, mem_dim))?, pos)))
     }
 
     /// The frame feature the SAM heads see (`_prepare_memory_conditioned_features`):
@@ -343,11 +361,10 @@ impl Sam2Base {
         vision_pos: &Tensor,
         memory: Option<&AssembledMemory>,
     ) -> Result<Tensor> {
-        let (b, c, h, w) = vision_features.dims4()?;
+        let (b, c, _, _) = vision_features.dims4()?;
         if self.config.num_maskmem == 0 {
             return Ok(vision_features.clone());
         }
-        let to_tokens = |x: &Tensor| -> Result<Tensor> { x.flatten_from(2)?.transpose(1, 2)?.contiguous() };
         let (memory, memory_pos, num_obj_ptr_tokens) = match memory {
             Some(mem) => (mem.memory.clone(), mem.memory_pos.clone(), mem.num_obj_ptr_tokens),
             None if self.config.directly_add_no_mem_embed => {
@@ -368,14 +385,71 @@ impl Sam2Base {
                 )
             }
         };
-        let out = self.memory_attention.forward(
-            &to_tokens(vision_features)?,
-            &to_tokens(vision_pos)?,
-            &memory,
-            &memory_pos,
-            num_obj_ptr_tokens,
-        )?;
-        out.transpose(1, 2)?.reshape((b, c, h, w))
+        on_tokens(vision_features, vision_pos, |curr, curr_pos| {
+            self.memory_attention.forward(curr, curr_pos, &memory, &memory_pos, num_obj_ptr_tokens)
+        })
+    }
+
+    /// `condition_on_memory(assemble_memory(spatial, pointers, num_frames))` with each spatial
+    /// memory's tokens and keys prepared once in `cache` and reused by later calls (only the
+    /// temporal-slot table is added per call): the same result up to rounding. Keeps in
+    /// `cache` only the memories of this call.
+    pub fn condition_on_cached_memory(
+        &self,
+        vision_features: &Tensor,
+        vision_pos: &Tensor,
+        spatial: &[SpatialMemory],
+        pointers: &[ObjectPointer],
+        num_frames: usize,
+        cache: &MemoryKeyCache,
+    ) -> Result<Tensor> {
+        let (_, _, h, w) = vision_features.dims4()?;
+        let attention = &self.memory_attention;
+        let mut prepared = Vec::with_capacity(spatial.len());
+        for entry in spatial {
+            let Some(temporal) = self.temporal_keys.get(entry.t_pos) else {
+                candle_core::bail!("memory slot {} outside 0..{}", entry.t_pos, self.temporal_keys.len());
+            };
+            let memory = cache.get_or_prepare(entry.features, || {
+                let values = memory_tokens(entry.features)?;
+                if values.dim(1)? != h * w {
+                    candle_core::bail!("a memory of {} tokens for a {h}x{w} frame", values.dim(1)?);
+                }
+                let keys = attention.spatial_memory_keys(&values, &memory_tokens(entry.pos_enc)?)?;
+                Ok(PreparedMemory { values, keys })
+            })?;
+            prepared.push((memory, temporal));
+        }
+        cache.retain(&spatial.iter().map(|entry| entry.features).collect::<Vec<_>>());
+        let mut values: Vec<Tensor> = prepared.iter().map(|(memory, _)| memory.values.clone()).collect();
+        let pointers = self.pointer_tokens(pointers, num_frames)?;
+        let pointer_keys = match &pointers {
+            Some((tokens, pos)) => {
+                values.push(tokens.clone());
+                Some(attention.pointer_keys(tokens, pos)?)
+            }
+            None => None,
+        };
+        if values.is_empty() {
+            candle_core::bail!("a memory needs at least one spatial memory or object pointer");
+        }
+        let memory = Tensor::cat(&values, 1)?;
+        // Layer i's keys: each spatial memory's prepared keys plus its slot's temporal keys,
+        // then the pointers' keys.
+        let layer_keys = |i: usize| -> Result<Tensor> {
+            let mut keys = Vec::with_capacity(prepared.len() + 1);
+            for (memory, temporal) in &prepared {
+                keys.push(match &temporal[i] {
+                    Some(temporal) => memory.keys[i].broadcast_add(temporal)?,
+                    None => memory.keys[i].clone(),
+                });
+            }
+            keys.extend(pointer_keys.as_ref().map(|k| k[i].clone()));
+            Tensor::cat(&keys, 1)
+        };
+        on_tokens(vision_features, vision_pos, |curr, curr_pos| {
+            attention.forward_with_rotated_keys(curr, curr_pos, &memory, layer_keys)
+        })
     }
 
     /// Runs the prompt encoder and mask decoder on a frame feature `[B, C, E, E]`
@@ -712,6 +786,8 @@ pub struct TrackStepInput<'a> {
     /// `[B, 1, S, S]` mask prompt.
     pub mask_inputs: Option<&'a Tensor>,
     pub bank: MemoryBank<'a>,
+    /// The bank's memories prepared by earlier steps (see `condition_on_cached_memory`).
+    pub memory_cache: &'a MemoryKeyCache,
     pub num_frames: usize,
     pub track_in_reverse: bool,
     pub run_mem_encoder: bool,
@@ -837,13 +913,16 @@ impl Sam2Base {
     }
 
     /// `_prepare_memory_conditioned_features`: the frame feature the SAM heads see, conditioned
-    /// on the memories `select_memory` picks (none for an initial conditioning frame).
+    /// on the memories `select_memory` picks (none for an initial conditioning frame), which
+    /// `cache` prepares for memory attention once across steps.
+    #[allow(clippy::too_many_arguments)]
     pub fn prepare_memory_conditioned_features(
         &self,
         frame_idx: usize,
         is_init_cond_frame: bool,
         features: &FrameFeatures,
         bank: MemoryBank,
+        cache: &MemoryKeyCache,
         num_frames: usize,
         track_in_reverse: bool,
     ) -> Result<Tensor> {
@@ -867,8 +946,14 @@ impl Sam2Base {
             .iter()
             .map(|&(_, tpos, entry)| ObjectPointer { obj_ptr: &entry.obj_ptr, tpos })
             .collect();
-        let memory = self.assemble_memory(&spatial, &pointers, num_frames)?;
-        self.condition_on_memory(&features.vision_features, &features.vision_pos, Some(&memory))
+        self.condition_on_cached_memory(
+            &features.vision_features,
+            &features.vision_pos,
+            &spatial,
+            &pointers,
+            num_frames,
+            cache,
+        )
     }
 
     /// `track_step`: segments one frame from its prompts (or from memory alone) and, when
@@ -888,6 +973,7 @@ impl Sam2Base {
                     input.is_init_cond_frame,
                     features,
                     input.bank,
+                    input.memory_cache,
                     input.num_frames,
                     input.track_in_reverse,
                 )?;
@@ -925,6 +1011,19 @@ impl Sam2Base {
             maskmem_pos_enc,
         })
     }
+}
+
+/// A stored memory or its encoding `[B, M, E, E]` (any float type) as f32 tokens `[B, E·E, M]`.
+fn memory_tokens(x: &Tensor) -> Result<Tensor> {
+    x.to_dtype(DType::F32)?.flatten_from(2)?.transpose(1, 2)?.contiguous()
+}
+
+/// `f` applied to a frame feature `[B, C, H, W]` and its position encoding as tokens
+/// `[B, H·W, C]`, its `[B, H·W, C]` result returned as a feature map `[B, C, H, W]`.
+fn on_tokens(features: &Tensor, pos: &Tensor, f: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let (b, c, h, w) = features.dims4()?;
+    let to_tokens = |x: &Tensor| -> Result<Tensor> { x.flatten_from(2)?.transpose(1, 2)?.contiguous() };
+    f(&to_tokens(features)?, &to_tokens(pos)?)?.transpose(1, 2)?.reshape((b, c, h, w))
 }
 
 /// What the video predictor stores for a memory: the features rounded to bfloat16

@@ -91,6 +91,11 @@ impl Linear {
         &self.bias
     }
 
+    /// `x` `[N, in]` times the weight alone, without the bias: `[N, out]`.
+    pub fn project(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight_t)
+    }
+
     pub fn in_dim(&self) -> usize {
         self.in_dim
     }

@@ -184,10 +184,6 @@ impl RoPEAttention {
         num_k_exclude_rope: usize,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let raw_v = v;
-        let attention = &self.attention;
-        let q = attention.q_proj.forward(q)?;
-        let k = attention.k_proj.forward(k)?;
         let nq = q.dim(1)?;
         let nk = k.dim(1)?;
         if nq != nk && !self.rope_k_repeat {
@@ -198,15 +194,51 @@ impl RoPEAttention {
         let Some(num_k_rope) = nk.checked_sub(num_k_exclude_rope) else {
             candle_core::bail!("{num_k_exclude_rope} keys to exclude from RoPE but only {nk} keys");
         };
-        let rope = self.rope_for(nq)?;
-        let heads = attention.num_heads;
-        let q = rope.rotate(&q, heads, nq, false)?;
-        let k = rope.rotate(&k, heads, num_k_rope, self.rope_k_repeat)?;
+        let k = self.attention.k_proj.forward(k)?;
+        let k = self.rope_for(nq)?.rotate(&k, self.attention.num_heads, num_k_rope, self.rope_k_repeat)?;
+        self.forward_with_rotated_keys(q, &k, v, residual)
+    }
+
+    /// `forward` with the keys already projected and rotated (`[B, Nk, C']`), e.g. assembled
+    /// from `rotated_keys` of memories attended to before.
+    pub fn forward_with_rotated_keys(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let attention = &self.attention;
+        let nq = q.dim(1)?;
+        let q = self.rope_for(nq)?.rotate(&attention.q_proj.forward(q)?, attention.num_heads, nq, false)?;
         if attention.projects_values_after_attention() {
-            attention.attend_raw_values(&q, &k, raw_v, residual)
+            attention.attend_raw_values(&q, k, v, residual)
         } else {
-            attention.attend(&q, &k, &attention.v_proj.forward(raw_v)?, residual)
+            attention.attend(&q, k, &attention.v_proj.forward(v)?, residual)
         }
+    }
+
+    /// The keys `forward` makes of one grid's worth of key inputs `k` `[B, N, kv_in_dim]` (one
+    /// memory frame of N tokens): projected and rotated with the angles of an N-token grid.
+    pub fn rotated_keys(&self, k: &Tensor) -> Result<Tensor> {
+        let n = k.dim(1)?;
+        self.rope_for(n)?.rotate(&self.attention.k_proj.forward(k)?, self.attention.num_heads, n, false)
+    }
+
+    /// What adding `offset` `[kv_in_dim]` to every key input of an N-token grid adds to its
+    /// `rotated_keys`: the offset projected without the bias, then rotated, `[1, N, C']`.
+    /// Projection and rotation are linear, so
+    /// `rotated_keys(k + offset) = rotated_keys(k) + rotated_key_offset(offset, N)`.
+    pub fn rotated_key_offset(&self, offset: &Tensor, tokens: usize) -> Result<Tensor> {
+        let projected = self.attention.k_proj.project(&offset.unsqueeze(0)?)?;
+        let width = projected.dim(1)?;
+        let grid = projected.unsqueeze(0)?.broadcast_as((1, tokens, width))?.contiguous()?;
+        self.rope_for(tokens)?.rotate(&grid, self.attention.num_heads, tokens, false)
+    }
+
+    /// Keys `forward` leaves unrotated (object pointers): `k` `[B, N, kv_in_dim]` projected.
+    pub fn unrotated_keys(&self, k: &Tensor) -> Result<Tensor> {
+        self.attention.k_proj.forward(k)
     }
 }
 

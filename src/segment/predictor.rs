@@ -26,6 +26,7 @@
 //! Each finished slice is handed to a callback as it is done (for painting it at once), with
 //! its position in the run for progress; a cancel flag is checked between slices.
 
+use crate::model::memory_key_cache::MemoryKeyCache;
 use crate::model::prompt_encoder::PointPrompt;
 use crate::model::sam2::{
     resize_bilinear_antialiased, FrameFeatures, MemoryBank, Sam2Base, StoredFrame, TrackStepInput, NO_OBJ_SCORE,
@@ -244,6 +245,8 @@ pub struct VolumePredictor {
     /// Slices tracked so far, with the direction they were tracked in (true = reverse).
     tracked: BTreeMap<usize, bool>,
     tracking_started: bool,
+    /// The memories the last tracking step attended to, prepared for the next one.
+    memory_cache: MemoryKeyCache,
 }
 
 impl VolumePredictor {
@@ -277,6 +280,7 @@ impl VolumePredictor {
             consolidated_non_cond: BTreeSet::new(),
             tracked: BTreeMap::new(),
             tracking_started: false,
+            memory_cache: MemoryKeyCache::new(),
         }
     }
 
@@ -348,6 +352,7 @@ impl VolumePredictor {
         self.consolidated_non_cond.clear();
         self.tracked.clear();
         self.tracking_started = false;
+        self.memory_cache = MemoryKeyCache::new();
     }
 
     fn check_slice(&self, index: usize) -> Result<(), PredictorError> {
@@ -433,6 +438,7 @@ impl VolumePredictor {
             points,
             mask_inputs,
             bank,
+            memory_cache: &self.memory_cache,
             num_frames: self.slices.len(),
             track_in_reverse: reverse,
             run_mem_encoder,
@@ -631,6 +637,7 @@ impl VolumePredictor {
             points: None,
             mask_inputs: Some(&empty),
             bank,
+            memory_cache: &self.memory_cache,
             num_frames: self.slices.len(),
             track_in_reverse: false,
             run_mem_encoder: false,
