@@ -61,40 +61,21 @@ impl Attention {
         self.q_proj.out_dim() / self.num_heads
     }
 
-    /// Attention of projected inputs, projected back to `embedding_dim`, plus `residual` when
-    /// given (added in the output projection's blocks on the CPU).
-    fn attend(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let out = scaled_dot_product_attention(q, k, v, self.num_heads)?;
-        self.out_proj.forward_fused(&out, None, residual)
-    }
-
-    /// Whether `attend_raw_values` is the cheaper order: one head whose value inputs are
-    /// narrower than the projected values.
-    fn projects_values_after_attention(&self) -> bool {
-        self.num_heads == 1 && self.v_proj.in_dim() < self.v_proj.out_dim()
-    }
-
-    /// Single-head attention weighting the raw values and projecting the result:
+    /// Attention of projected queries and keys over the raw values `v` `[B, Nk, kv_in_dim]`,
+    /// projected back to `embedding_dim`, plus `residual` when given (added in the output
+    /// projection's blocks on the CPU). With one head whose value inputs are narrower than the
+    /// projected values (memory attention reads 64-channel memories into 256 channels) the raw
+    /// values are weighted first and the result projected:
     /// `softmax(q kᵀ/√d) · (v W_vᵀ + b_v) = (softmax(q kᵀ/√d) · v) W_vᵀ + b_v`, because every
-    /// softmax row sums to one. Equal to `attend` up to rounding, with the value product done
-    /// at the (narrower) input width — memory attention reads 64-channel memories into 256
-    /// channels.
-    fn attend_raw_values(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        raw_v: &Tensor,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let weighted = scaled_dot_product_attention(q, k, raw_v, 1)?;
-        self.out_proj
-            .forward_fused(&self.v_proj.forward(&weighted)?, None, residual)
+    /// softmax row sums to one (equal up to rounding, with the value product at the narrower
+    /// width).
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let out = if self.num_heads == 1 && self.v_proj.in_dim() < self.v_proj.out_dim() {
+            self.v_proj.forward(&scaled_dot_product_attention(q, k, v, 1)?)?
+        } else {
+            scaled_dot_product_attention(q, k, &self.v_proj.forward(v)?, self.num_heads)?
+        };
+        self.out_proj.forward_fused(&out, None, residual)
     }
 
     /// `q` `[B, Nq, C]`, `k` and `v` `[B, Nk, kv_in_dim]` → `[B, Nq, C]`, plus `residual`
@@ -106,12 +87,7 @@ impl Attention {
         v: &Tensor,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        self.attend(
-            &self.q_proj.forward(q)?,
-            &self.k_proj.forward(k)?,
-            &self.v_proj.forward(v)?,
-            residual,
-        )
+        self.attend(&self.q_proj.forward(q)?, &self.k_proj.forward(k)?, v, residual)
     }
 }
 
@@ -211,11 +187,7 @@ impl RoPEAttention {
         let attention = &self.attention;
         let nq = q.dim(1)?;
         let q = self.rope_for(nq)?.rotate(&attention.q_proj.forward(q)?, attention.num_heads, nq, false)?;
-        if attention.projects_values_after_attention() {
-            attention.attend_raw_values(&q, k, v, residual)
-        } else {
-            attention.attend(&q, k, &attention.v_proj.forward(v)?, residual)
-        }
+        attention.attend(&q, k, v, residual)
     }
 
     /// The keys `forward` makes of one grid's worth of key inputs `k` `[B, N, kv_in_dim]` (one
