@@ -184,10 +184,7 @@ impl Sam2Base {
         let memory_attention = MemoryAttention::new(vb.pp("memory_attention"), &m.memory_attention)?;
         let maskmem_tpos_enc = vb.get((m.num_maskmem, 1, 1, mem_dim), "maskmem_tpos_enc")?;
         let temporal_keys = (0..m.num_maskmem)
-            .map(|t_pos| {
-                let tpos = maskmem_tpos_enc.get(m.num_maskmem - 1 - t_pos)?.flatten_all()?;
-                memory_attention.temporal_keys(&tpos, e * e)
-            })
+            .map(|t_pos| memory_attention.temporal_keys(&slot_encoding(&maskmem_tpos_enc, t_pos)?.flatten_all()?, e * e))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             config: m.clone(),
@@ -262,14 +259,9 @@ impl Sam2Base {
             && (m.multimask_min_pt_num..=m.multimask_max_pt_num).contains(&num_points)
     }
 
-    /// Temporal encoding of a spatial memory in slot `t_pos`: `maskmem_tpos_enc[num_maskmem-1-t_pos]`,
-    /// `[1, 1, M]`.
+    /// Temporal encoding of a spatial memory in slot `t_pos`, `[1, 1, M]` (see `slot_encoding`).
     fn maskmem_tpos(&self, t_pos: usize) -> Result<Tensor> {
-        let n = self.config.num_maskmem;
-        if t_pos >= n {
-            candle_core::bail!("memory slot {t_pos} outside 0..{n}");
-        }
-        self.maskmem_tpos_enc.get(n - 1 - t_pos)
+        slot_encoding(&self.maskmem_tpos_enc, t_pos)
     }
 
     /// Position encodings `[n, M]` of object pointers at temporal offsets `tpos` (normalised by
@@ -1011,6 +1003,16 @@ impl Sam2Base {
             maskmem_pos_enc,
         })
     }
+}
+
+/// The temporal encoding of memory slot `t_pos` in `maskmem_tpos_enc` `[num_maskmem, 1, 1, M]`:
+/// entry `num_maskmem - 1 - t_pos`, `[1, 1, M]`.
+fn slot_encoding(maskmem_tpos_enc: &Tensor, t_pos: usize) -> Result<Tensor> {
+    let n = maskmem_tpos_enc.dim(0)?;
+    if t_pos >= n {
+        candle_core::bail!("memory slot {t_pos} outside 0..{n}");
+    }
+    maskmem_tpos_enc.get(n - 1 - t_pos)
 }
 
 /// A stored memory or its encoding `[B, M, E, E]` (any float type) as f32 tokens `[B, E·E, M]`.
