@@ -9,7 +9,7 @@ use medsam_viewer::model::checkpoint::Checkpoint;
 use medsam_viewer::model::config::Sam2Config;
 use medsam_viewer::model::sam2::Sam2Base;
 use medsam_viewer::segment::postprocess::{keep_largest_component, mark_foreground};
-use medsam_viewer::segment::predictor::{PointsOrBox, Propagation, SliceResult, VolumePredictor};
+use medsam_viewer::segment::predictor::{objects_absent, PointsOrBox, Propagation, SliceResult, VolumePredictor, Walk, WalkEnd};
 use medsam_viewer::segment::preprocess::{ModelSlices, SliceRequest};
 use medsam_viewer::volume::{Geometry, SliceAxis, Volume, VolumeMeta, VoxelBuffer};
 use std::collections::HashMap;
@@ -76,8 +76,10 @@ struct Pass {
 
 fn propagate(p: &mut VolumePredictor, reverse: bool) -> Pass {
     let mut results = Vec::new();
-    let outcome = p.propagate(None, None, reverse, &AtomicBool::new(false), |r| results.push(r)).unwrap();
-    assert_eq!(outcome, Propagation::Finished { slices: results.len() });
+    let walk = if reverse { Walk::backward() } else { Walk::forward() };
+    let outcome = p.propagate(&walk, &AtomicBool::new(false), |r| results.push(r)).unwrap();
+    let last = results.last().map(|r| r.index);
+    assert_eq!(outcome, Propagation::Finished { slices: results.len(), last, end: WalkEnd::VolumeEdge });
     let mut pass = Pass { results, low_res: vec![], scores: vec![], tokens: vec![], memories: vec![], obj_ptrs: vec![] };
     for r in &pass.results {
         let (frame, _) = p.stored_output(r.index).unwrap();
@@ -284,7 +286,7 @@ fn cancelled_propagation_keeps_a_consistent_state() {
     let cancel = AtomicBool::new(false);
     let mut seen = Vec::new();
     let outcome = p
-        .propagate(None, None, false, &cancel, |r| {
+        .propagate(&Walk::forward(), &cancel, |r| {
             seen.push(r.index);
             if r.done == 2 {
                 cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -304,10 +306,51 @@ fn cancelled_propagation_keeps_a_consistent_state() {
     assert_eq!(resumed.results[2..], full.results[2..]);
 }
 
+/// A bounded walk: each reported slice and how it ended.
+fn walk(p: &mut VolumePredictor, walk: &Walk) -> (Vec<SliceResult>, Propagation) {
+    let mut seen = Vec::new();
+    let outcome = p.propagate(walk, &AtomicBool::new(false), |r| seen.push(r)).unwrap();
+    (seen, outcome)
+}
+
+#[test]
+fn walks_end_where_the_object_ends_or_at_their_limit() {
+    // The reference's backward pass: slice 2 (washed out) is the one judged to hold no object.
+    let mut full = predictor("model.safetensors");
+    box_prompt(&mut full);
+    let (reference, outcome) = walk(&mut full, &Walk::backward());
+    assert_eq!(outcome, Propagation::Finished { slices: 5, last: Some(0), end: WalkEnd::VolumeEdge });
+    let absent: Vec<usize> = reference.iter().filter(|r| objects_absent(&r.objects)).map(|r| r.index).collect();
+    assert_eq!(absent, [2], "only the washed-out slice holds no object");
+
+    // Stopping after one empty slice ends the backward walk on slice 2, with the same results
+    // up to there (and the slices beyond it never tracked).
+    let mut bounded = predictor("model.safetensors");
+    box_prompt(&mut bounded);
+    let (seen, outcome) = walk(&mut bounded, &Walk { stop_after_empty: 1, ..Walk::backward() });
+    assert_eq!(outcome, Propagation::Finished { slices: 3, last: Some(2), end: WalkEnd::ObjectGone });
+    assert_eq!(seen, reference[..3]);
+    assert!(bounded.stored_output(1).is_none() && bounded.stored_output(0).is_none());
+    // Two empty slices in a row never occur, so K = 2 walks to the edge like K = 0.
+    let mut two = predictor("model.safetensors");
+    box_prompt(&mut two);
+    let (seen, outcome) = walk(&mut two, &Walk { stop_after_empty: 2, ..Walk::backward() });
+    assert_eq!((seen, outcome), (reference.clone(), Propagation::Finished { slices: 5, last: Some(0), end: WalkEnd::VolumeEdge }));
+
+    // A slice limit ends the forward walk early, a limit past the edge at the edge.
+    let mut limited = predictor("model.safetensors");
+    box_prompt(&mut limited);
+    let (seen, outcome) = walk(&mut limited, &Walk { max_slices: Some(2), ..Walk::forward() });
+    assert_eq!(seen.iter().map(|s| s.index).collect::<Vec<_>>(), [4, 5, 6]);
+    assert_eq!(outcome, Propagation::Finished { slices: 3, last: Some(6), end: WalkEnd::SliceLimit });
+    let (_, outcome) = walk(&mut limited, &Walk { max_slices: Some(9), ..Walk::forward() });
+    assert_eq!(outcome, Propagation::Finished { slices: 4, last: Some(7), end: WalkEnd::VolumeEdge });
+}
+
 #[test]
 fn prompts_are_checked() {
     let mut p = predictor("model.safetensors");
-    assert!(p.propagate(None, None, false, &AtomicBool::new(false), |_| {}).is_err(), "no prompt yet");
+    assert!(p.propagate(&Walk::forward(), &AtomicBool::new(false), |_| {}).is_err(), "no prompt yet");
     assert!(p.add_new_points_or_box(8, OBJECT, &PointsOrBox::bbox(BOX)).is_err(), "slice out of range");
     assert!(p.add_new_points_or_box(0, OBJECT, &PointsOrBox::default()).is_err(), "empty prompt");
     assert!(p.add_new_points_or_box(0, OBJECT, &PointsOrBox::clicks(vec![[1.0, 2.0]], vec![])).is_err());

@@ -1,7 +1,7 @@
 //! `segment-batch` end to end with the sam2-mini checkpoint: a manifest over small volumes made
 //! from the parity fixture's input, the masks against PyTorch's final mask, the summary, resume
-//! after an interrupted run, two shards against one unsharded run, a DeepLesion-style CSV, and
-//! bad rows reported by their row number.
+//! after an interrupted run, two shards against one unsharded run, a DeepLesion-style CSV, bad
+//! rows reported by their row number, and two lesions of one image both kept by the cleanup.
 
 use medsam_viewer::io::nifti;
 use medsam_viewer::segment::batch::{read_summary, SummaryLine};
@@ -120,7 +120,7 @@ fn manifest_runs_resume_and_shards_agree() {
     let ml = count(&a, 1) as f64 * geometry.voxel_volume_mm3() / 1000.0;
     assert!((ml - count(&a, 1) as f64 * 1.6e-3).abs() < 1e-4, "{ml}");
     assert!((line(2).volume_ml.unwrap() - ml).abs() < 1e-9, "{:?}", line(2));
-    assert_eq!((line(2).key_slice, line(2).bbox.as_str(), line(2).window.as_str(), line(2).status.as_str()), (Some(4), "33,33,73,68", "auto", "segmented"));
+    assert_eq!((line(2).key_slice, line(2).bbox.as_str(), line(2).window.as_str(), line(2).status.as_str()), (Some(4), "33,33,73,68", "auto", "segmented: forward to slice 7 (end of volume), backward to slice 0 (end of volume)"));
     assert_eq!(line(6).window, "-1008,-769");
     let c = labels(&whole.join("c_mask.nii.gz"));
     assert_eq!(line(6).voxels, Some(count(&c, 1)));
@@ -192,4 +192,32 @@ fn deeplesion_csv_resolves_image_key_slice_and_box() {
     assert_eq!(mask, labels(&direct.join(name)));
     let summary: Vec<SummaryLine> = read_summary(&output.join("summary.csv")).unwrap();
     assert_eq!((summary[0].key_slice, summary[0].bbox.as_str(), summary[0].window.as_str()), (Some(4), "33,33,73,68", "-1024,-769"));
+}
+
+#[test]
+fn two_lesions_of_one_image_both_survive_the_cleanup() {
+    // Two objects of one label in one image, kept apart by their slice ranges (slices 0..=2 and
+    // 5..=7, nothing on 3 and 4), so the union of their masks is two separate components.
+    let dir = tempfile::tempdir().unwrap();
+    mini_volume(&dir.path().join("two.nii.gz"), false);
+    let rows = ["two.nii.gz,1,\"33,33,73,68\",1,\"0,2\"", "two.nii.gz,6,\"33,33,73,68\",1,\"5,7\""];
+    let mask_of = |name: &str, rows: &[&str]| {
+        let manifest = dir.path().join(format!("{name}.csv"));
+        std::fs::write(&manifest, format!("image,slice,box,label,range\n{}\n", rows.join("\n"))).unwrap();
+        let out = dir.path().join(name);
+        let outcome = segment_batch(&manifest, &out, &[]);
+        assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
+        labels(&out.join("two_mask.nii.gz"))
+    };
+    let first = mask_of("first", &rows[..1]);
+    let second = mask_of("second", &rows[1..]);
+    let both = mask_of("both", &rows);
+    assert!(count(&first, 1) > 0 && count(&second, 1) > 0);
+    let union: Vec<u8> = first.iter().zip(&second).map(|(a, b)| a | b).collect();
+    assert_eq!(both, union, "each row keeps its own largest component, then the rows are OR-ed");
+    // Cleaning up the union as one mask (as MedSAM2's script does over all lesions) would have
+    // deleted one of them.
+    let mut cleaned = union.clone();
+    let kept = medsam_viewer::segment::postprocess::keep_largest_component(&mut cleaned, [112, 96, 8]).unwrap();
+    assert!(kept.components >= 2 && kept.voxels < count(&union, 1), "{} components", kept.components);
 }

@@ -1,6 +1,7 @@
 //! `medsam-viewer segment` end to end on the sam2-mini fixture volume (written as NIfTI): the
 //! mask equals MedSAM2's `seg_lcc` in the image's voxel order, along the axial and the sagittal
-//! axis; bad input ends with exit status 2 and a one-line message.
+//! axis; `--range` and `--stop-after-empty` bound the passes and say where they stopped; bad
+//! input ends with exit status 2 and a one-line message.
 
 use medsam_viewer::io::nifti;
 use medsam_viewer::volume::{Geometry, Volume, VolumeMeta, VoxelBuffer};
@@ -92,7 +93,7 @@ fn reference_mask() -> (Vec<u8>, Vec<bool>) {
     (seg, near_zero)
 }
 
-fn segment_and_compare(axis: &str, axis_normal: usize) {
+fn segment_and_compare(axis: &str, axis_normal: usize, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let input = write_volume(dir.path(), axis_normal);
     let output = dir.path().join("mask.nii.gz");
@@ -114,10 +115,14 @@ fn segment_and_compare(axis: &str, axis_normal: usize) {
         logits.display().to_string(),
     ];
     args.extend(model_args());
+    args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&args, dir.path());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["forward"], serde_json::json!({ "slices": 4, "last_slice": 7, "stopped": "end of volume" }));
+    assert_eq!(summary["backward"], serde_json::json!({ "slices": 5, "last_slice": 0, "stopped": "end of volume" }));
+    assert_eq!((summary["range"].clone(), summary["stop_after_empty"].clone()), (serde_json::json!([0, 7]), serde_json::json!(0)));
 
     let mask = nifti::read(&output).unwrap();
     let image = nifti::read(&input).unwrap();
@@ -161,12 +166,51 @@ fn segment_and_compare(axis: &str, axis_normal: usize) {
 
 #[test]
 fn axial_segmentation_writes_medsam2_mask() {
-    segment_and_compare("axial", 2);
+    segment_and_compare("axial", 2, &[]);
 }
 
 #[test]
 fn sagittal_slices_go_back_into_voxel_order() {
-    segment_and_compare("sagittal", 0);
+    // The whole volume as an explicit range and no stop: still the reference's mask.
+    segment_and_compare("sagittal", 0, &["--range", "0,7", "--stop-after-empty", "0"]);
+}
+
+/// Runs `segment` on the axial fixture volume with `extra` arguments; the summary and the
+/// slices holding foreground.
+fn bounded_run(extra: &[&str]) -> (serde_json::Value, Vec<usize>) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_volume(dir.path(), 2);
+    let output = dir.path().join("mask.nii.gz");
+    let mut args: Vec<String> = ["--box", "33,33,73,68", "--slice", "4", "--output"].map(String::from).to_vec();
+    args.push(output.display().to_string());
+    args.extend(["--input".to_string(), input.display().to_string()]);
+    args.extend(model_args());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&args, dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let VoxelBuffer::U8(voxels) = nifti::read(&output).unwrap().data else { panic!("a u8 label map") };
+    let slices = (0..D).filter(|d| voxels[d * H * W..(d + 1) * H * W].iter().any(|&v| v != 0)).collect();
+    (summary, slices)
+}
+
+#[test]
+fn stop_after_empty_ends_the_backward_pass_at_the_washed_out_slice() {
+    // Slice 2 is the one slice the model finds empty: one empty slice ends the backward pass
+    // there, and slices 0 and 1 are never tracked.
+    let (summary, slices) = bounded_run(&["--stop-after-empty", "1"]);
+    assert_eq!(summary["backward"], serde_json::json!({ "slices": 3, "last_slice": 2, "stopped": "object gone" }));
+    assert_eq!(summary["forward"], serde_json::json!({ "slices": 4, "last_slice": 7, "stopped": "end of volume" }));
+    assert!(slices.iter().all(|&d| d >= 3), "foreground only on tracked, non-empty slices: {slices:?}");
+}
+
+#[test]
+fn a_range_bounds_both_passes() {
+    let (summary, slices) = bounded_run(&["--range", "3,6"]);
+    assert_eq!(summary["forward"], serde_json::json!({ "slices": 3, "last_slice": 6, "stopped": "end of range" }));
+    assert_eq!(summary["backward"], serde_json::json!({ "slices": 2, "last_slice": 3, "stopped": "end of range" }));
+    assert!(!slices.is_empty() && slices.iter().all(|d| (3..=6).contains(d)), "{slices:?}");
 }
 
 /// Runs a bad case and returns its one-line message.
@@ -205,6 +249,10 @@ fn bad_prompts_exit_2_with_one_line() {
     assert!(one_line(&m).contains("is empty"), "{m}");
     let m = fails(&["--slice", "8"], true);
     assert!(one_line(&m).contains("key slice 8 is out of range"), "{m}");
+    let m = fails(&["--range", "5,7"], true);
+    assert!(one_line(&m).contains("key slice 4 is outside the slice range 5..=7"), "{m}");
+    let m = fails(&["--range", "0,8"], true);
+    assert!(one_line(&m).contains("slice range 0..=8"), "{m}");
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! `segment`: MedSAM2's box-to-3D-mask pipeline from the command line. Reads an image, finds
 //! and strictly loads the checkpoint, runs the bidirectional propagation from a box on a key
 //! slice, writes the mask as a NIfTI label map with the image's geometry, and prints a JSON
-//! summary.
+//! summary. By default the passes walk the whole volume, as the reference does, so that
+//! scripts reproduce MedSAM2's masks exactly; `--range` and `--stop-after-empty` bound them.
 
 use crate::io::{self, nifti, OpenOptions, SeriesSelector};
-use crate::segment::pipeline::{self, BoxPrompt, PassLogits};
+use crate::segment::pipeline::{self, BoxPrompt, BoxRun, PassBounds, PassLogits};
 use crate::volume::{SliceAxis, Window};
 use crate::segment::engine::{DeviceChoice, LoadedModel, ModelChoice};
 use anyhow::Context;
@@ -36,6 +37,14 @@ pub struct SegmentArgs {
     /// Slices to propagate through.
     #[arg(long, value_enum, default_value_t = SliceAxis::Axial)]
     pub axis: SliceAxis,
+    /// First and last slice FIRST,LAST (inclusive) the passes may reach [default: the whole
+    /// volume].
+    #[arg(long, value_parser = pipeline::parse_range)]
+    pub range: Option<[usize; 2]>,
+    /// End each pass after K consecutive slices without the object (object score <= 0 or an
+    /// empty mask); 0 walks to the end of the range, as MedSAM2's script does.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub stop_after_empty: usize,
     /// Intensity window LO,HI (e.g. -160,240 for CT soft tissue). Default: 8-bit data as
     /// stored, other data over its own min..max.
     #[arg(long, value_parser = Window::from_str, allow_hyphen_values = true)]
@@ -79,6 +88,8 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     let dims = volume.geometry.dims;
     let prompt = BoxPrompt { axis: args.axis, slice: args.slice, bbox: args.bbox };
     pipeline::check_prompt(&prompt, dims).with_context(|| args.input.display().to_string())?;
+    let bounds = PassBounds { range: args.range, stop_after_empty: args.stop_after_empty };
+    pipeline::check_bounds(&bounds, &prompt, dims).with_context(|| args.input.display().to_string())?;
     let read_seconds = start.elapsed().as_secs_f64();
 
     let model_start = Instant::now();
@@ -91,12 +102,16 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     let prepare_seconds = prepare_start.elapsed().as_secs_f64();
 
     let count = dims[args.axis.normal()];
-    let bar = ProgressBar::new((count + 1) as u64);
+    let [first, last] = bounds.slice_range(count);
+    // The key slice's answer, then each pass's slices (both include the key slice); a pass that
+    // stops early leaves the bar short of its end.
+    let bar = ProgressBar::new((last - first + 3) as u64);
     bar.set_style(ProgressStyle::with_template("segmenting [{elapsed_precise}] [{wide_bar}] {pos}/{len} slices ({eta})")?);
     // Never set: on the command line Ctrl-C ends the process.
     let cancel = AtomicBool::new(false);
     let propagate_start = Instant::now();
-    let result = pipeline::segment_box(&mut predictor, dims, &prompt, args.logits_out.is_some(), &cancel, |_, _| bar.inc(1));
+    let run = BoxRun { prompt, clicks: Vec::new(), bounds };
+    let result = pipeline::segment_box(&mut predictor, dims, &run, args.logits_out.is_some(), &cancel, |_, _| bar.inc(1));
     bar.finish_and_clear();
     let result = result?;
     let propagate_seconds = propagate_start.elapsed().as_secs_f64();
@@ -121,8 +136,12 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
             "volume_ml": volume_ml,
             "components": result.components,
             "slices": count,
-            "forward_slices": result.forward_slices,
-            "backward_slices": result.backward_slices,
+            "forward_slices": result.forward.slices,
+            "backward_slices": result.backward.slices,
+            "forward": result.forward.to_json(),
+            "backward": result.backward.to_json(),
+            "range": [first, last],
+            "stop_after_empty": bounds.stop_after_empty,
             "axis": args.axis.name(),
             "key_slice": args.slice,
             "box": args.bbox,

@@ -208,7 +208,8 @@ fn segment_image(job: &ImageJob, output: &Path, model: &mut Option<LoadedModel>,
     for run in &runs {
         let mut predictor = None;
         for (entry, prompt) in &run.rows {
-            if let Err(e) = pipeline::check_prompt(&prompt.prompt, dims) {
+            let checked = pipeline::check_prompt(&prompt.prompt, dims).and_then(|()| pipeline::check_bounds(&prompt.bounds, &prompt.prompt, dims));
+            if let Err(e) = checked {
                 fail(&mut lines, entry.row, e.to_string());
                 continue;
             }
@@ -224,7 +225,8 @@ fn segment_image(job: &ImageJob, output: &Path, model: &mut Option<LoadedModel>,
                 },
             };
             let mut slices = 0;
-            let result = pipeline::segment_box(predictor, dims, &prompt.prompt, false, &cancel, |_, _| {
+            let box_run = pipeline::BoxRun { prompt: prompt.prompt, clicks: Vec::new(), bounds: prompt.bounds };
+            let result = pipeline::segment_box(predictor, dims, &box_run, false, &cancel, |_, _| {
                 slices += 1;
                 bar.set_message(format!("{} row {}: {slices} slices", job.image.describe(), entry.row));
             });
@@ -234,7 +236,7 @@ fn segment_image(job: &ImageJob, output: &Path, model: &mut Option<LoadedModel>,
                         line.voxels = Some(result.voxels);
                         line.volume_ml = Some(result.voxels as f64 * voxel_ml);
                         line.seconds = Some(row_start.elapsed().as_secs_f64());
-                        line.status = "segmented".into();
+                        line.status = format!("segmented: forward {}, backward {}", result.forward.describe(), result.backward.describe());
                     }
                     let foreground = result.mask.iter().enumerate().filter(|(_, m)| **m != 0).map(|(i, _)| i as u32).collect();
                     foregrounds.push((entry.row, prompt.label, foreground));

@@ -12,7 +12,7 @@
 //! summary (`summary-K-of-N.csv`; an unsharded run writes `summary.csv`).
 
 use crate::io::atomic::AtomicFile;
-use crate::segment::pipeline::{parse_box, BoxPrompt};
+use crate::segment::pipeline::{parse_box, parse_range, BoxPrompt, PassBounds};
 use crate::volume::{SliceAxis, Window};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,8 @@ pub enum SummaryError {
 /// Which kind of manifest a CSV is (told by its header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ManifestFormat {
-    /// image, slice, box (or x0,y0,x1,y1), window, label, axis.
+    /// image, slice, box (or x0,y0,x1,y1), window, label, axis, and optionally range and
+    /// stop_after_empty.
     Rows,
     /// File_name, Key_slice_index, Slice_range, Bounding_boxes, DICOM_windows.
     DeepLesion,
@@ -78,6 +79,8 @@ pub struct RowPrompt {
     pub window: Option<Window>,
     /// 1..=255.
     pub label: u8,
+    /// How far the passes go (default: the reference's whole volume).
+    pub bounds: PassBounds,
 }
 
 /// One manifest row: its line number, its image, and its prompt or why it cannot be used.
@@ -206,7 +209,16 @@ fn rows_entry(columns: &Columns, record: &csv::StringRecord, row: usize, base: &
             None | Some("") => default_axis,
             Some(text) => SliceAxis::from_str(text, true).map_err(|_| format!("axis {text:?} is not axial, coronal or sagittal"))?,
         };
-        Ok(RowPrompt { prompt: BoxPrompt { axis, slice, bbox }, window, label })
+        let range = match columns.get(record, "range") {
+            None | Some("") => None,
+            Some(text) => Some(parse_range(text)?),
+        };
+        let stop_after_empty = match columns.get(record, "stop_after_empty") {
+            None | Some("") => 0,
+            Some(text) => text.parse::<usize>().map_err(|_| format!("stop_after_empty {text:?} is not a non-negative integer"))?,
+        };
+        let bounds = PassBounds { range, stop_after_empty };
+        Ok(RowPrompt { prompt: BoxPrompt { axis, slice, bbox }, window, label, bounds })
     })();
     Entry { row, image, prompt }
 }
@@ -262,7 +274,8 @@ fn deeplesion_entry(columns: &Columns, record: &csv::StringRecord, row: usize, b
         let bbox = [corner(xmin)?, corner(ymin)?, corner(xmax)?, corner(ymax)?];
         let [lo, hi] = pair::<f64>(columns.get(record, "dicom_windows").unwrap_or(""), "DICOM_windows")?;
         let window = Window::from_str(&format!("{lo},{hi}")).map_err(|e| format!("DICOM_windows {e}"))?;
-        Ok(RowPrompt { prompt: BoxPrompt { axis: SliceAxis::Axial, slice: key - range[0], bbox }, window: Some(window), label: 1 })
+        let prompt = BoxPrompt { axis: SliceAxis::Axial, slice: key - range[0], bbox };
+        Ok(RowPrompt { prompt, window: Some(window), label: 1, bounds: PassBounds::default() })
     })();
     Entry { row, image, prompt }
 }
@@ -441,7 +454,8 @@ pub struct SummaryLine {
     pub volume_ml: Option<f64>,
     /// Preprocessing (when this row needed a new predictor) and propagation.
     pub seconds: Option<f64>,
-    /// "segmented", "failed: why", or "counted from an existing mask".
+    /// "segmented: forward to slice K (why), backward to slice K (why)", "failed: why", or
+    /// "counted from an existing mask".
     pub status: String,
 }
 
@@ -531,16 +545,34 @@ mod tests {
         assert_eq!(rows, [2, 3, 5, 6, 7, 8, 9]);
         assert_eq!(m.entries[0].image, ImageRef::Path(dir.path().join("a.nii.gz")));
         let first = m.entries[0].prompt.clone().unwrap();
-        assert_eq!(first, RowPrompt { prompt: BoxPrompt { axis: SliceAxis::Axial, slice: 4, bbox: [33, 33, 73, 68] }, window: None, label: 1 });
+        assert_eq!(first, RowPrompt { prompt: BoxPrompt { axis: SliceAxis::Axial, slice: 4, bbox: [33, 33, 73, 68] }, window: None, label: 1, bounds: PassBounds::default() });
         let second = m.entries[1].prompt.clone().unwrap();
         assert_eq!(m.entries[1].image, ImageRef::Path(dir.path().join("sub/b.nii")));
-        assert_eq!(second, RowPrompt { prompt: BoxPrompt { axis: SliceAxis::Coronal, slice: 3, bbox: [1, 2, 10, 20] }, window: Some(Window::new(-160.0, 240.0)), label: 2 });
+        assert_eq!(second, RowPrompt { prompt: BoxPrompt { axis: SliceAxis::Coronal, slice: 3, bbox: [1, 2, 10, 20] }, window: Some(Window::new(-160.0, 240.0)), label: 2, bounds: PassBounds::default() });
         let errors: Vec<String> = m.entries[2..].iter().map(|e| e.prompt.clone().unwrap_err()).collect();
         assert!(errors[0].contains("slice \"x\""), "{errors:?}");
         assert!(errors[1].contains("X0,Y0,X1,Y1"), "{errors:?}");
         assert!(errors[2].contains("window"), "{errors:?}");
         assert!(errors[3].contains("label \"0\""), "{errors:?}");
         assert_eq!(m.entries[6].image, ImageRef::Unnamed);
+
+        // The optional range and stop_after_empty columns bound the passes.
+        let bounded = write(
+            dir.path(),
+            "r.csv",
+            "image,slice,box,range,stop_after_empty
+             a.nii.gz,4,\"33,33,73,68\",\"2,6\",3
+             a.nii.gz,4,\"33,33,73,68\",,
+             a.nii.gz,4,\"33,33,73,68\",\"2\",
+             a.nii.gz,4,\"33,33,73,68\",,-1
+",
+        );
+        let m = Manifest::read(&bounded, None, SliceAxis::Axial).unwrap();
+        let bounds: Vec<Result<PassBounds, String>> = m.entries.iter().map(|e| e.prompt.clone().map(|p| p.bounds)).collect();
+        assert_eq!(bounds[0], Ok(PassBounds { range: Some([2, 6]), stop_after_empty: 3 }));
+        assert_eq!(bounds[1], Ok(PassBounds::default()));
+        assert!(bounds[2].as_ref().is_err_and(|e| e.contains("FIRST,LAST")), "{bounds:?}");
+        assert!(bounds[3].as_ref().is_err_and(|e| e.contains("stop_after_empty \"-1\"")), "{bounds:?}");
 
         // Box columns instead of one quoted box; images found in --images-dir.
         let columns = write(dir.path(), "c.csv", "image,slice,x0,y0,x1,y1\na.nii.gz,2,5,6,7,8\n");
@@ -578,7 +610,7 @@ mod tests {
         assert_eq!(first.row, 2);
         assert_eq!(first.image, ImageRef::Path(images.join("CT_Lesion_000015_01_01_081-093_img.nii.gz")));
         // ymin, xmin, ymax, xmax truncated and swapped to x0, y0, x1, y1; key 85 - 81 = 4.
-        let want = RowPrompt { prompt: BoxPrompt { axis: SliceAxis::Axial, slice: 4, bbox: [90, 226, 104, 241] }, window: Some(Window::new(-175.0, 275.0)), label: 1 };
+        let want = RowPrompt { prompt: BoxPrompt { axis: SliceAxis::Axial, slice: 4, bbox: [90, 226, 104, 241] }, window: Some(Window::new(-175.0, 275.0)), label: 1, bounds: PassBounds::default() };
         assert_eq!(first.prompt, Ok(want));
         assert_eq!(m.entries[1].image, ImageRef::Path(images.join("CT_Lesion_000015_01_01_100-112_img.nii.gz")));
         assert_eq!(m.entries[1].prompt.clone().unwrap().prompt.slice, 5);
@@ -595,7 +627,7 @@ mod tests {
 
     fn entry(row: usize, image: &str, label: u8, window: Option<Window>) -> Entry {
         let prompt = BoxPrompt { axis: SliceAxis::Axial, slice: 1, bbox: [1, 1, 5, 5] };
-        Entry { row, image: ImageRef::Path(image.into()), prompt: Ok(RowPrompt { prompt, window, label }) }
+        Entry { row, image: ImageRef::Path(image.into()), prompt: Ok(RowPrompt { prompt, window, label, bounds: PassBounds::default() }) }
     }
 
     #[test]

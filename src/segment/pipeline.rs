@@ -5,10 +5,15 @@
 //!
 //! Box pixels are the slice's own coordinates, inclusive: (i, j) for axial, (i, k) coronal and
 //! (j, k) sagittal slices; they reach the predictor as they are, as MedSAM2 passes its box.
+//!
+//! Beyond the reference, the passes can be bounded ([`PassBounds`]): to a slice range, and to
+//! end after K consecutive slices without the object, so that the work grows with the lesion
+//! rather than with the volume. The default bounds are the reference's (whole volume, no stop),
+//! and the key slice's answer to the prompt is reported before either pass starts.
 
 use crate::model::sam2::Sam2Base;
 use crate::segment::postprocess::{keep_largest_component, mark_foreground, MaskShapeError};
-use crate::segment::predictor::{PointsOrBox, PredictorError, Propagation, SliceResult, VolumePredictor};
+use crate::segment::predictor::{PointsOrBox, PredictorError, Propagation, SliceResult, VolumePredictor, Walk, WalkEnd};
 use crate::segment::preprocess::{ModelSlices, PreprocessError, SliceRequest};
 use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer, Window};
 use candle_core::Device;
@@ -28,11 +33,94 @@ pub struct BoxPrompt {
     pub bbox: [usize; 4],
 }
 
-/// Which pass a reported slice belongs to.
+/// A click refining the box's answer on the key slice, in slice pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Click {
+    pub point: [f32; 2],
+    /// Inside the object (true) or not.
+    pub positive: bool,
+}
+
+/// One run of the pipeline: the box, the clicks that refined its answer on the key slice (in
+/// the order they were made), and how far the passes go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoxRun {
+    pub prompt: BoxPrompt,
+    pub clicks: Vec<Click>,
+    pub bounds: PassBounds,
+}
+
+impl BoxRun {
+    /// MedSAM2's run: the box alone, the whole volume.
+    pub fn reference(prompt: BoxPrompt) -> Self {
+        Self { prompt, clicks: Vec::new(), bounds: PassBounds::default() }
+    }
+}
+
+/// Which part of the run a reported slice comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PassDirection {
+    /// The key slice's answer to the prompt, reported before either pass starts (the passes
+    /// report the same slice again, with the same logits).
+    KeySlice,
     Forward,
     Backward,
+}
+
+/// The interactive default for ending a pass: this many consecutive slices without the object.
+/// (The command line's default is 0, the reference's whole volume.)
+pub const INTERACTIVE_STOP_AFTER_EMPTY: usize = 3;
+
+/// How far the two passes may go. The default is the reference's: the whole volume, no stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassBounds {
+    /// First and last slice (inclusive) the passes may reach; `None`: the whole volume.
+    pub range: Option<[usize; 2]>,
+    /// Each pass ends after this many consecutive slices without the object (0: never).
+    pub stop_after_empty: usize,
+}
+
+impl PassBounds {
+    /// The first and last slice of a volume of `count` slices that the passes may reach.
+    pub fn slice_range(&self, count: usize) -> [usize; 2] {
+        self.range.unwrap_or([0, count.saturating_sub(1)])
+    }
+
+    /// The walk of one pass from slice `key` (inside the range) over `count` slices.
+    pub fn walk(&self, key: usize, count: usize, reverse: bool) -> Walk {
+        let [first, last] = self.slice_range(count);
+        Walk {
+            start: Some(key),
+            max_slices: Some(if reverse { key.saturating_sub(first) } else { last.saturating_sub(key) }),
+            reverse,
+            stop_after_empty: self.stop_after_empty,
+        }
+    }
+}
+
+/// Where one pass stopped and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassReport {
+    /// Slices the pass visited, the key slice included.
+    pub slices: usize,
+    /// The last slice it visited (`None`: it had none, as backward from slice 0).
+    pub last: Option<usize>,
+    pub end: WalkEnd,
+}
+
+impl PassReport {
+    /// `{"slices": n, "last_slice": k, "stopped": "object gone"}` for JSON summaries.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "slices": self.slices, "last_slice": self.last, "stopped": self.end.describe() })
+    }
+
+    /// "to slice 37 (object gone)" for status lines.
+    pub fn describe(&self) -> String {
+        match self.last {
+            Some(last) => format!("to slice {last} ({})", self.end.describe()),
+            None => format!("no slice ({})", self.end.describe()),
+        }
+    }
 }
 
 /// Why the pipeline did not produce a mask.
@@ -40,6 +128,10 @@ pub enum PassDirection {
 pub enum PipelineError {
     #[error("key slice {slice} is out of range: the volume has {count} {axis} slices (0..{count})", axis = axis.name())]
     KeySliceOutOfRange { slice: usize, count: usize, axis: SliceAxis },
+    #[error("the slice range {first}..={last} is not FIRST <= LAST within the {count} {axis} slices (0..{count})", axis = axis.name())]
+    BadRange { first: usize, last: usize, count: usize, axis: SliceAxis },
+    #[error("the key slice {slice} is outside the slice range {first}..={last}")]
+    KeySliceOutsideRange { slice: usize, first: usize, last: usize },
     #[error("the box {bbox:?} is empty: it needs X0 < X1 and Y0 < Y1")]
     EmptyBox { bbox: [usize; 4] },
     #[error("the box {bbox:?} reaches outside the {width} x {height} {axis} slice (pixels 0..{width}, 0..{height})", axis = axis.name())]
@@ -73,9 +165,9 @@ pub struct PipelineResult {
     pub voxels: usize,
     /// 26-connected components before keeping the largest.
     pub components: usize,
-    /// Slices visited by the forward and the backward pass.
-    pub forward_slices: usize,
-    pub backward_slices: usize,
+    /// Where the forward and the backward pass stopped.
+    pub forward: PassReport,
+    pub backward: PassReport,
     /// Each pass's logits, when asked for.
     pub logits: Option<PassLogits>,
 }
@@ -98,6 +190,29 @@ pub fn parse_box(text: &str) -> Result<[usize; 4], String> {
         Ok(v) if v.len() == 4 => Ok([v[0], v[1], v[2], v[3]]),
         _ => Err(format!("{text:?} is not X0,Y0,X1,Y1 (four non-negative integers)")),
     }
+}
+
+/// Parses a slice range "FIRST,LAST": two non-negative integers (spaces allowed).
+pub fn parse_range(text: &str) -> Result<[usize; 2], String> {
+    let values: Result<Vec<usize>, _> = text.split(',').map(|x| x.trim().parse::<usize>()).collect();
+    match values {
+        Ok(v) if v.len() == 2 => Ok([v[0], v[1]]),
+        _ => Err(format!("{text:?} is not FIRST,LAST (two non-negative slice indices)")),
+    }
+}
+
+/// Checks bounds against a prompt on a volume of `dims`: the range lies in the volume and holds
+/// the key slice.
+pub fn check_bounds(bounds: &PassBounds, prompt: &BoxPrompt, dims: [usize; 3]) -> Result<(), PipelineError> {
+    let Some([first, last]) = bounds.range else { return Ok(()) };
+    let count = dims[prompt.axis.normal()];
+    if first > last || last >= count {
+        return Err(PipelineError::BadRange { first, last, count, axis: prompt.axis });
+    }
+    if !(first..=last).contains(&prompt.slice) {
+        return Err(PipelineError::KeySliceOutsideRange { slice: prompt.slice, first, last });
+    }
+    Ok(())
 }
 
 /// Checks a box prompt against the slices of a volume of `dims`.
@@ -133,9 +248,25 @@ pub fn predictor_for(
     Ok(VolumePredictor::new(model, slices, device)?)
 }
 
+/// The key slice's answer to a box and the clicks after it, on a reset `predictor`: the box
+/// (the slice is encoded unless its features are cached), then each click in turn added to the
+/// slice's earlier ones, each of which runs only the prompt encoder and mask decoder. The
+/// viewer's preview is this call; `segment_box` starts with it, so Run continues from exactly
+/// the previewed answer.
+pub fn key_slice_answer(predictor: &mut VolumePredictor, prompt: &BoxPrompt, clicks: &[Click]) -> Result<SliceResult, PipelineError> {
+    predictor.reset();
+    let mut answer = predictor.add_new_points_or_box(prompt.slice, PIPELINE_OBJECT, &PointsOrBox::bbox(prompt.bbox.map(|c| c as f32)))?;
+    for click in clicks {
+        let refine = PointsOrBox { clear_old_points: false, ..PointsOrBox::clicks(vec![click.point], vec![i64::from(click.positive)]) };
+        answer = predictor.add_new_points_or_box(prompt.slice, PIPELINE_OBJECT, &refine)?;
+    }
+    Ok(answer)
+}
+
 /// Runs MedSAM2's box-to-mask pipeline on `predictor` (built over a volume of `dims` along
-/// `prompt.axis`). The predictor is reset before and after. Every finished slice is reported
-/// with its pass (the two passes' slices interleave); `cancel` is checked between slices.
+/// the prompt's axis), each pass within the run's bounds. The predictor is reset before and
+/// after. The key slice's answer is reported first, then every finished slice with its pass
+/// (the two passes' slices interleave); `cancel` is checked between slices.
 ///
 /// MedSAM2 runs the passes one after the other with a reset between them: they share nothing
 /// but the slice features. Here they run at the same time, on `predictor` and a fork of it
@@ -144,11 +275,12 @@ pub fn predictor_for(
 pub fn segment_box(
     predictor: &mut VolumePredictor,
     dims: [usize; 3],
-    prompt: &BoxPrompt,
+    run: &BoxRun,
     keep_logits: bool,
     cancel: &AtomicBool,
     on_slice: impl FnMut(PassDirection, &SliceResult) + Send,
 ) -> Result<PipelineResult, PipelineError> {
+    let BoxRun { prompt, clicks, bounds } = run;
     let axis = prompt.axis;
     let (u, v) = axis.in_plane();
     let slices = predictor.slices();
@@ -157,21 +289,24 @@ pub fn segment_box(
         return Err(PipelineError::AxisMismatch { dims, axis: slices.axis(), count: slices.len(), width, height });
     }
     check_prompt(prompt, dims)?;
-    let bbox = PointsOrBox::bbox(prompt.bbox.map(|c| c as f32));
-    predictor.reset();
-    // The first prompt encodes the key slice; the fork finds it cached.
-    predictor.add_new_points_or_box(prompt.slice, PIPELINE_OBJECT, &bbox)?;
-    let mut backward = predictor.fork();
-    backward.add_new_points_or_box(prompt.slice, PIPELINE_OBJECT, &bbox)?;
-
-    let sink = Mutex::new(PassSink {
+    check_bounds(bounds, prompt, dims)?;
+    let mut sink = PassSink {
         mask: vec![0u8; dims.iter().product()],
         logits: keep_logits.then(PassLogits::default),
         failure: None,
         on_slice,
-    });
+    };
+    // The key slice's answer is shown at once; the fork finds the slice's features cached.
+    let key = key_slice_answer(predictor, prompt, clicks)?;
+    sink.record(PassDirection::KeySlice, &key, dims, axis);
+    let mut backward = predictor.fork();
+    key_slice_answer(&mut backward, prompt, clicks)?;
+
+    let sink = Mutex::new(sink);
+    let count = dims[axis.normal()];
     let run = |predictor: &mut VolumePredictor, direction: PassDirection| {
-        predictor.propagate(None, None, direction == PassDirection::Backward, cancel, |result| {
+        let walk = bounds.walk(prompt.slice, count, direction == PassDirection::Backward);
+        predictor.propagate(&walk, cancel, |result| {
             sink.lock().unwrap_or_else(PoisonError::into_inner).record(direction, &result, dims, axis)
         })
     };
@@ -181,10 +316,11 @@ pub fn segment_box(
     );
     predictor.reset();
     let sink = sink.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let counts = match (forward?, backward?) {
-        (Propagation::Finished { slices: f }, Propagation::Finished { slices: b }) => [f, b],
-        _ => return Err(PipelineError::Cancelled),
+    let report = |outcome| match outcome {
+        Propagation::Finished { slices, last, end } => Ok(PassReport { slices, last, end }),
+        Propagation::Cancelled { .. } => Err(PipelineError::Cancelled),
     };
+    let (forward, backward) = (report(forward?)?, report(backward?)?);
     if let Some(e) = sink.failure {
         return Err(e.into());
     }
@@ -195,8 +331,8 @@ pub fn segment_box(
         dims,
         voxels: kept.voxels,
         components: kept.components,
-        forward_slices: counts[0],
-        backward_slices: counts[1],
+        forward,
+        backward,
         logits: sink.logits,
     })
 }
@@ -219,10 +355,13 @@ impl<F: FnMut(PassDirection, &SliceResult)> PassSink<F> {
         }
         if let Some(store) = self.logits.as_mut() {
             let list = match direction {
-                PassDirection::Forward => &mut store.forward,
-                PassDirection::Backward => &mut store.backward,
+                PassDirection::KeySlice => None,
+                PassDirection::Forward => Some(&mut store.forward),
+                PassDirection::Backward => Some(&mut store.backward),
             };
-            list.push((result.index, object.logits.clone()));
+            if let Some(list) = list {
+                list.push((result.index, object.logits.clone()));
+            }
         }
         (self.on_slice)(direction, result);
     }
@@ -239,6 +378,23 @@ mod tests {
         for bad in ["1,2,3", "1,2,3,4,5", "-1,2,3,4", "1.5,2,3,4", ""] {
             assert!(parse_box(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ranges_parse_and_must_hold_the_key_slice() {
+        assert_eq!(parse_range("2, 6"), Ok([2, 6]));
+        for bad in ["2", "2,3,4", "-1,3", "a,b", ""] {
+            assert!(parse_range(bad).is_err(), "{bad:?}");
+        }
+        let dims = [112, 96, 8];
+        let prompt = BoxPrompt { axis: SliceAxis::Axial, slice: 4, bbox: [33, 33, 73, 68] };
+        let bounds = |range| PassBounds { range, stop_after_empty: 0 };
+        assert!(check_bounds(&bounds(None), &prompt, dims).is_ok());
+        assert!(check_bounds(&bounds(Some([0, 7])), &prompt, dims).is_ok());
+        assert!(check_bounds(&bounds(Some([4, 4])), &prompt, dims).is_ok());
+        assert!(matches!(check_bounds(&bounds(Some([0, 8])), &prompt, dims), Err(PipelineError::BadRange { count: 8, .. })));
+        assert!(matches!(check_bounds(&bounds(Some([5, 3])), &prompt, dims), Err(PipelineError::BadRange { .. })));
+        assert!(matches!(check_bounds(&bounds(Some([5, 7])), &prompt, dims), Err(PipelineError::KeySliceOutsideRange { slice: 4, .. })));
     }
 
     #[test]

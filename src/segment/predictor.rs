@@ -17,7 +17,9 @@
 //! * Stored low-resolution logits have small background holes filled (`fill_hole_area`);
 //!   reported logits are their bilinear resize to the slice size.
 //!
-//! Beyond the reference: every encoded slice's image features are cached (the reference keeps
+//! Beyond the reference: a walk ([`Walk`]) can end after K consecutive slices on which no
+//! object is present, and says where and why it ended ([`WalkEnd`]); the default walk is the
+//! reference's. Every encoded slice's image features are cached (the reference keeps
 //! only the latest), so that re-propagation after a correction costs only memory attention,
 //! heads and memory encoder. The encoder is deterministic, so results do not change. The cache
 //! is bounded by a byte budget (`DEFAULT_FEATURE_CACHE_BYTES`, 1 GiB: about 260 slices at
@@ -129,11 +131,70 @@ pub struct SliceResult {
     pub objects: Vec<ObjectLogits>,
 }
 
+/// Which slices a propagation walks: from `start` (default: the first conditioning slice)
+/// towards the last slice, or towards slice 0 when `reverse`, over at most `max_slices` further
+/// slices (default: to the edge of the volume), and, when `stop_after_empty` is K > 0, no
+/// further than K consecutive slices on which no object is present. The default walk is the
+/// reference's `propagate_in_video`: forward to the end, whatever the slices hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Walk {
+    pub start: Option<usize>,
+    pub max_slices: Option<usize>,
+    pub reverse: bool,
+    pub stop_after_empty: usize,
+}
+
+impl Walk {
+    /// Forward from the first conditioning slice to the end of the volume.
+    pub fn forward() -> Self {
+        Self::default()
+    }
+
+    /// Backward from the first conditioning slice to slice 0.
+    pub fn backward() -> Self {
+        Self { reverse: true, ..Self::default() }
+    }
+
+    /// The same walk starting at slice `start`.
+    pub fn from_slice(self, start: usize) -> Self {
+        Self { start: Some(start), ..self }
+    }
+}
+
+/// Where a finished propagation stopped, and why there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkEnd {
+    /// It reached the volume's first (backward) or last (forward) slice.
+    VolumeEdge,
+    /// It walked the `max_slices` it was allowed.
+    SliceLimit,
+    /// The last `stop_after_empty` slices it tracked held no object.
+    ObjectGone,
+}
+
+impl WalkEnd {
+    /// For status lines and JSON summaries.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WalkEnd::VolumeEdge => "end of volume",
+            WalkEnd::SliceLimit => "end of range",
+            WalkEnd::ObjectGone => "object gone",
+        }
+    }
+}
+
+/// Whether no object is on a reported slice: each one's object score is <= 0 (the model judges
+/// it absent) or none of its logits is above 0 (an empty mask after thresholding).
+pub fn objects_absent(objects: &[ObjectLogits]) -> bool {
+    objects.iter().all(|o| o.object_score <= 0.0 || o.logits.iter().all(|&l| l <= 0.0))
+}
+
 /// How a propagation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Propagation {
-    /// Every slice of the run was processed.
-    Finished { slices: usize },
+    /// The walk is complete: `slices` processed, the last of them `last` (`None` when the walk
+    /// had no slice, as backward from slice 0), stopped for `end`.
+    Finished { slices: usize, last: Option<usize>, end: WalkEnd },
     /// The cancel flag was seen after `slices` slices; those outputs are kept, and the state
     /// is as if the run had been asked to stop there.
     Cancelled { slices: usize },
@@ -741,18 +802,15 @@ impl VolumePredictor {
         Ok(())
     }
 
-    /// `propagate_in_video`: tracks every object from `start` (default: the first
-    /// conditioning slice) over at most `max_slices` further slices (default: all) towards the
-    /// end, or towards slice 0 when `reverse`. Each slice is reported through `on_slice` when
-    /// done; `cancel` is checked before each slice.
+    /// `propagate_in_video`: tracks every object along `walk` (see [`Walk`]). Each slice is
+    /// reported through `on_slice` when done; `cancel` is checked before each slice.
     pub fn propagate(
         &mut self,
-        start: Option<usize>,
-        max_slices: Option<usize>,
-        reverse: bool,
+        walk: &Walk,
         cancel: &AtomicBool,
         mut on_slice: impl FnMut(SliceResult),
     ) -> Result<Propagation, PredictorError> {
+        let Walk { start, max_slices, reverse, stop_after_empty } = *walk;
         if let Some(start) = start {
             self.check_slice(start)?;
         }
@@ -778,6 +836,8 @@ impl VolumePredictor {
         let batch = self.objects.len();
         let clear = self.clears_non_cond_memory();
         let total = order.len();
+        // Consecutive slices, up to this one, on which no object is present.
+        let mut empty_run = 0;
         for (done, &index) in order.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Ok(Propagation::Cancelled { slices: done });
@@ -793,8 +853,13 @@ impl VolumePredictor {
                 let features = self.slice_features(index, batch)?;
                 // The next slice's image encoder runs alongside this slice's tracking step: it
                 // does not depend on it, and it keeps both cores busy through the step's
-                // serial stretches.
-                let next = order.get(done + 1).copied().filter(|&next| self.needs_encoding(next));
+                // serial stretches. Not when an empty slice here would end the walk: the
+                // object is fading, and the next slice is likely never needed.
+                let may_end_here = stop_after_empty > 0 && empty_run + 1 == stop_after_empty;
+                let next = order
+                    .get(done + 1)
+                    .copied()
+                    .filter(|&next| !may_end_here && self.needs_encoding(next));
                 let bank = MemoryBank { cond_frames: &self.cond, non_cond_frames: &self.non_cond };
                 let (out, encoded) = rayon::join(
                     || self.run_single_frame(&features, bank, index, false, None, None, reverse, true, None),
@@ -812,9 +877,16 @@ impl VolumePredictor {
             };
             let per_object = (0..batch).map(|i| frame.object(i)).collect::<Result<Vec<_>, _>>()?;
             let objects = self.objects_logits(per_object.iter().map(Some))?;
+            empty_run = if objects_absent(&objects) { empty_run + 1 } else { 0 };
             on_slice(SliceResult { index, done: done + 1, total, recomputed, objects });
+            if stop_after_empty > 0 && empty_run >= stop_after_empty {
+                return Ok(Propagation::Finished { slices: done + 1, last: Some(index), end: WalkEnd::ObjectGone });
+            }
         }
-        Ok(Propagation::Finished { slices: total })
+        let last = order.last().copied();
+        let edge = if reverse { 0 } else { n - 1 };
+        let end = if last.is_none_or(|l| l == edge) { WalkEnd::VolumeEdge } else { WalkEnd::SliceLimit };
+        Ok(Propagation::Finished { slices: total, last, end })
     }
 }
 
