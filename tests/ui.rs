@@ -143,6 +143,8 @@ fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
         let app = harness.state_mut();
         app.settings.checkpoint = Some(format!("{MINI}/model.pt").into());
         app.settings.model_config = Some(format!("{MINI}/config.yaml").into());
+        // Run straight from the box, as MedSAM2's script does (the preview has its own test).
+        app.settings.auto_preview = Some(false);
         app.model_panel.refresh();
     }
     // The key slice of the reference run, then a box dragged with the box tool.
@@ -237,4 +239,132 @@ fn box_segmentation_streams_into_the_overlay_as_one_undo_step() {
         harness.run_steps(2);
     }
     assert_eq!(harness.state().doc.as_ref().unwrap().labels, after_box);
+}
+
+/// The viewer on the mini volume with the mini checkpoint.
+fn mini_viewer(dir: &Path) -> egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp> {
+    let image = mini_volume(dir);
+    let mut harness = open_viewer(&dir.join("app"), Some(image));
+    let app = harness.state_mut();
+    app.settings.checkpoint = Some(format!("{MINI}/model.pt").into());
+    app.settings.model_config = Some(format!("{MINI}/config.yaml").into());
+    app.model_panel.refresh();
+    harness
+}
+
+/// Slices (axial, of the mini volume) holding label 1.
+fn labelled_slices(harness: &egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>) -> Vec<usize> {
+    let labels = &harness.state().doc.as_ref().unwrap().labels;
+    labels.chunks(112 * 96).enumerate().filter(|(_, s)| s.contains(&1)).map(|(k, _)| k).collect()
+}
+
+#[test]
+fn a_drawn_box_is_previewed_refined_by_clicks_and_run_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = mini_viewer(dir.path());
+    assert!(harness.state().settings.auto_preview(), "previews are on by default");
+    harness.state_mut().crosshair[2] = 4.0;
+    harness.key_press(egui::Key::B);
+    harness.run_steps(1);
+    let axial = pane_centre(&harness, "Axial view");
+    // Releasing the box segments its slice alone, without Run.
+    drag(&mut harness, axial - Vec2::new(40.0, 30.0), axial + Vec2::new(40.0, 30.0), PointerButton::Primary);
+    harness.step();
+    assert!(harness.state().is_segmenting(), "the preview started on release: {}", harness.state().status);
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    assert!(harness.state().status.starts_with("Previewed"), "{}", harness.state().status);
+    assert_eq!(labelled_slices(&harness), [4], "only the box's slice");
+    assert_eq!(harness.state().segmentation.encoder_runs, 1, "the preview encoded its slice once");
+    let previewed = harness.state().doc.as_ref().unwrap().labels.clone();
+
+    // A negative click on that slice refines the preview: no new encoding, and the refined
+    // answer takes the first one's place in the history.
+    harness.key_press(egui::Key::M);
+    harness.run_steps(1);
+    harness.event(Event::PointerMoved(axial));
+    press(&harness, axial, PointerButton::Primary, true);
+    harness.step();
+    press(&harness, axial, PointerButton::Primary, false);
+    harness.step();
+    assert!(harness.state().is_segmenting(), "the click re-ran the preview");
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    assert!(harness.state().status.starts_with("Previewed"), "{}", harness.state().status);
+    assert_eq!(harness.state().segmentation.encoder_runs, 1, "a click runs only the prompt encoder and the decoder");
+    let refined = harness.state().doc.as_ref().unwrap().labels.clone();
+    assert_ne!(refined, previewed, "the click changed the slice's answer");
+    assert_eq!(labelled_slices(&harness), [4]);
+
+    // Run propagates from exactly that answer: the key slice is not encoded again (8 slices,
+    // 8 encoder runs), and the run replaces the preview as one undo step.
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    assert!(harness.state().is_segmenting(), "{}", harness.state().status);
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    assert!(harness.state().status.starts_with("Segmented"), "{}", harness.state().status);
+    assert_eq!(harness.state().segmentation.encoder_runs, 8);
+    assert!(labelled_slices(&harness).len() > 1, "{:?}", labelled_slices(&harness));
+    let plane = 112 * 96;
+    let key_slice = |labels: &[u8]| labels[4 * plane..5 * plane].to_vec();
+    assert_eq!(key_slice(&harness.state().doc.as_ref().unwrap().labels), key_slice(&refined), "Run kept the refined key slice");
+    harness.key_press_modifiers(Modifiers::COMMAND, egui::Key::Z);
+    harness.run_steps(2);
+    assert_eq!(harness.state().doc.as_ref().unwrap().voxel_count(1), 0, "one undo step for preview, click and run");
+}
+
+#[test]
+fn propagation_ends_where_the_object_ends() {
+    // Slice 2 of the mini volume is washed out: the model finds no object there. One empty
+    // slice ends the backward direction on it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = mini_viewer(dir.path());
+    {
+        let app = harness.state_mut();
+        app.settings.auto_preview = Some(false);
+        app.settings.stop_after_empty = Some(1);
+        app.crosshair[2] = 4.0;
+        app.prompts = vec![PromptMark::Box { plane: Plane::Axial, slice: 4, a: [33.0, 33.0, 4.0], b: [73.0, 68.0, 4.0] }];
+    }
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    let status = harness.state().status.clone();
+    assert!(status.contains("forward to slice 7 (end of volume), backward to slice 2 (object gone)"), "{status}");
+    assert!(labelled_slices(&harness).iter().all(|&k| k >= 3), "{:?}", labelled_slices(&harness));
+}
+
+#[test]
+fn the_range_marks_show_on_the_other_views_and_move_with_a_drag() {
+    use medsam_viewer::app::segmentation::RangeChoice;
+    use medsam_viewer::app::slice_view::screen_of;
+    use medsam_viewer::app::view_frame::ViewFrame;
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = mini_viewer(dir.path());
+    {
+        let app = harness.state_mut();
+        app.settings.auto_preview = Some(false);
+        app.crosshair = [56.0, 48.0, 4.0];
+        app.prompts = vec![PromptMark::Box { plane: Plane::Axial, slice: 4, a: [33.0, 33.0, 4.0], b: [73.0, 68.0, 4.0] }];
+        app.range = RangeChoice::AroundKey(2);
+    }
+    harness.run_steps(2);
+    // The coronal view cuts across the axial slices: its "from" mark is on slice 2.
+    let mark_at = |harness: &egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>, k: f64| {
+        let app = harness.state();
+        let g = &app.doc.as_ref().unwrap().image.geometry;
+        let view = &app.views[1];
+        assert_eq!(view.plane, Plane::Coronal);
+        screen_of(&ViewFrame::new(Plane::Coronal, g), g, view.last_image_rect.unwrap(), [56.0, 48.0, k])
+    };
+    let from = mark_at(&harness, 2.0);
+    let to = mark_at(&harness, 0.0);
+    assert!((from.y - to.y).abs() > 10.0, "the slices are apart on screen: {from:?} {to:?}");
+    drag(&mut harness, from, to, PointerButton::Primary);
+    assert_eq!(harness.state().range, RangeChoice::Slices([0, 6]), "the dragged end moved, the other stayed");
+    // A run now stays within slices 0..=6.
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    let status = harness.state().status.clone();
+    assert!(status.contains("forward to slice 6 (end of range)"), "{status}");
+    assert!(!labelled_slices(&harness).contains(&7), "{:?}", labelled_slices(&harness));
 }

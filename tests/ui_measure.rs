@@ -240,9 +240,17 @@ fn lung_mask_labels_both_lungs_spares_locked_voxels_and_undoes_in_one_step() {
         app.active_label = 1;
     }
 
-    // The button sits low in the side panel: scroll it into view, then click it.
-    harness.get_by_label("Lung mask").scroll_to_me();
-    harness.run_steps(2);
+    // The button sits low in the side panel: scroll the panel down with the wheel, then click it.
+    let panel = egui::pos2(100.0, 400.0);
+    harness.event(egui::Event::PointerMoved(panel));
+    harness.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Point,
+        delta: Vec2::new(0.0, -2000.0),
+        modifiers: Modifiers::NONE,
+        phase: egui::TouchPhase::Move,
+        source: egui::MouseWheelSource::Wheel,
+    });
+    harness.run_steps(10);
     harness.get_by_label("Lung mask").click();
     wait_for_tool(&mut harness);
     let labelled = voxels_of(harness.state(), 1);

@@ -232,13 +232,15 @@ impl Document {
     }
 
     /// Makes `mask` (a slice along `axis`, u fastest, nonzero = inside) the extent of `label` on
-    /// slice `index`: voxels inside become `label`, voxels of `label` outside become
-    /// background; locked labels are left alone. Written straight into the label map without
-    /// an edit (a propagation streams whole slices; the caller records one edit for the run
-    /// from the slices' earlier labels, see `slice_change`).
-    pub fn write_slice(&mut self, axis: SliceAxis, index: usize, mask: &[u8], label: u8) {
+    /// slice `index`: voxels inside become `label`; voxels of `label` outside go back to what
+    /// `kept` (the slice's labels before the run) holds there, so that a new object adds to the
+    /// label instead of replacing it, or, without `kept`, become background; locked labels are
+    /// left alone. Written straight into the label map without an edit (a propagation streams
+    /// whole slices; the caller records one edit for the run from the slices' earlier labels,
+    /// see `slice_change`).
+    pub fn write_slice(&mut self, axis: SliceAxis, index: usize, mask: &[u8], label: u8, kept: Option<&[u8]>) {
         let (w, h) = axis.slice_size(&self.image.geometry);
-        if mask.len() != w * h {
+        if mask.len() != w * h || kept.is_some_and(|k| k.len() != w * h) {
             return;
         }
         let (origin, su, sv) = self.slice_layout(axis, index);
@@ -250,7 +252,7 @@ impl Document {
                 let new = if mask[u + w * v] != 0 {
                     label
                 } else if old == label {
-                    0
+                    kept.map_or(0, |k| k[u + w * v])
                 } else {
                     old
                 };
@@ -396,9 +398,9 @@ mod tests {
         let big = Geometry::new([64, 64, 64], [1.0; 3], [0.0; 3]);
         let image = Volume::new(big, 1, VoxelBuffer::U8(vec![0; 64 * 64 * 64]), VolumeMeta::default()).unwrap();
         let mut d = Document::new(image, PathBuf::from("y.nii"), None);
-        d.write_slice(SliceAxis::Axial, 2, &vec![1; 64 * 64], 1);
-        d.write_slice(SliceAxis::Axial, 3, &vec![1; 64 * 64], 1);
-        d.write_slice(SliceAxis::Axial, 60, &vec![1; 64 * 64], 1);
+        d.write_slice(SliceAxis::Axial, 2, &vec![1; 64 * 64], 1, None);
+        d.write_slice(SliceAxis::Axial, 3, &vec![1; 64 * 64], 1, None);
+        d.write_slice(SliceAxis::Axial, 60, &vec![1; 64 * 64], 1, None);
         let regions = d.take_gpu_regions();
         let sizes: Vec<[usize; 3]> = regions.iter().map(|(r, _)| r.size).collect();
         assert_eq!(sizes, [[64, 64, 2], [64, 64, 1]]);
@@ -429,7 +431,7 @@ mod tests {
             let changed = start.iter().zip(&expected).filter(|(a, b)| a != b).count();
             assert!(changed > 0);
             let before = streamed.slice_labels(axis, 1);
-            streamed.write_slice(axis, 1, &mask, 1);
+            streamed.write_slice(axis, 1, &mask, 1, None);
             assert_eq!(streamed.labels, expected, "{axis:?}");
             assert_eq!(streamed.voxel_count(1) as usize, expected.iter().filter(|&&l| l == 1).count());
             let mut run = VoxelEdit::new("run");
@@ -452,11 +454,30 @@ mod tests {
         d.apply(e);
         assert_eq!(&d.labels[..3], &[2, 2, 1]);
         // Slice 0 of the axial axis: everything inside except the locked voxels.
-        d.write_slice(SliceAxis::Axial, 0, &[1; 12], 1);
+        d.write_slice(SliceAxis::Axial, 0, &[1; 12], 1, None);
         assert_eq!(&d.labels[..4], &[2, 2, 1, 1]);
         // An empty mask clears label 1 from the slice but not label 2.
-        d.write_slice(SliceAxis::Axial, 0, &[0; 12], 1);
+        d.write_slice(SliceAxis::Axial, 0, &[0; 12], 1, None);
         assert_eq!(&d.labels[..4], &[2, 2, 0, 0]);
+    }
+
+    #[test]
+    fn a_new_object_adds_to_the_label_on_its_slices() {
+        let mut d = doc();
+        // Label 1 already holds voxels 0 and 1 of slice 0 (another lesion).
+        let e = d.paint_edit([0, 1], 1, "brush");
+        d.apply(e);
+        let kept = d.slice_labels(SliceAxis::Axial, 0);
+        // The new object's first answer covers voxels 4 and 5, its final one voxel 5 only.
+        let mut first = vec![0u8; kept.len()];
+        first[4] = 1;
+        first[5] = 1;
+        d.write_slice(SliceAxis::Axial, 0, &first, 1, Some(&kept));
+        assert_eq!(&d.labels[..6], &[1, 1, 0, 0, 1, 1]);
+        first[4] = 0;
+        d.write_slice(SliceAxis::Axial, 0, &first, 1, Some(&kept));
+        assert_eq!(&d.labels[..6], &[1, 1, 0, 0, 0, 1], "the other lesion stays, the object's dropped voxel goes");
+        assert_eq!(d.voxel_count(1), 3);
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub enum PendingAction {
 struct RunEdit {
     axis: crate::volume::SliceAxis,
     label: u8,
+    /// A box's run or preview: a new object, added to what the label already holds.
+    adds: bool,
+    /// A preview, which the next preview or Run of the same box replaces.
+    preview: bool,
     before: std::collections::BTreeMap<usize, Vec<u8>>,
     /// The worker has ended; the undo step is being made, a few slices per frame.
     ended: bool,
@@ -119,6 +123,14 @@ pub struct ViewerApp {
     /// Changes with every opened image (segmentation sessions belong to one image).
     image_id: u64,
     pub prompts: Vec<PromptMark>,
+    /// The box prompt changed and auto-preview is on: segment its slice once the model is free.
+    preview_requested: bool,
+    /// Which slices a run may reach (drawn as marks on the other planes' views).
+    pub range: segmentation::RangeChoice,
+    /// The document's revision right after the current box's preview was recorded: while it
+    /// is unchanged, the next preview or Run of the box takes the preview's place in the
+    /// history instead of stacking on it.
+    preview_revision: Option<u64>,
     pub status: String,
     /// The title last sent to the window, so it is only sent when it changes.
     window_title: String,
@@ -171,6 +183,9 @@ impl ViewerApp {
             focus_plane: Plane::Axial,
             image_id: 0,
             prompts: Vec::new(),
+            preview_requested: false,
+            range: segmentation::RangeChoice::default(),
+            preview_revision: None,
             status: String::new(),
             window_title: String::new(),
             hover: None,
@@ -337,17 +352,35 @@ impl ViewerApp {
         }
     }
 
-    /// The prompt drawn last, as a segmentation prompt on its slice: a box if one is drawn,
-    /// else the clicks on the slice of the last click.
+    /// The box drawn last, in slice pixels, with the clicks made after it on its slice (which
+    /// refine its answer there).
+    fn box_from_marks(&self) -> Option<(crate::volume::SliceAxis, usize, [usize; 4], Vec<crate::segment::pipeline::Click>)> {
+        let doc = self.doc.as_ref()?;
+        let at = self.prompts.iter().rposition(|p| matches!(p, PromptMark::Box { .. }))?;
+        let PromptMark::Box { plane, slice, a, b } = &self.prompts[at] else { return None };
+        let axis = crate::volume::SliceAxis::from_normal(ViewFrame::new(*plane, &doc.image.geometry).normal);
+        let (u, v) = axis.in_plane();
+        let bbox = [a[u].min(b[u]), a[v].min(b[v]), a[u].max(b[u]), a[v].max(b[v])].map(|x| x.round().max(0.0) as usize);
+        let clicks = self.prompts[at + 1..]
+            .iter()
+            .filter_map(|p| match p {
+                PromptMark::Point { plane: p_plane, slice: p_slice, at, positive } if p_plane == plane && p_slice == slice => {
+                    Some(crate::segment::pipeline::Click { point: [at[u] as f32, at[v] as f32], positive: *positive })
+                }
+                _ => None,
+            })
+            .collect();
+        Some((axis, *slice, bbox, clicks))
+    }
+
+    /// The prompt drawn last, as a segmentation prompt on its slice: a box (with the clicks
+    /// refining it) if one is drawn, else the clicks on the slice of the last click.
     fn prompt_from_marks(&self) -> Option<(crate::volume::SliceAxis, usize, segmentation::Prompt)> {
         let doc = self.doc.as_ref()?;
         let g = &doc.image.geometry;
         let axis_of = |plane: Plane| crate::volume::SliceAxis::from_normal(ViewFrame::new(plane, g).normal);
-        if let Some(PromptMark::Box { plane, slice, a, b }) = self.prompts.iter().rev().find(|p| matches!(p, PromptMark::Box { .. })) {
-            let axis = axis_of(*plane);
-            let (u, v) = axis.in_plane();
-            let bbox = [a[u].min(b[u]), a[v].min(b[v]), a[u].max(b[u]), a[v].max(b[v])].map(|x| x.round().max(0.0) as usize);
-            return Some((axis, *slice, segmentation::Prompt::Box(bbox)));
+        if let Some((axis, slice, bbox, clicks)) = self.box_from_marks() {
+            return Some((axis, slice, segmentation::Prompt::Box { bbox, clicks }));
         }
         let Some(PromptMark::Point { plane: last_plane, slice: last_slice, .. }) = self.prompts.last() else { return None };
         let axis = axis_of(*last_plane);
@@ -370,6 +403,34 @@ impl ViewerApp {
     fn label_slice(&self, axis: crate::volume::SliceAxis, index: usize) -> Vec<u8> {
         let Some(doc) = &self.doc else { return Vec::new() };
         doc.slice_labels(axis, index).into_iter().map(|l| u8::from(l == self.active_label)).collect()
+    }
+
+    /// The axis and key slice the next run would start from: the box's, else the crosshair on
+    /// the view last worked in.
+    fn run_origin(&self) -> Option<(crate::volume::SliceAxis, usize)> {
+        if let Some((axis, slice, _, _)) = self.box_from_marks() {
+            return Some((axis, slice));
+        }
+        let doc = self.doc.as_ref()?;
+        let axis = crate::volume::SliceAxis::from_normal(ViewFrame::new(self.focus_plane, &doc.image.geometry).normal);
+        Some((axis, self.crosshair[axis.normal()].round().max(0.0) as usize))
+    }
+
+    /// The marks of the propagation range, unless it is the whole volume.
+    fn range_marks(&self) -> Option<slice_view::RangeMarks> {
+        let (axis, key) = self.run_origin()?;
+        let count = self.doc.as_ref()?.dims()[axis.normal()];
+        let [first, last] = self.range.range(key, count).ok().flatten()?;
+        Some(slice_view::RangeMarks { axis: axis.normal(), first, last })
+    }
+
+    /// Segments the box's slice alone (with the clicks refining it), as Run would start.
+    pub fn preview_box(&mut self, ctx: &egui::Context) {
+        self.preview_requested = false;
+        match self.box_from_marks() {
+            Some((axis, slice, bbox, clicks)) => self.start_segmentation(ctx, axis, slice, segmentation::Prompt::Preview { bbox, clicks }),
+            None => self.status = "Draw a box (B) on a slice first".into(),
+        }
     }
 
     /// Runs MedSAM2 on the prompt drawn last (Enter).
@@ -405,18 +466,45 @@ impl ViewerApp {
             self.status = format!("Label {label} is locked: unlock it or choose another label to segment into");
             return;
         }
-        if let segmentation::Prompt::Box(b) = &prompt
+        if let segmentation::Prompt::Box { bbox: b, .. } | segmentation::Prompt::Preview { bbox: b, .. } = &prompt
             && (b[2] <= b[0] || b[3] <= b[1])
         {
             self.status = "The box is empty: drag a box around the object".into();
             return;
         }
         if let Err(e) = self.model_panel.checkpoint(&self.settings) {
-            self.dialog = Some(Dialog::NoWeights(e.clone()));
+            // A box also serves the classic tools: its automatic preview asks for nothing.
+            if matches!(prompt, segmentation::Prompt::Preview { .. }) {
+                self.status = "No preview: the MedSAM2 checkpoint is not there (see the model panel)".into();
+            } else {
+                self.dialog = Some(Dialog::NoWeights(e.clone()));
+            }
             return;
         }
         let description = prompt.description();
-        self.run_edit = Some(RunEdit { axis, label, before: Default::default(), ended: false, edit: VoxelEdit::new(description) });
+        let (adds, preview) = match &prompt {
+            segmentation::Prompt::Box { .. } => (true, false),
+            segmentation::Prompt::Preview { .. } => (true, true),
+            _ => (false, false),
+        };
+        // A preview reaches no other slice: the range matters to propagation only.
+        let range = match self.range.range(slice, doc.dims()[axis.normal()]) {
+            Ok(range) => range,
+            Err(_) if preview => None,
+            Err(e) => {
+                self.status = e;
+                return;
+            }
+        };
+        // The box's preview gives way to its next preview or its run.
+        if adds
+            && let Some(doc) = &mut self.doc
+            && self.preview_revision.take().is_some_and(|r| r == doc.revision())
+        {
+            doc.undo();
+        }
+        let Some(doc) = &self.doc else { return };
+        self.run_edit = Some(RunEdit { axis, label, adds, preview, before: Default::default(), ended: false, edit: VoxelEdit::new(description) });
         self.segmentation.start(
             ctx,
             segmentation::Request {
@@ -427,6 +515,7 @@ impl ViewerApp {
                 window: (doc.image.voxel_type() != crate::volume::VoxelType::U8).then_some(self.window),
                 prompt,
                 model: self.model_choice(),
+                bounds: crate::segment::pipeline::PassBounds { range, stop_after_empty: self.settings.stop_after_empty() },
             },
         );
     }
@@ -443,17 +532,22 @@ impl ViewerApp {
                 segmentation::Message::Status(s) => self.segmentation.status = s,
                 segmentation::Message::Slice { index, mask } => {
                     if let (Some(doc), Some(run)) = (&mut self.doc, &mut self.run_edit) {
-                        run.before.entry(index).or_insert_with(|| doc.slice_labels(run.axis, index));
-                        doc.write_slice(run.axis, index, &mask, run.label);
+                        let before = run.before.entry(index).or_insert_with(|| doc.slice_labels(run.axis, index));
+                        doc.write_slice(run.axis, index, &mask, run.label, run.adds.then_some(before.as_slice()));
                     }
                     slices += 1;
                 }
-                segmentation::Message::Done { slices, seconds, cancelled } => {
+                segmentation::Message::Done { slices, seconds, end, encoder_runs } => {
                     self.finish_run();
-                    self.status = if cancelled {
-                        format!("Segmentation cancelled after {slices} slices ({seconds:.1} s); the slices done are kept (Ctrl+Z undoes them)")
-                    } else {
-                        format!("Segmented {slices} slices in {seconds:.1} s")
+                    self.segmentation.encoder_runs = encoder_runs;
+                    self.status = match end {
+                        segmentation::RunEnd::Cancelled => format!("Segmentation cancelled after {slices} slices ({seconds:.1} s); the slices done are kept (Ctrl+Z undoes them)"),
+                        segmentation::RunEnd::Previewed => format!("Previewed the box's slice in {seconds:.2} s: click to refine, Run (Enter) to propagate"),
+                        segmentation::RunEnd::Propagated([forward, backward]) => format!(
+                            "Segmented {slices} slices in {seconds:.1} s: forward {}, backward {}",
+                            forward.describe(),
+                            backward.describe()
+                        ),
                     };
                 }
                 segmentation::Message::Failed(e) => {
@@ -482,7 +576,9 @@ impl ViewerApp {
             }
             if run.before.is_empty() {
                 let run = self.run_edit.take().expect("checked above");
+                let recorded = !run.edit.is_empty();
                 doc.record(run.edit);
+                self.preview_revision = (run.preview && recorded).then(|| doc.revision());
             } else {
                 more = true;
             }
@@ -589,6 +685,7 @@ impl ViewerApp {
         if !events.is_empty() {
             self.focus_plane = plane;
         }
+        let mut range_moved = None;
         for event in events {
             match event {
                 ViewEvent::Hover(v) => self.hover = Some(v),
@@ -626,14 +723,30 @@ impl ViewerApp {
                     }
                 }
                 ViewEvent::BoxDrawn { plane, slice, a, b } => {
-                    self.prompts.retain(|p| !matches!(p, PromptMark::Box { .. }));
+                    // A new box starts a new object: the clicks of the old one go with it, and
+                    // its preview stays.
+                    self.prompts.clear();
+                    self.preview_revision = None;
                     self.prompts.push(PromptMark::Box { plane, slice, a, b });
+                    self.preview_requested = self.settings.auto_preview();
                 }
                 ViewEvent::Point { plane, slice, at, positive } => {
+                    let refines_box = matches!(self.prompts.first(), Some(PromptMark::Box { plane: p, slice: s, .. }) if *p == plane && *s == slice);
                     self.prompts.push(PromptMark::Point { plane, slice, at, positive });
+                    self.preview_requested |= refines_box && self.settings.auto_preview();
                 }
                 ViewEvent::Seed(at) => self.classic.seed = Some(at),
+                ViewEvent::RangeMoved { end, slice } => range_moved = Some((end, slice)),
             }
+        }
+        if let Some((end, slice)) = range_moved
+            && let Some(marks) = self.range_marks()
+        {
+            let [first, last] = match end {
+                slice_view::RangeEnd::First => [slice.min(marks.last), marks.last],
+                slice_view::RangeEnd::Last => [marks.first, slice.max(marks.first)],
+            };
+            self.range = segmentation::RangeChoice::Slices([first, last]);
         }
     }
 
@@ -839,6 +952,7 @@ impl ViewerApp {
             tool: self.tool,
             brush: self.brush,
             prompts: &self.prompts,
+            range_marks: self.range_marks(),
             gpu,
         };
         let mut all_events = Vec::new();
@@ -947,6 +1061,9 @@ impl eframe::App for ViewerApp {
         self.sync_gpu();
         self.view3d.poll(self.render_state.as_ref());
         self.poll_segmentation(&ctx);
+        if self.preview_requested && !self.is_segmenting() && self.doc.is_some() {
+            self.preview_box(&ctx);
+        }
         if self.model_panel.poll() {
             self.status = "MedSAM2 checkpoint downloaded and verified".into();
         }

@@ -179,6 +179,74 @@ fn segment_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
             app.prompts.clear();
         }
     });
+    let mut preview = app.settings.auto_preview();
+    if ui
+        .checkbox(&mut preview, "Preview the box's slice")
+        .on_hover_text("Segment the box's slice as soon as the box is drawn (and again after each click on that slice); Run then propagates from that answer")
+        .changed()
+    {
+        app.settings.auto_preview = Some(preview);
+        app.save_settings();
+    }
+    range_controls(app, ui);
+    ui.horizontal(|ui| {
+        ui.label("Stop after");
+        let mut empty = app.settings.stop_after_empty();
+        let field = ui
+            .add(egui::DragValue::new(&mut empty).range(0..=50).suffix(" empty slices"))
+            .on_hover_text("Each direction ends after this many consecutive slices without the object (0: walk to the end of the volume, as MedSAM2's script does)");
+        if field.changed() {
+            app.settings.stop_after_empty = Some(empty);
+            app.save_settings();
+        }
+    });
+}
+
+/// The propagation range: whole volume, ± N around the key slice, or from / to (also moved by
+/// dragging its marks on the other planes' views).
+fn range_controls(app: &mut ViewerApp, ui: &mut egui::Ui) {
+    use super::segmentation::RangeChoice;
+    let key = app.run_origin().map_or(0, |(_, key)| key);
+    let count = app.run_origin().zip(app.doc.as_ref()).map_or(1, |((axis, _), doc)| doc.dims()[axis.normal()]);
+    ui.horizontal(|ui| {
+        ui.label("Range");
+        let around = RangeChoice::AroundKey(32);
+        let from_to = RangeChoice::Slices(around.range(key, count).ok().flatten().unwrap_or([0, count.saturating_sub(1)]));
+        let name = match app.range {
+            RangeChoice::WholeVolume => "Whole volume",
+            RangeChoice::AroundKey(_) => "± N around the key slice",
+            RangeChoice::Slices(_) => "From / to",
+        };
+        egui::ComboBox::from_id_salt("propagation range").selected_text(name).show_ui(ui, |ui| {
+            ui.selectable_value(&mut app.range, RangeChoice::WholeVolume, "Whole volume");
+            if ui.selectable_label(matches!(app.range, RangeChoice::AroundKey(_)), "± N around the key slice").clicked() {
+                app.range = around;
+            }
+            if ui.selectable_label(matches!(app.range, RangeChoice::Slices(_)), "From / to").clicked() {
+                app.range = from_to;
+            }
+        })
+        .response
+        .on_hover_text("The slices a run may reach from the key slice; the range's ends are drawn on the other views, where they can be dragged");
+    });
+    match &mut app.range {
+        RangeChoice::WholeVolume => {}
+        RangeChoice::AroundKey(n) => {
+            ui.add(egui::DragValue::new(n).range(0..=count).prefix("± ").suffix(" slices"));
+        }
+        RangeChoice::Slices([first, last]) => {
+            // Shown 1-based, like the slice numbers on the views.
+            ui.horizontal(|ui| {
+                let (mut from, mut to) = (*first + 1, *last + 1);
+                ui.label("from");
+                ui.add(egui::DragValue::new(&mut from).range(1..=count));
+                ui.label("to");
+                ui.add(egui::DragValue::new(&mut to).range(1..=count));
+                *first = from.min(to) - 1;
+                *last = from.max(to) - 1;
+            });
+        }
+    }
 }
 
 fn labels_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {

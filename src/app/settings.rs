@@ -17,9 +17,24 @@ pub struct Settings {
     pub model_config: Option<PathBuf>,
     /// "cpu", "cuda" or "metal".
     pub device: Option<String>,
+    /// A run ends each direction after this many consecutive slices without the object
+    /// (0: to the end of the volume); `None`: the viewer's default.
+    pub stop_after_empty: Option<usize>,
+    /// Whether drawing a box (or a click refining it) segments its slice at once; `None`: on.
+    pub auto_preview: Option<bool>,
 }
 
 impl Settings {
+    /// Whether a drawn box is previewed on its slice at once.
+    pub fn auto_preview(&self) -> bool {
+        self.auto_preview.unwrap_or(true)
+    }
+
+    /// The number of empty slices that ends a run's direction.
+    pub fn stop_after_empty(&self) -> usize {
+        self.stop_after_empty.unwrap_or(crate::segment::pipeline::INTERACTIVE_STOP_AFTER_EMPTY)
+    }
+
     /// Loads the settings file; a missing or unreadable file gives the defaults.
     pub fn load(path: &Path) -> Self {
         std::fs::read_to_string(path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default()

@@ -1,7 +1,7 @@
 //! `SliceView`: one of the axial, coronal and sagittal panes — drawing the slice through the
 //! crosshair with true physical aspect (a wgpu paint callback does the pixels), the overlays
-//! (crosshair, orientation letters, prompts, brush cursor) and turning mouse input into
-//! `ViewEvent`s for the app according to the active tool.
+//! (crosshair, orientation letters, prompts, the propagation range's marks, brush cursor) and
+//! turning mouse input into `ViewEvent`s for the app according to the active tool.
 
 use super::brush::Brush;
 use super::tools::Tool;
@@ -19,6 +19,26 @@ pub enum PromptMark {
     Point { plane: Plane, slice: usize, at: [f64; 3], positive: bool },
 }
 
+/// The slices a run may reach along one index axis, drawn as two lines on the views that cut
+/// across that axis (dragging a line moves that end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeMarks {
+    /// The index axis (0 = i, 1 = j, 2 = k) the run propagates along.
+    pub axis: usize,
+    pub first: usize,
+    pub last: usize,
+}
+
+/// One end of the propagation range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeEnd {
+    First,
+    Last,
+}
+
+/// Screen distance (points) within which a drag grabs a range mark.
+const MARK_GRAB: f32 = 6.0;
+
 /// What the view needs to know to draw itself.
 pub struct ViewInputs<'a> {
     pub geometry: &'a Geometry,
@@ -31,6 +51,7 @@ pub struct ViewInputs<'a> {
     pub tool: Tool,
     pub brush: Brush,
     pub prompts: &'a [PromptMark],
+    pub range_marks: Option<RangeMarks>,
     pub gpu: bool,
 }
 
@@ -55,6 +76,14 @@ pub enum ViewEvent {
     Hover([usize; 3]),
     /// A seed for region growing was clicked at this voxel.
     Seed([usize; 3]),
+    /// A range mark was dragged to this slice.
+    RangeMoved { end: RangeEnd, slice: usize },
+}
+
+/// Where voxel `v` falls on the screen when the view's image is drawn in `img`.
+pub fn screen_of(frame: &ViewFrame, g: &Geometry, img: Rect, v: [f64; 3]) -> Pos2 {
+    let (fx, fy) = frame.fraction_of(g, v);
+    Pos2::new(img.left() + fx as f32 * img.width(), img.top() + fy as f32 * img.height())
 }
 
 /// Zoom, pan and interaction state of one pane.
@@ -67,13 +96,15 @@ pub struct SliceView {
     pub pan: Vec2,
     box_start: Option<[f64; 3]>,
     box_end: Option<[f64; 3]>,
+    /// The range mark being dragged.
+    dragged_mark: Option<RangeEnd>,
     /// Screen rectangle of the image in the last frame (points), for tests and hit testing.
     pub last_image_rect: Option<Rect>,
 }
 
 impl SliceView {
     pub fn new(plane: Plane) -> Self {
-        SliceView { plane, zoom: 1.0, pan: Vec2::ZERO, box_start: None, box_end: None, last_image_rect: None }
+        SliceView { plane, zoom: 1.0, pan: Vec2::ZERO, box_start: None, box_end: None, dragged_mark: None, last_image_rect: None }
     }
 
     pub fn id(&self) -> u64 {
@@ -128,10 +159,41 @@ impl SliceView {
             events.push(ViewEvent::WindowLevel { dwidth: d.x / pane.width().max(1.0) * 2.0, dlevel: -d.y / pane.height().max(1.0) });
         }
         let pointer = response.interact_pointer_pos();
+        let to_screen = |v: [f64; 3]| screen_of(&frame, g, img, v);
+        // The range marks, where this view cuts across the run's axis: (end, slice, screen
+        // coordinate along the axis) and whether the axis runs across the screen.
+        let marks = input.range_marks.filter(|m| m.axis != frame.normal).map(|m| {
+            let across = m.axis == frame.right;
+            let at = |slice: usize| {
+                let mut v = input.crosshair;
+                v[m.axis] = slice as f64;
+                let p = to_screen(v);
+                if across { p.x } else { p.y }
+            };
+            ([(RangeEnd::First, m.first, at(m.first)), (RangeEnd::Last, m.last, at(m.last))], across, m.axis)
+        });
         match input.tool {
             Tool::Navigate => {
+                // Grabbed where the button went down (the drag starts a few points later).
+                let pressed_at = ui.input(|i| i.pointer.press_origin()).or(pointer);
+                if response.drag_started_by(egui::PointerButton::Primary)
+                    && let (Some(p), Some((ends, across, _))) = (pressed_at, &marks)
+                {
+                    let coordinate = if *across { p.x } else { p.y };
+                    self.dragged_mark = ends.iter().find(|(_, _, at)| (coordinate - at).abs() <= MARK_GRAB).map(|(end, _, _)| *end);
+                }
                 if response.dragged_by(egui::PointerButton::Primary) {
-                    self.pan += response.drag_delta();
+                    match (self.dragged_mark, pointer, &marks) {
+                        (Some(end), Some(p), Some((_, _, axis))) => {
+                            let count = g.dims[*axis];
+                            let slice = (voxel_of(p)[*axis].round().max(0.0) as usize).min(count - 1);
+                            events.push(ViewEvent::RangeMoved { end, slice });
+                        }
+                        _ => self.pan += response.drag_delta(),
+                    }
+                }
+                if response.drag_stopped() {
+                    self.dragged_mark = None;
                 }
                 if response.clicked_by(egui::PointerButton::Primary)
                     && let Some(p) = pointer
@@ -196,6 +258,23 @@ impl SliceView {
         }
 
         self.paint(ui, pane, img, &frame, slice, input);
+        if let Some((ends, across, _)) = marks {
+            let painter = ui.painter_at(pane);
+            let stroke = Stroke::new(1.5, Color32::from_rgb(255, 140, 40));
+            for (end, slice, at) in ends {
+                let (line, text_at, align) = if across {
+                    ([Pos2::new(at, img.top()), Pos2::new(at, img.bottom())], Pos2::new(at + 3.0, img.top() + 2.0), egui::Align2::LEFT_TOP)
+                } else {
+                    ([Pos2::new(img.left(), at), Pos2::new(img.right(), at)], Pos2::new(img.left() + 3.0, at - 2.0), egui::Align2::LEFT_BOTTOM)
+                };
+                painter.line_segment(line, stroke);
+                let name = match end {
+                    RangeEnd::First => "from",
+                    RangeEnd::Last => "to",
+                };
+                painter.text(text_at, align, format!("{name} {}", slice + 1), egui::FontId::proportional(12.0), stroke.color);
+            }
+        }
         events
     }
 
@@ -261,10 +340,7 @@ impl SliceView {
             };
             painter.add(egui_wgpu::Callback::new_paint_callback(pane, SliceCallback { view_id: self.id(), uniforms }));
         }
-        let to_screen = |v: [f64; 3]| {
-            let (fx, fy) = frame.fraction_of(g, v);
-            Pos2::new(img.left() + fx as f32 * img.width(), img.top() + fy as f32 * img.height())
-        };
+        let to_screen = |v: [f64; 3]| screen_of(frame, g, img, v);
         // Crosshair through the other two planes.
         let c = to_screen(input.crosshair);
         let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(255, 220, 0, 140));
