@@ -13,7 +13,12 @@ legacy video predictor MedSAM2 drives. Prints one JSON object with:
   backward; OR of the two passes), preprocessing included;
 - peak_rss_bytes.
 
+With --volume FILE.nii.gz (the volume `medsam-viewer bench interactive --write-volume` writes),
+only MedSAM2's reference pipeline runs, on that volume with the same box on its middle slice,
+so that `bench interactive`'s box -> done time stands beside it: pipeline_seconds, slices.
+
 Usage: python bench/pytorch_model_bench.py [--slices 100] [--repeat 3] [--threads 2]
+       python bench/pytorch_model_bench.py --volume interactive.nii.gz [--threads 2]
 """
 
 import argparse
@@ -113,16 +118,47 @@ def segment_box(predictor, images, key, box):
     return time.perf_counter() - start, tracked
 
 
+def reference_pipeline(predictor, path, size):
+    """MedSAM2's whole-volume pipeline on a NIfTI volume (x, y, z) with the benches' box."""
+    import nibabel
+
+    volume = np.asarray(nibabel.load(str(path)).dataobj).transpose(2, 1, 0).astype(np.int16)
+    slices = volume.shape[0]
+    key = slices // 2
+    c = size // 2
+    box = np.array([c - 60, c - 60, c + 60, c + 60], dtype=np.float32)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        images = preprocess(volume, size)
+        preprocess_seconds = time.perf_counter() - start
+        seconds, _ = segment_box(predictor, images, key, box)
+    report = {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "volume": {"path": str(path), "dims": [volume.shape[2], volume.shape[1], slices], "key_slice": key},
+        "slices_tracked": {"forward": slices - key, "backward": key + 1},
+        "preprocess_seconds": preprocess_seconds,
+        "pipeline_seconds": preprocess_seconds + seconds,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    print(json.dumps(report))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--volume", type=pathlib.Path, help="run only the reference pipeline on this NIfTI")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     predictor = build_predictor(args.seed)
     size = predictor.image_size
+    if args.volume is not None:
+        reference_pipeline(predictor, args.volume, size)
+        return
     report = {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

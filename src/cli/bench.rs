@@ -2,14 +2,15 @@
 //! comparisons under bench/: load time and peak memory of a reader (`load`), and the MedSAM2
 //! network on the full t512 architecture with seeded random weights (`model`: image encoder,
 //! tracked slice, memory attention, whole bidirectional pipeline and re-propagation, peak
-//! memory).
+//! memory), and what a user of the viewer waits for (`interactive`: box -> preview, click ->
+//! refined mask, Run -> first slice, box -> done with propagation that ends with the object).
 
 use crate::io::{self, OpenOptions, SeriesSelector};
 use crate::model::checkpoint::{Checkpoint, RandomWeights};
 use crate::model::config::Sam2Config;
 use crate::model::sam2::Sam2Base;
-use crate::segment::pipeline::{self, BoxPrompt, PassDirection};
-use crate::segment::predictor::{PointsOrBox, VolumePredictor};
+use crate::segment::pipeline::{self, BoxPrompt, BoxRun, Click, PassBounds, PassDirection, INTERACTIVE_STOP_AFTER_EMPTY};
+use crate::segment::predictor::{PointsOrBox, VolumePredictor, Walk};
 use crate::volume::{Geometry, SliceAxis, Volume, VolumeMeta, VoxelBuffer, Window};
 use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand};
@@ -25,6 +26,28 @@ pub enum BenchCommand {
     Load(LoadArgs),
     /// Time the MedSAM2 network (t512, seeded random weights) on a synthetic CT volume.
     Model(ModelArgs),
+    /// Time the interactive path (preview, click, Run with auto-ending propagation) on a
+    /// synthetic CT whose slices outside a lesion band are washed out.
+    Interactive(InteractiveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InteractiveArgs {
+    /// Slices of the synthetic 512 x 512 volume.
+    #[arg(long, default_value_t = 300)]
+    pub slices: usize,
+    /// Slices of the lesion band around the middle slice (the others are washed out).
+    #[arg(long, default_value_t = 20)]
+    pub lesion_slices: usize,
+    /// Consecutive empty slices that end a direction (the viewer's default).
+    #[arg(long, default_value_t = INTERACTIVE_STOP_AFTER_EMPTY)]
+    pub stop_after_empty: usize,
+    /// Model configuration yaml (default: MedSAM2's sam2.1_hiera_t512.yaml).
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    /// Also write the synthetic volume here (.nii.gz), for bench/pytorch_model_bench.py.
+    #[arg(long)]
+    pub write_volume: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +82,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Load(args) => load(args),
         BenchCommand::Model(args) => model(args),
+        BenchCommand::Interactive(args) => interactive(args),
     }
 }
 
@@ -151,15 +175,145 @@ fn synthetic_ct(size: usize, slices: usize) -> anyhow::Result<Volume> {
     Ok(Volume::new(geometry, 1, VoxelBuffer::I16(data), VolumeMeta::default())?)
 }
 
-fn model(args: ModelArgs) -> anyhow::Result<()> {
-    let device = Device::Cpu;
-    let config = match &args.model_config {
+/// The network of `config` (default t512) with seeded random weights, and the weights' origin.
+fn seeded_model(config: &Option<PathBuf>, device: &Device) -> anyhow::Result<(Sam2Config, Arc<Sam2Base>, String)> {
+    let config = match config {
         Some(path) => Sam2Config::from_file(path)?,
         None => Sam2Config::default_t512(),
     };
-    let m = &config.model;
     let weights = Checkpoint::random(RandomWeights::new(0));
-    let model = Arc::new(Sam2Base::new(weights.var_builder(&device), &config)?);
+    let model = Arc::new(Sam2Base::new(weights.var_builder(device), &config)?);
+    Ok((config, model, weights.origin()))
+}
+
+/// The box the benches prompt with: 120 px around the middle of the slice.
+fn centre_box(size: usize) -> [usize; 4] {
+    let c = size / 2;
+    [c - 60, c - 60, c + 60, c + 60]
+}
+
+/// `synthetic_ct` with every slice outside `band` washed out the way the parity fixtures make
+/// a slice without the object: grey g (the slice as the model sees it through `window`) becomes
+/// 170 + 0.33 g, a pale low-contrast image.
+fn washed_out_ct(size: usize, slices: usize, band: std::ops::Range<usize>, window: Window) -> anyhow::Result<Volume> {
+    let mut volume = synthetic_ct(size, slices)?;
+    let VoxelBuffer::I16(data) = &mut volume.data else { unreachable!("synthetic_ct is i16") };
+    let (lo, hi) = (window.lo as f32, window.hi as f32);
+    for (k, plane) in data.chunks_mut(size * size).enumerate() {
+        if band.contains(&k) {
+            continue;
+        }
+        for v in plane {
+            let grey = ((*v as f32).clamp(lo, hi) - lo) / (hi - lo) * 255.0;
+            *v = (lo + (170.0 + 0.33 * grey) / 255.0 * (hi - lo)).round() as i16;
+        }
+    }
+    Ok(volume)
+}
+
+fn interactive(args: InteractiveArgs) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let (config, model, weights) = seeded_model(&args.model_config, &device)?;
+    let s = config.model.image_size;
+    let slices = args.slices.max(1);
+    let lesion = args.lesion_slices.clamp(1, slices);
+    let key = slices / 2;
+    let band_start = key.saturating_sub(lesion / 2).min(slices - lesion);
+    let band = band_start..band_start + lesion;
+    let window = Window::new(-160.0, 240.0);
+    let volume = washed_out_ct(s, slices, band.clone(), window)?;
+    if let Some(path) = &args.write_volume {
+        crate::io::nifti::write(path, &volume, crate::io::nifti::NiftiKind::Image)?;
+    }
+    let dims = volume.geometry.dims;
+    let cancel = AtomicBool::new(false);
+    let prompt = BoxPrompt { axis: SliceAxis::Axial, slice: key, bbox: centre_box(s) };
+    let c = s as f32 / 2.0;
+    let click = Click { point: [c, c], positive: true };
+    let bounds = PassBounds { range: None, stop_after_empty: args.stop_after_empty };
+    let baseline = process_memory().rss;
+
+    // One image-encoder pass, the yardstick of the goals.
+    let image = Tensor::from_vec((0..3 * s * s).map(|i| ((i as f32) * 0.0137).sin()).collect::<Vec<f32>>(), (1, 3, s, s), &device)?;
+    let encoder_ms = time_ms(3, || {
+        model.forward_image(&image)?;
+        Ok(())
+    })?;
+
+    let start = Instant::now();
+    let mut predictor = pipeline::predictor_for(model.clone(), &volume, SliceAxis::Axial, Some(window), device.clone())?;
+    let prepare_seconds = start.elapsed().as_secs_f64();
+
+    // Run with nothing previewed: the key slice's answer is the first slice shown.
+    let start = Instant::now();
+    let mut first_slice_ms = None;
+    let mut shown = Vec::new();
+    let run = BoxRun { prompt, clicks: Vec::new(), bounds };
+    let result = pipeline::segment_box(&mut predictor, dims, &run, false, &cancel, |direction, slice| {
+        first_slice_ms.get_or_insert_with(|| start.elapsed().as_secs_f64() * 1000.0);
+        if direction != PassDirection::KeySlice {
+            shown.push((slice.index, slice.objects[0].object_score));
+        }
+    })?;
+    let done_seconds = start.elapsed().as_secs_f64();
+    let slices_encoded = predictor.encoder_runs();
+    drop(predictor);
+
+    // The interactive path on a fresh predictor: box released -> preview, a click -> refined
+    // answer (the slice is not encoded again), Run from that answer.
+    let mut predictor = pipeline::predictor_for(model.clone(), &volume, SliceAxis::Axial, Some(window), device.clone())?;
+    let start = Instant::now();
+    pipeline::key_slice_answer(&mut predictor, &prompt, &[])?;
+    let preview_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let start = Instant::now();
+    pipeline::key_slice_answer(&mut predictor, &prompt, &[click])?;
+    let click_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let encoded_by_preview = predictor.encoder_runs();
+    let start = Instant::now();
+    let refined = BoxRun { prompt, clicks: vec![click], bounds };
+    let after_preview = pipeline::segment_box(&mut predictor, dims, &refined, false, &cancel, |_, _| {})?;
+    let run_after_preview_seconds = start.elapsed().as_secs_f64();
+    let peak = process_memory().peak;
+
+    let scores: Vec<serde_json::Value> = shown.iter().map(|(index, score)| json!([index, score])).collect();
+    println!(
+        "{}",
+        json!({
+            "weights": weights,
+            "threads": rayon::current_num_threads(),
+            "volume": { "dims": dims, "key_slice": key, "lesion_band": [band.start, band.end - 1] },
+            "encoder_ms": median(&encoder_ms),
+            "preview_ms": preview_ms,
+            "preview_over_encoder": preview_ms / median(&encoder_ms),
+            "click_ms": click_ms,
+            "first_slice_ms": first_slice_ms,
+            "first_slice_over_encoder": first_slice_ms.map(|ms| ms / median(&encoder_ms)),
+            "done_seconds": done_seconds,
+            "prepare_seconds": prepare_seconds,
+            "slices_encoded": slices_encoded,
+            "slices_tracked": { "forward": result.forward.slices, "backward": result.backward.slices },
+            "forward": result.forward.to_json(),
+            "backward": result.backward.to_json(),
+            "stop_after_empty": args.stop_after_empty,
+            "mask_voxels": result.voxels,
+            "after_preview": {
+                "slices_encoded_by_preview_and_click": encoded_by_preview,
+                "run_seconds": run_after_preview_seconds,
+                "forward": after_preview.forward.to_json(),
+                "backward": after_preview.backward.to_json(),
+            },
+            "object_scores": scores,
+            "baseline_rss_bytes": baseline,
+            "peak_rss_bytes": peak,
+        })
+    );
+    Ok(())
+}
+
+fn model(args: ModelArgs) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let (config, model, weights) = seeded_model(&args.model_config, &device)?;
+    let m = &config.model;
     let s = m.image_size;
     let (hidden, mem_dim, e) = (m.hidden_dim(), m.mem_dim(), m.image_embedding_size());
 
@@ -186,7 +340,7 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
     })?;
     let mut report = json!({
         "config": args.model_config.as_ref().map_or("sam2.1_hiera_t512 (built in)".into(), |p| p.display().to_string()),
-        "weights": weights.origin(),
+        "weights": weights,
         "threads": rayon::current_num_threads(),
         "image_size": s,
         "image_encoder_ms_per_slice": median(&encoder_ms),
@@ -205,8 +359,7 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
     let volume_bytes = volume.data.as_bytes().len();
     let baseline = process_memory().rss;
     let key = args.slices / 2;
-    let c = s / 2;
-    let prompt = BoxPrompt { axis: SliceAxis::Axial, slice: key, bbox: [c - 60, c - 60, c + 60, c + 60] };
+    let prompt = BoxPrompt { axis: SliceAxis::Axial, slice: key, bbox: centre_box(s) };
     let cancel = AtomicBool::new(false);
     let window = Some(Window::new(-160.0, 240.0));
     let dims = volume.geometry.dims;
@@ -216,7 +369,10 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
         let start = Instant::now();
         let mut last = [start; 2];
         let (mut reported, mut longest_ms) = (0, 0f64);
-        let result = pipeline::segment_box(predictor, dims, &prompt, false, &cancel, |direction, _| {
+        let result = pipeline::segment_box(predictor, dims, &BoxRun::reference(prompt), false, &cancel, |direction, _| {
+            if direction == PassDirection::KeySlice {
+                return;
+            }
             let now = Instant::now();
             let pass = &mut last[(direction == PassDirection::Backward) as usize];
             longest_ms = longest_ms.max((now - *pass).as_secs_f64() * 1000.0);
@@ -246,7 +402,8 @@ fn model(args: ModelArgs) -> anyhow::Result<()> {
         predictor.add_new_points_or_box(key, 1, &PointsOrBox::bbox(bbox))?;
         let mut last = Instant::now();
         let mut times = Vec::new();
-        predictor.propagate(Some(key), Some(full_bank + timed), false, &cancel, |slice| {
+        let walk = Walk { max_slices: Some(full_bank + timed), ..Walk::forward().from_slice(key) };
+        predictor.propagate(&walk, &cancel, |slice| {
             let now = Instant::now();
             if slice.done > full_bank + 1 && slice.recomputed {
                 times.push((now - last).as_secs_f64() * 1000.0);
