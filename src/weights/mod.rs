@@ -24,8 +24,6 @@ use std::path::PathBuf;
 
 /// Hub repository that publishes the MedSAM2 checkpoints.
 pub const DEFAULT_REPO: &str = "wanglab/MedSAM2";
-/// The checkpoint the viewer uses.
-pub const DEFAULT_FILE: &str = "MedSAM2_latest.pt";
 /// The public hub; `HF_ENDPOINT` replaces it (mirrors, air-gapped sites).
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// Folder name searched for a hand-placed checkpoint.
