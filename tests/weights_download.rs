@@ -7,6 +7,8 @@
 //! with its real SHA-256 as the ETag, under the name of one published checkpoint. Nothing here
 //! reaches the internet.
 
+use medsam_viewer::io::nifti;
+use medsam_viewer::volume::{Geometry, Volume, VolumeMeta, VoxelBuffer};
 use medsam_viewer::weights::{
     self, CheckpointError, DownloadError, DownloadOptions, Downloaded, HubFile, LocateError, Located, ModelVariant,
     SearchPlaces, Source,
@@ -21,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MODEL_PT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini/model.pt");
+const MODEL_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini/config.yaml");
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// Git blob id of the LFS pointer: the hub's plain ETag, which hf-hub must not take for the file's.
 const POINTER_ETAG: &str = "6d34772f5ca361021038b404fb913ec8dc0b1a5a";
@@ -652,4 +655,50 @@ fn cli_refuses_an_unknown_model_and_model_with_file() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--model") && stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
+fn cli_segment_and_segment_batch_with_model_load_that_variants_weights_file() {
+    let work = tempfile::tempdir().unwrap();
+    let placed = work.path().join("weights").join("MedSAM2_US_Heart.pt");
+    std::fs::create_dir_all(placed.parent().unwrap()).unwrap();
+    std::fs::copy(MODEL_PT, &placed).unwrap();
+    // A small bright square on a dark background, three slices.
+    let dims = [32, 32, 3];
+    let data: Vec<u8> = (0..32 * 32 * 3).map(|n| if (10..22).contains(&(n % 32)) && (10..22).contains(&(n / 32 % 32)) { 200 } else { 20 }).collect();
+    let volume = Volume::new(Geometry::new(dims, [1.0, 1.0, 2.0], [0.0; 3]), 1, VoxelBuffer::U8(data), VolumeMeta::default()).unwrap();
+    let input = work.path().join("square.nii.gz");
+    nifti::write(&input, &volume, nifti::NiftiKind::Image).unwrap();
+    let segment = |model: &str, output: &str| {
+        let mut args = vec!["segment", "--input", input.to_str().unwrap(), "--box", "8,8,23,23", "--slice", "1"];
+        args.extend(["--model-config", MODEL_CONFIG, "--output", output]);
+        if !model.is_empty() {
+            args.extend(["--model", model]);
+        }
+        cli(&args, work.path(), work.path()).output().unwrap()
+    };
+
+    let output = segment("us_heart", "mask.nii.gz");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(PathBuf::from(printed["checkpoint"].as_str().unwrap()), placed);
+
+    // Without --model the default, MedSAM2_latest.pt, is searched for instead.
+    let output = segment("", "default.nii.gz");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MedSAM2_latest.pt"), "{stderr}");
+
+    let manifest = work.path().join("manifest.csv");
+    std::fs::write(&manifest, "image,slice,box,window,label,axis\nsquare.nii.gz,1,\"8,8,23,23\",,1,\n").unwrap();
+    let batch = cli(
+        &["segment-batch", "--manifest", manifest.to_str().unwrap(), "--output-dir", "batch", "--model", "MedSAM2_US_Heart.pt"],
+        work.path(),
+        work.path(),
+    )
+    .args(["--model-config", MODEL_CONFIG])
+    .output()
+    .unwrap();
+    assert!(batch.status.success(), "{}", String::from_utf8_lossy(&batch.stderr));
+    assert!(work.path().join("batch/square_mask.nii.gz").is_file());
 }

@@ -5,7 +5,7 @@
 use super::jobs::BackgroundJob;
 use super::settings::Settings;
 use crate::segment::engine::DeviceChoice;
-use crate::weights::{self, DownloadOptions, Downloaded, Located};
+use crate::weights::{self, DownloadOptions, Downloaded, Located, ModelVariant};
 use std::path::PathBuf;
 
 /// What the worker of a download reports.
@@ -14,23 +14,29 @@ pub enum DownloadMessage {
     Failed(String),
 }
 
+/// What a search for the checkpoint looked for: the explicit path, and the variant searched for
+/// without one.
+type SearchKey = (Option<PathBuf>, ModelVariant);
+
 /// State of the model panel.
 #[derive(Default)]
 pub struct ModelPanel {
-    /// Result of the last search for the checkpoint, refreshed when the settings change.
-    found: Option<(Option<PathBuf>, Result<Located, String>)>,
+    /// Result of the last search for the checkpoint and what it looked for, refreshed when the
+    /// settings change.
+    found: Option<(SearchKey, Result<Located, String>)>,
     download: Option<BackgroundJob<DownloadMessage>>,
     /// The outcome of the last download, for the panel.
     pub last_download: Option<Result<PathBuf, String>>,
 }
 
 impl ModelPanel {
-    /// The checkpoint the settings point to (or the default search finds).
+    /// The checkpoint the settings point to (or the search for their variant finds).
     pub fn checkpoint(&mut self, settings: &Settings) -> &Result<Located, String> {
-        let stale = self.found.as_ref().is_none_or(|(explicit, _)| explicit != &settings.checkpoint);
+        let key = (settings.checkpoint.clone(), settings.model_variant);
+        let stale = self.found.as_ref().is_none_or(|(searched, _)| searched != &key);
         if stale {
-            let found = weights::locate(settings.checkpoint.as_deref()).map_err(|e| e.to_string());
-            self.found = Some((settings.checkpoint.clone(), found));
+            let found = weights::locate(settings.checkpoint.as_deref(), settings.model_variant).map_err(|e| e.to_string());
+            self.found = Some((key, found));
         }
         &self.found.as_ref().expect("set above").1
     }

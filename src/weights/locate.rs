@@ -140,10 +140,10 @@ pub enum LocateError {
     NotFound(NotFound),
 }
 
-/// Locates the default MedSAM2 checkpoint for this process: `explicit` if given, else the places
-/// of [`SearchPlaces::from_env`].
-pub fn locate(explicit: Option<&Path>) -> Result<Located, LocateError> {
-    locate_in(explicit, &SearchPlaces::from_env(HubFile::default()))
+/// Locates a MedSAM2 checkpoint for this process: `explicit` if given, else `variant`'s file in
+/// the places of [`SearchPlaces::from_env`].
+pub fn locate(explicit: Option<&Path>, variant: ModelVariant) -> Result<Located, LocateError> {
+    locate_in(explicit, &SearchPlaces::from_env(variant.hub_file()))
 }
 
 /// Locates a checkpoint: `explicit` if given (it must exist; there is no fallback), else the
