@@ -1,14 +1,17 @@
-//! Downloading and locating the MedSAM2 checkpoint against a loopback imitation of the Hugging
+//! Downloading and locating the MedSAM2 checkpoints against a loopback imitation of the Hugging
 //! Face hub: a std `TcpListener` on 127.0.0.1 answering the requests hf-hub's blocking client
 //! sends (`GET /{repo}/resolve/main/{file}` with `Range: bytes=0-0` for the metadata, a 302 to a
 //! CDN address the way the hub answers for LFS files, then `Range: bytes={start}-` for the
 //! transfer) with the headers it reads (X-Repo-Commit, X-Linked-Etag, X-Linked-Size,
 //! Content-Range, Location). It serves the seeded checkpoint tests/fixtures/sam2-mini/model.pt
-//! with its real SHA-256 as the ETag. Nothing here reaches the internet.
+//! with its real SHA-256 as the ETag, under the name of one published checkpoint. Nothing here
+//! reaches the internet.
 
+use medsam_viewer::io::nifti;
+use medsam_viewer::volume::{Geometry, Volume, VolumeMeta, VoxelBuffer};
 use medsam_viewer::weights::{
-    self, CheckpointError, DownloadError, DownloadOptions, Downloaded, HubFile, LocateError, Located, SearchPlaces,
-    Source,
+    self, CheckpointError, DownloadError, DownloadOptions, Downloaded, HubFile, LocateError, Located, ModelVariant,
+    SearchPlaces, Source,
 };
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Write};
@@ -20,10 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MODEL_PT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini/model.pt");
+const MODEL_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sam2-mini/config.yaml");
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// Git blob id of the LFS pointer: the hub's plain ETag, which hf-hub must not take for the file's.
 const POINTER_ETAG: &str = "6d34772f5ca361021038b404fb913ec8dc0b1a5a";
-const RESOLVE_PATH: &str = "/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt";
+const LATEST: &str = "MedSAM2_latest.pt";
 const HTML: &[u8] = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please sign in</body></html>\n";
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -37,6 +41,8 @@ fn model_bytes() -> Vec<u8> {
 /// How the imitation hub behaves.
 #[derive(Clone)]
 struct HubSetup {
+    /// The file of `wanglab/MedSAM2` served; every other path is answered 404.
+    file: &'static str,
     /// Bytes served for the file.
     content: Vec<u8>,
     /// ETag announced (the SHA-256 of the genuine file).
@@ -52,7 +58,7 @@ struct HubSetup {
 impl HubSetup {
     fn serving(content: Vec<u8>) -> Self {
         let etag = sha256_hex(&content);
-        Self { content, etag, hub_headers: true, cut_first_transfer_after: None, pace: None }
+        Self { file: LATEST, content, etag, hub_headers: true, cut_first_transfer_after: None, pace: None }
     }
 }
 
@@ -136,7 +142,7 @@ fn serve(stream: TcpStream, addr: SocketAddr, setup: &HubSetup, log: &Mutex<Vec<
         return;
     }
     let blob_path = format!("/cdn/{}", setup.etag);
-    if path == RESOLVE_PATH {
+    if path == format!("/wanglab/MedSAM2/resolve/main/{}", setup.file) {
         // The hub's answer for an LFS file: hub headers and a redirect to the CDN.
         let head = format!(
             "HTTP/1.1 302 Found\r\nLocation: http://{addr}{blob_path}\r\n{hub}Content-Length: 0\r\nConnection: close\r\n\r\n"
@@ -197,7 +203,11 @@ fn repo_folder(cache: &Path) -> PathBuf {
 }
 
 fn snapshot_file(cache: &Path) -> PathBuf {
-    repo_folder(cache).join("snapshots").join(COMMIT).join("MedSAM2_latest.pt")
+    snapshot_of(cache, LATEST)
+}
+
+fn snapshot_of(cache: &Path, file: &str) -> PathBuf {
+    repo_folder(cache).join("snapshots").join(COMMIT).join(file)
 }
 
 fn part_file(cache: &Path, etag: &str) -> PathBuf {
@@ -562,4 +572,133 @@ fn cli_locate_prints_the_weights_folder_and_exits_2_on_a_missing_file() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains(&missing.display().to_string()));
+}
+
+// ---- the published variants (`--model`) ----
+
+#[test]
+fn cli_download_with_model_fetches_that_variants_file() {
+    let content = model_bytes();
+    let hub = FakeHub::start(HubSetup { file: "MedSAM2_US_Heart.pt", ..HubSetup::serving(content.clone()) });
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("hub");
+    let endpoint = hub.endpoint();
+
+    let output = cli(&["weights", "download", "--model", "MedSAM2_US_Heart", "--endpoint", &endpoint], home.path(), home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("MedSAM2_US_Heart.pt: licence CC-BY-SA-4.0 (research and education use)"), "{stderr}");
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let path = PathBuf::from(printed["path"].as_str().unwrap());
+    assert_eq!(path, snapshot_of(&cache, "MedSAM2_US_Heart.pt"));
+    assert_eq!(printed["sha256"], sha256_hex(&content).as_str());
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+    let asked: Vec<String> = hub.seen().into_iter().map(|s| s.path).filter(|p| p.contains("/resolve/")).collect();
+    assert!(!asked.is_empty() && asked.iter().all(|p| p == "/wanglab/MedSAM2/resolve/main/MedSAM2_US_Heart.pt"), "{asked:?}");
+
+    // The search for that variant finds it in the cache; the default's search does not.
+    let search = |variant: ModelVariant| SearchPlaces {
+        weights_files: vec![],
+        hub_cache: Some(cache.clone()),
+        hub_file: variant.hub_file(),
+        endpoint: endpoint.clone(),
+    };
+    assert_eq!(weights::locate_in(None, &search(ModelVariant::UsHeart)).unwrap(), Located { path, source: Source::HubCache });
+    assert!(matches!(weights::locate_in(None, &search(ModelVariant::Latest)), Err(LocateError::NotFound(_))));
+}
+
+#[test]
+fn cli_download_of_the_default_asks_for_latest_not_the_served_variant() {
+    let hub = FakeHub::start(HubSetup { file: "MedSAM2_US_Heart.pt", ..HubSetup::serving(model_bytes()) });
+    let home = tempfile::tempdir().unwrap();
+    let endpoint = hub.endpoint();
+    let output = cli(&["weights", "download", "--endpoint", &endpoint, "--retries", "0"], home.path(), home.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("HTTP 404") && stderr.contains("MedSAM2_latest.pt"), "{stderr}");
+}
+
+#[test]
+fn cli_locate_with_model_finds_that_variants_weights_file() {
+    let work = tempfile::tempdir().unwrap();
+    let folder = work.path().join("weights");
+    std::fs::create_dir_all(&folder).unwrap();
+    for file in ["MedSAM2_CTLesion.pt", "MedSAM2_latest.pt"] {
+        std::fs::copy(MODEL_PT, folder.join(file)).unwrap();
+    }
+    let output = cli(&["weights", "locate", "--model", "ctlesion"], work.path(), work.path()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["source"], "weights-folder");
+    assert_eq!(PathBuf::from(printed["path"].as_str().unwrap()), folder.join("MedSAM2_CTLesion.pt"));
+
+    // A variant that is nowhere: the message names its file and the command that fetches it.
+    let output = cli(&["weights", "locate", "--model", "MRI_LiverLesion.pt"], work.path(), work.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MedSAM2_MRI_LiverLesion.pt not found"), "{stderr}");
+    assert!(stderr.contains("`medsam-viewer weights download --model MedSAM2_MRI_LiverLesion`"), "{stderr}");
+    assert!(stderr.contains("put it at") && stderr.contains("weights/MedSAM2_MRI_LiverLesion.pt"), "{stderr}");
+}
+
+#[test]
+fn cli_refuses_an_unknown_model_and_model_with_file() {
+    let work = tempfile::tempdir().unwrap();
+    let output = cli(&["weights", "locate", "--model", "heart"], work.path(), work.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown MedSAM2 model \"heart\"") && stderr.contains("MedSAM2_US_Heart, MedSAM2_2411"), "{stderr}");
+
+    let output = cli(&["weights", "download", "--model", "ctlesion", "--file", "x.pt"], work.path(), work.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--model") && stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
+fn cli_segment_and_segment_batch_with_model_load_that_variants_weights_file() {
+    let work = tempfile::tempdir().unwrap();
+    let placed = work.path().join("weights").join("MedSAM2_US_Heart.pt");
+    std::fs::create_dir_all(placed.parent().unwrap()).unwrap();
+    std::fs::copy(MODEL_PT, &placed).unwrap();
+    // A small bright square on a dark background, three slices.
+    let dims = [32, 32, 3];
+    let data: Vec<u8> = (0..32 * 32 * 3).map(|n| if (10..22).contains(&(n % 32)) && (10..22).contains(&(n / 32 % 32)) { 200 } else { 20 }).collect();
+    let volume = Volume::new(Geometry::new(dims, [1.0, 1.0, 2.0], [0.0; 3]), 1, VoxelBuffer::U8(data), VolumeMeta::default()).unwrap();
+    let input = work.path().join("square.nii.gz");
+    nifti::write(&input, &volume, nifti::NiftiKind::Image).unwrap();
+    let segment = |model: &str, output: &str| {
+        let mut args = vec!["segment", "--input", input.to_str().unwrap(), "--box", "8,8,23,23", "--slice", "1"];
+        args.extend(["--model-config", MODEL_CONFIG, "--output", output]);
+        if !model.is_empty() {
+            args.extend(["--model", model]);
+        }
+        cli(&args, work.path(), work.path()).output().unwrap()
+    };
+
+    let output = segment("us_heart", "mask.nii.gz");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(PathBuf::from(printed["checkpoint"].as_str().unwrap()), placed);
+
+    // Without --model the default, MedSAM2_latest.pt, is searched for instead.
+    let output = segment("", "default.nii.gz");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MedSAM2_latest.pt"), "{stderr}");
+
+    let manifest = work.path().join("manifest.csv");
+    std::fs::write(&manifest, "image,slice,box,window,label,axis\nsquare.nii.gz,1,\"8,8,23,23\",,1,\n").unwrap();
+    let batch = cli(
+        &["segment-batch", "--manifest", manifest.to_str().unwrap(), "--output-dir", "batch", "--model", "MedSAM2_US_Heart.pt"],
+        work.path(),
+        work.path(),
+    )
+    .args(["--model-config", MODEL_CONFIG])
+    .output()
+    .unwrap();
+    assert!(batch.status.success(), "{}", String::from_utf8_lossy(&batch.stderr));
+    assert!(work.path().join("batch/square_mask.nii.gz").is_file());
 }

@@ -103,12 +103,8 @@ pub fn show(app: &mut ViewerApp, ctx: &egui::Context) {
             ui.label("Segmentation runs the MedSAM2 model, and its checkpoint is not on this machine yet.");
             ui.label(egui::RichText::new(message).small());
             ui.horizontal(|ui| {
-                if ui
-                    .button("Download MedSAM2_latest.pt")
-                    .on_hover_text("About 150 MB from huggingface.co/wanglab/MedSAM2 into the Hugging Face cache; resumable")
-                    .clicked()
-                {
-                    app.model_panel.start_download(ctx, crate::weights::DownloadOptions::default());
+                if super::model_panel::download_offer(ui, app.settings.model_variant) {
+                    app.model_panel.start_download(ctx, app.settings.model_variant);
                     app.status = "Downloading MedSAM2 weights… (Model panel shows the progress)".into();
                     close = true;
                 }

@@ -347,6 +347,7 @@ impl ViewerApp {
     fn model_choice(&self) -> crate::segment::engine::ModelChoice {
         crate::segment::engine::ModelChoice {
             checkpoint: self.settings.checkpoint.clone(),
+            variant: self.settings.model_variant,
             config: self.settings.model_config.clone(),
             device: self.settings.device.as_deref().and_then(|d| d.parse().ok()).unwrap_or_default(),
         }

@@ -1,11 +1,12 @@
-//! The model settings panel: which MedSAM2 checkpoint and model configuration the viewer uses,
-//! on which device, whether the checkpoint is there, and the download of `MedSAM2_latest.pt`
-//! from the Hugging Face hub (progress bar, cancel, resume) when it is not.
+//! The model settings panel: which published MedSAM2 variant (or which checkpoint file) and
+//! model configuration the viewer uses, on which device, whether the checkpoint is there, and the
+//! download of the variant's file from the Hugging Face hub (progress bar, cancel, resume, the
+//! weights' licence beside the button) when it is not.
 
 use super::jobs::BackgroundJob;
 use super::settings::Settings;
 use crate::segment::engine::DeviceChoice;
-use crate::weights::{self, DownloadOptions, Downloaded, Located};
+use crate::weights::{self, DownloadOptions, Downloaded, Located, ModelVariant};
 use std::path::PathBuf;
 
 /// What the worker of a download reports.
@@ -14,23 +15,29 @@ pub enum DownloadMessage {
     Failed(String),
 }
 
+/// What a search for the checkpoint looked for: the explicit path, and the variant searched for
+/// without one.
+type SearchKey = (Option<PathBuf>, ModelVariant);
+
 /// State of the model panel.
 #[derive(Default)]
 pub struct ModelPanel {
-    /// Result of the last search for the checkpoint, refreshed when the settings change.
-    found: Option<(Option<PathBuf>, Result<Located, String>)>,
+    /// Result of the last search for the checkpoint and what it looked for, refreshed when the
+    /// settings change.
+    found: Option<(SearchKey, Result<Located, String>)>,
     download: Option<BackgroundJob<DownloadMessage>>,
     /// The outcome of the last download, for the panel.
     pub last_download: Option<Result<PathBuf, String>>,
 }
 
 impl ModelPanel {
-    /// The checkpoint the settings point to (or the default search finds).
+    /// The checkpoint the settings point to (or the search for their variant finds).
     pub fn checkpoint(&mut self, settings: &Settings) -> &Result<Located, String> {
-        let stale = self.found.as_ref().is_none_or(|(explicit, _)| explicit != &settings.checkpoint);
+        let key = (settings.checkpoint.clone(), settings.model_variant);
+        let stale = self.found.as_ref().is_none_or(|(searched, _)| searched != &key);
         if stale {
-            let found = weights::locate(settings.checkpoint.as_deref()).map_err(|e| e.to_string());
-            self.found = Some((settings.checkpoint.clone(), found));
+            let found = weights::locate(settings.checkpoint.as_deref(), settings.model_variant).map_err(|e| e.to_string());
+            self.found = Some((key, found));
         }
         &self.found.as_ref().expect("set above").1
     }
@@ -44,11 +51,12 @@ impl ModelPanel {
         self.download.is_some()
     }
 
-    /// Starts downloading `MedSAM2_latest.pt` into the hub cache on a worker thread.
-    pub fn start_download(&mut self, ctx: &egui::Context, options: DownloadOptions) {
+    /// Starts downloading `variant`'s checkpoint into the hub cache on a worker thread.
+    pub fn start_download(&mut self, ctx: &egui::Context, variant: ModelVariant) {
         if self.download.is_some() {
             return;
         }
+        let options = DownloadOptions { hub_file: variant.hub_file(), ..DownloadOptions::default() };
         let title = format!("Downloading {} from {}", options.hub_file.file, options.hub_file.repo);
         self.download = Some(BackgroundJob::spawn(title, Some(ctx.clone()), move |progress, tx| {
             let shared = std::sync::Arc::clone(progress);
@@ -80,15 +88,26 @@ impl ModelPanel {
         arrived
     }
 
-    /// The panel: checkpoint, configuration, device, status and the download button.
+    /// The panel: model variant, checkpoint, configuration, device, status and the download button.
     pub fn ui(&mut self, ui: &mut egui::Ui, settings: &mut Settings) -> bool {
         let mut changed = false;
+        ui.add_enabled_ui(settings.checkpoint.is_none(), |ui| {
+            let before = settings.model_variant;
+            egui::ComboBox::from_label("model").selected_text(before.name()).show_ui(ui, |ui| {
+                for variant in ModelVariant::ALL {
+                    ui.selectable_value(&mut settings.model_variant, variant, variant.name()).on_hover_text(variant.description());
+                }
+            });
+            ui.label(egui::RichText::new(settings.model_variant.description()).small());
+            changed |= settings.model_variant != before;
+        });
         ui.horizontal(|ui| {
             ui.label("Checkpoint");
             let shown = settings.checkpoint.as_ref().map_or_else(|| "default search".to_string(), |p| p.display().to_string());
-            ui.label(egui::RichText::new(shown).monospace()).on_hover_text(
-                "Default: weights/MedSAM2_latest.pt next to the program or the current folder, then the Hugging Face cache",
-            );
+            ui.label(egui::RichText::new(shown).monospace()).on_hover_text(format!(
+                "Default: weights/{} next to the program or the current folder, then the Hugging Face cache",
+                settings.model_variant.file_name()
+            ));
         });
         ui.horizontal(|ui| {
             if ui.button("Choose checkpoint…").on_hover_text("A MedSAM2/SAM2.1 .pt or .safetensors file").clicked()
@@ -148,13 +167,8 @@ impl ModelPanel {
             if ui.button("Cancel download").on_hover_text("The partial file is kept; downloading again resumes").clicked() {
                 job.progress.cancel();
             }
-        } else if self.checkpoint(settings).is_err()
-            && ui
-                .button("Download MedSAM2_latest.pt")
-                .on_hover_text("From huggingface.co/wanglab/MedSAM2 into the Hugging Face cache (HF_ENDPOINT is honoured); see weights/README.md for the manual route")
-                .clicked()
-        {
-            self.start_download(ui.ctx(), DownloadOptions::default());
+        } else if self.checkpoint(settings).is_err() && download_offer(ui, settings.model_variant) {
+            self.start_download(ui.ctx(), settings.model_variant);
         }
         match &self.last_download {
             Some(Ok(path)) => {
@@ -166,5 +180,61 @@ impl ModelPanel {
             None => {}
         }
         changed
+    }
+}
+
+/// The download button for `variant`'s checkpoint with the weights' licence beside it; true when
+/// clicked. The model panel and the "weights are needed" dialog both offer the download with it.
+pub fn download_offer(ui: &mut egui::Ui, variant: ModelVariant) -> bool {
+    ui.horizontal(|ui| {
+        let hub_file = variant.hub_file();
+        let clicked = ui
+            .button(format!("Download {}", hub_file.file))
+            .on_hover_text(format!(
+                "From huggingface.co/{} into the Hugging Face cache (HF_ENDPOINT is honoured); see weights/README.md for the manual route",
+                hub_file.repo
+            ))
+            .clicked();
+        ui.label(egui::RichText::new(format!("Licence: {}", variant.licence())).small());
+        clicked
+    })
+    .inner
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egui_kittest::kittest::Queryable;
+    use egui_kittest::Harness;
+
+    /// The panel, its settings, and whether the panel reported a change.
+    type PanelState = (ModelPanel, Settings, bool);
+
+    #[test]
+    fn variant_combo_sets_the_variant_and_the_download_offer_follows_it() {
+        let mut harness = Harness::new_ui_state(
+            |ui, (panel, settings, changed): &mut PanelState| *changed |= panel.ui(ui, settings),
+            (ModelPanel::default(), Settings::default(), false),
+        );
+        harness.run_steps(2);
+        harness.get_by_label(ModelVariant::Latest.description());
+        harness.get_by_value("MedSAM2_latest").click();
+        harness.run_steps(2);
+        harness.get_by_label("MedSAM2_CTLesion").click();
+        harness.run_steps(2);
+
+        let (panel, settings, changed) = harness.state_mut();
+        assert_eq!(settings.model_variant, ModelVariant::CtLesion);
+        assert!(*changed, "the change is reported, so the viewer saves the settings");
+        // The download is offered only where the chosen variant's file is not found.
+        let missing = panel.checkpoint(settings).is_err();
+        harness.run_steps(1);
+        harness.get_by_label("CT lesions (DeepLesion)");
+        let offer = harness.query_by_label("Download MedSAM2_CTLesion.pt");
+        assert_eq!(offer.is_some(), missing);
+        assert!(harness.query_by_label("Download MedSAM2_latest.pt").is_none());
+        if missing {
+            harness.get_by_label("Licence: CC-BY-SA-4.0 (research and education use)");
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! `Settings`: what the viewer remembers between runs (recent files, model checkpoint and
-//! device, brush), stored as JSON in the user's config folder, and the folders it uses for
+//! `Settings`: what the viewer remembers between runs (recent files, model variant, checkpoint
+//! and device, brush), stored as JSON in the user's config folder, and the folders it uses for
 //! recovery files and the bundled sample.
 
+use crate::weights::ModelVariant;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,10 @@ const MAX_RECENT: usize = 10;
 #[serde(default)]
 pub struct Settings {
     pub recent: Vec<PathBuf>,
-    /// Checkpoint chosen in the model panel (None = the default search).
+    /// Checkpoint chosen in the model panel (None = the default search for `model_variant`).
     pub checkpoint: Option<PathBuf>,
+    /// Published MedSAM2 checkpoint searched for and downloaded when `checkpoint` is None.
+    pub model_variant: ModelVariant,
     /// Model configuration yaml chosen in the model panel (None = the built-in MedSAM2 t512).
     pub model_config: Option<PathBuf>,
     /// "cpu", "cuda" or "metal".
@@ -106,11 +109,21 @@ mod tests {
             s.add_recent(&dir.path().join(format!("{n}.nii")));
         }
         s.add_recent(&dir.path().join("5.nii"));
+        s.model_variant = ModelVariant::UsHeart;
         assert_eq!(s.recent.len(), MAX_RECENT);
         assert!(s.recent[0].ends_with("5.nii"));
         let path = dir.path().join("conf/settings.json");
         s.save(&path).unwrap();
         assert_eq!(Settings::load(&path), s);
         assert_eq!(Settings::load(&dir.path().join("missing.json")), Settings::default());
+    }
+
+    #[test]
+    fn model_variant_is_stored_by_name_and_defaults_to_latest() {
+        let s = Settings { model_variant: ModelVariant::CtLesion, ..Settings::default() };
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"model_variant\":\"MedSAM2_CTLesion\""), "{json}");
+        let older: Settings = serde_json::from_str(r#"{"device": "cpu"}"#).unwrap();
+        assert_eq!(older.model_variant, ModelVariant::Latest);
     }
 }

@@ -8,6 +8,7 @@ use crate::io::{self, nifti, OpenOptions, SeriesSelector};
 use crate::segment::pipeline::{self, BoxPrompt, BoxRun, PassBounds, PassLogits};
 use crate::volume::{SliceAxis, Window};
 use crate::segment::engine::{DeviceChoice, LoadedModel, ModelChoice};
+use crate::weights::ModelVariant;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Args;
@@ -52,6 +53,9 @@ pub struct SegmentArgs {
     /// Checkpoint (.pt or .safetensors). Default: weights/ or the Hugging Face cache.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// Published MedSAM2 checkpoint searched for when --checkpoint is not given.
+    #[arg(long, default_value_t, conflicts_with = "checkpoint")]
+    pub model: ModelVariant,
     /// Model configuration yaml. Default: MedSAM2's sam2.1_hiera_t512.yaml.
     #[arg(long)]
     pub model_config: Option<PathBuf>,
@@ -93,7 +97,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     let read_seconds = start.elapsed().as_secs_f64();
 
     let model_start = Instant::now();
-    let choice = ModelChoice { checkpoint: args.checkpoint.clone(), config: args.model_config.clone(), device: args.device };
+    let choice = ModelChoice { checkpoint: args.checkpoint.clone(), variant: args.model, config: args.model_config.clone(), device: args.device };
     let loaded = LoadedModel::load(&choice)?;
     let model_seconds = model_start.elapsed().as_secs_f64();
 

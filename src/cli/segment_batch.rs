@@ -8,6 +8,7 @@ use crate::segment::batch::{compose_labels, read_summary, write_summary, ImageJo
 use crate::segment::engine::{DeviceChoice, LoadedModel, ModelChoice};
 use crate::segment::pipeline;
 use crate::volume::{SliceAxis, VoxelBuffer};
+use crate::weights::ModelVariant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -37,6 +38,9 @@ pub struct SegmentBatchArgs {
     /// Checkpoint (.pt or .safetensors). Default: weights/ or the Hugging Face cache.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// Published MedSAM2 checkpoint searched for when --checkpoint is not given.
+    #[arg(long, default_value_t, conflicts_with = "checkpoint")]
+    pub model: ModelVariant,
     /// Model configuration yaml. Default: MedSAM2's sam2.1_hiera_t512.yaml.
     #[arg(long)]
     pub model_config: Option<PathBuf>,
@@ -91,7 +95,7 @@ pub fn segment_batch(args: SegmentBatchArgs) -> anyhow::Result<()> {
     }
     write_summary(&summary_path, &lines)?;
 
-    let choice = ModelChoice { checkpoint: args.checkpoint.clone(), config: args.model_config.clone(), device: args.device };
+    let choice = ModelChoice { checkpoint: args.checkpoint.clone(), variant: args.model, config: args.model_config.clone(), device: args.device };
     let mut model = None;
     for (n, job) in todo.iter().enumerate() {
         let image_start = Instant::now();

@@ -1,10 +1,11 @@
-//! `weights`: download the MedSAM2 checkpoint from the Hugging Face hub (with a progress bar) and
-//! tell where the checkpoint is found. Both print JSON on stdout; failures exit with status 2.
+//! `weights`: download a MedSAM2 checkpoint (`--model NAME`, or any `--file`) from the Hugging
+//! Face hub (with a progress bar) and tell where it is found. Both print JSON on stdout; failures
+//! exit with status 2.
 //!
 //! Ctrl-C during `download` ends the process at once: every byte already received is in the
 //! cache's `.part` file (written unbuffered as it arrives), and the next `download` resumes it.
 
-use crate::weights::{self, DownloadOptions, HubFile, SearchPlaces, DEFAULT_FILE, DEFAULT_REPO};
+use crate::weights::{self, DownloadOptions, HubFile, ModelVariant, SearchPlaces, DEFAULT_REPO};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 #[derive(Subcommand, Debug)]
 pub enum WeightsCommand {
     /// Download the checkpoint into the Hugging Face cache (resumes a partial download).
+    #[command(after_help = format!("Licence of the published MedSAM2 weights: {}", weights::LICENCE))]
     Download(DownloadArgs),
     /// Print where the checkpoint is found, or where to put it.
     Locate(LocateArgs),
@@ -23,14 +25,18 @@ pub struct HubFileArgs {
     /// Hugging Face model repository.
     #[arg(long, default_value = DEFAULT_REPO)]
     pub repo: String,
-    /// File in the repository.
-    #[arg(long, default_value = DEFAULT_FILE)]
-    pub file: String,
+    /// Published MedSAM2 checkpoint (its file `<NAME>.pt`); case, the MedSAM2_ prefix and .pt may
+    /// be left out.
+    #[arg(long, default_value_t, conflicts_with = "file")]
+    pub model: ModelVariant,
+    /// Any other file in the repository, instead of --model.
+    #[arg(long)]
+    pub file: Option<String>,
 }
 
 impl From<HubFileArgs> for HubFile {
     fn from(args: HubFileArgs) -> Self {
-        HubFile { repo: args.repo, file: args.file }
+        HubFile { repo: args.repo, file: args.file.unwrap_or_else(|| args.model.file_name()) }
     }
 }
 
@@ -69,6 +75,9 @@ fn download(args: DownloadArgs) -> anyhow::Result<()> {
         cache_dir: None,
         retries: args.retries,
     };
+    if let Some(variant) = published_variant(&options.hub_file) {
+        eprintln!("{}: licence {}", options.hub_file.file, variant.licence());
+    }
     let bar = ProgressBar::new(0).with_message(options.hub_file.file.clone());
     bar.set_style(ProgressStyle::with_template(
         "{msg} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
@@ -86,6 +95,11 @@ fn download(args: DownloadArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     println!("{}", serde_json::to_string_pretty(&result?)?);
     Ok(())
+}
+
+/// The published variant `hub_file` is, when it is one of `wanglab/MedSAM2`'s checkpoints.
+fn published_variant(hub_file: &HubFile) -> Option<ModelVariant> {
+    (hub_file.repo == DEFAULT_REPO).then(|| ModelVariant::for_file(&hub_file.file)).flatten()
 }
 
 fn locate(args: LocateArgs) -> anyhow::Result<()> {

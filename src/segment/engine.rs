@@ -1,11 +1,11 @@
 //! `LoadedModel`: a MedSAM2 network ready to run — its configuration (an official yaml, or the
-//! built-in MedSAM2 `sam2.1_hiera_t512`), the checkpoint found by the weights search and loaded
-//! strictly, and the device. One loader serves the command line and the viewer.
+//! built-in MedSAM2 `sam2.1_hiera_t512`), the checkpoint (a file given, or the chosen published
+//! variant found by the weights search) loaded strictly, and the device. One loader serves the command line and the viewer.
 
 use crate::model::checkpoint::{Checkpoint, CheckpointError, MismatchReport};
 use crate::model::config::{ConfigError, Sam2Config};
 use crate::model::sam2::Sam2Base;
-use crate::weights::{self, LocateError};
+use crate::weights::{self, LocateError, ModelVariant};
 use candle_core::Device;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -68,10 +68,14 @@ impl FromStr for DeviceChoice {
     }
 }
 
-/// Which model to load: `None` paths mean the defaults (weights search, built-in t512 yaml).
+/// Which model to load: `None` paths mean the defaults (the weights search for `variant`'s file,
+/// the built-in t512 yaml).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ModelChoice {
+    /// A checkpoint file; when given, `variant` is not searched for.
     pub checkpoint: Option<PathBuf>,
+    /// The published checkpoint searched for when `checkpoint` is `None`.
+    pub variant: ModelVariant,
     pub config: Option<PathBuf>,
     pub device: DeviceChoice,
 }
@@ -106,7 +110,8 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Locates the checkpoint, reads the configuration, and builds the network, checking that
+    /// Locates the checkpoint (`choice.checkpoint`, else `choice.variant`'s file in weights/ or the
+    /// hub cache), reads the configuration, and builds the network, checking that
     /// every tensor of the file is used and every tensor the network needs is there.
     pub fn load(choice: &ModelChoice) -> Result<Self, EngineError> {
         let config = match &choice.config {
@@ -114,7 +119,7 @@ impl LoadedModel {
             None => Sam2Config::default_t512(),
         };
         let device = choice.device.device()?;
-        let located = weights::locate(choice.checkpoint.as_deref())?;
+        let located = weights::locate(choice.checkpoint.as_deref(), choice.variant)?;
         let checkpoint = Checkpoint::open(&located.path)?;
         let built = Sam2Base::new(checkpoint.var_builder(&device), &config);
         // A checkpoint of another architecture usually also fails to build: the key report
@@ -160,7 +165,7 @@ mod tests {
         let choice = ModelChoice {
             checkpoint: Some(format!("{FIXTURES}/model.pt").into()),
             config: Some(format!("{FIXTURES}/config.yaml").into()),
-            device: DeviceChoice::Cpu,
+            ..ModelChoice::default()
         };
         let loaded = LoadedModel::load(&choice).unwrap();
         assert_eq!(loaded.config.model.image_size, 128);

@@ -95,7 +95,7 @@ pub enum DownloadError {
 fn status_hint(status: u16) -> &'static str {
     match status {
         401 | 403 => " (access refused: check the repository name, or set HF_TOKEN)",
-        404 => " (no such file: check --repo and --file)",
+        404 => " (no such file: check --repo, --model and --file)",
         416 => " (the partial file in the cache does not fit the file on the hub)",
         _ => "",
     }

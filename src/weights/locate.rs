@@ -1,12 +1,13 @@
-//! Where the checkpoint is looked for, in order: a path the user gave; `weights/<file>` under the
+//! Where a checkpoint is looked for, in order: a path the user gave; `weights/<file>` under the
 //! current folder; `weights/<file>` under the executable's folder and up to three of its parents
 //! (so `cargo run` from the repository finds the repository's weights/); the Hugging Face hub
 //! cache (the standard `models--owner--name/snapshots/<commit>/<file>` layout, shared with
-//! Python's `huggingface_hub`). What is found gets the cheap format check; when nothing is found
-//! the error says where to put the file, where to download it, and which command does it.
+//! Python's `huggingface_hub`). `<file>` is the chosen variant's file (`MedSAM2_latest.pt` by
+//! default). What is found gets the cheap format check; when nothing is found the error says where
+//! to put the file, where to download it, and which command does it.
 
-use super::{endpoint_from_env, hub_cache_from_env, check_checkpoint, CheckpointError, HubFile};
-use super::{DEFAULT_FILE, DEFAULT_REPO, WEIGHTS_DIR};
+use super::{endpoint_from_env, hub_cache_from_env, check_checkpoint, CheckpointError, HubFile, ModelVariant};
+use super::{DEFAULT_REPO, WEIGHTS_DIR};
 use hf_hub::{Cache, Repo};
 use serde::Serialize;
 use std::fmt;
@@ -90,15 +91,23 @@ impl NotFound {
 
     /// The command line that downloads this file.
     pub fn command(&self) -> String {
-        let mut command = String::from("medsam-viewer weights download");
-        if self.hub_file.repo != DEFAULT_REPO {
-            command.push_str(&format!(" --repo {}", self.hub_file.repo));
-        }
-        if self.hub_file.file != DEFAULT_FILE {
-            command.push_str(&format!(" --file {}", self.hub_file.file));
-        }
-        command
+        download_command(&self.hub_file)
     }
+}
+
+/// `medsam-viewer weights download` with the options that name `hub_file`: `--model` for a
+/// published variant other than the default, `--file` for any other file.
+fn download_command(hub_file: &HubFile) -> String {
+    let mut command = String::from("medsam-viewer weights download");
+    if hub_file.repo != DEFAULT_REPO {
+        command.push_str(&format!(" --repo {}", hub_file.repo));
+    }
+    match ModelVariant::for_file(&hub_file.file) {
+        Some(ModelVariant::Latest) => {}
+        Some(variant) => command.push_str(&format!(" --model {variant}")),
+        None => command.push_str(&format!(" --file {}", hub_file.file)),
+    }
+    command
 }
 
 impl fmt::Display for NotFound {
@@ -125,16 +134,16 @@ impl std::error::Error for NotFound {}
 pub enum LocateError {
     #[error("the checkpoint {0} does not exist or is not a file")]
     ExplicitMissing(PathBuf),
-    #[error("{path} is not a usable MedSAM2 checkpoint: {reason}. Replace it, or run `medsam-viewer weights download` for a verified copy")]
-    Invalid { path: PathBuf, reason: CheckpointError },
+    #[error("{path} is not a usable MedSAM2 checkpoint: {reason}. Replace it, or run `{command}` for a verified copy")]
+    Invalid { path: PathBuf, reason: CheckpointError, command: String },
     #[error(transparent)]
     NotFound(NotFound),
 }
 
-/// Locates the default MedSAM2 checkpoint for this process: `explicit` if given, else the places
-/// of [`SearchPlaces::from_env`].
-pub fn locate(explicit: Option<&Path>) -> Result<Located, LocateError> {
-    locate_in(explicit, &SearchPlaces::from_env(HubFile::default()))
+/// Locates a MedSAM2 checkpoint for this process: `explicit` if given, else `variant`'s file in
+/// the places of [`SearchPlaces::from_env`].
+pub fn locate(explicit: Option<&Path>, variant: ModelVariant) -> Result<Located, LocateError> {
+    locate_in(explicit, &SearchPlaces::from_env(variant.hub_file()))
 }
 
 /// Locates a checkpoint: `explicit` if given (it must exist; there is no fallback), else the
@@ -145,16 +154,16 @@ pub fn locate_in(explicit: Option<&Path>, places: &SearchPlaces) -> Result<Locat
         if !path.is_file() {
             return Err(LocateError::ExplicitMissing(path.to_path_buf()));
         }
-        return checked(path.to_path_buf(), Source::Explicit);
+        return checked(path.to_path_buf(), Source::Explicit, places);
     }
     if let Some(path) = places.weights_files.iter().find(|p| p.is_file()) {
-        return checked(path.clone(), Source::WeightsFolder);
+        return checked(path.clone(), Source::WeightsFolder, places);
     }
     let cached = places.hub_cache.as_ref().and_then(|cache| {
         Cache::new(cache.clone()).repo(Repo::model(places.hub_file.repo.clone())).get(&places.hub_file.file)
     });
     if let Some(path) = cached {
-        return checked(path, Source::HubCache);
+        return checked(path, Source::HubCache, places);
     }
     Err(LocateError::NotFound(NotFound {
         searched: places.weights_files.clone(),
@@ -164,10 +173,10 @@ pub fn locate_in(explicit: Option<&Path>, places: &SearchPlaces) -> Result<Locat
     }))
 }
 
-fn checked(path: PathBuf, source: Source) -> Result<Located, LocateError> {
+fn checked(path: PathBuf, source: Source, places: &SearchPlaces) -> Result<Located, LocateError> {
     match check_checkpoint(&path) {
         Ok(()) => Ok(Located { path, source }),
-        Err(reason) => Err(LocateError::Invalid { path, reason }),
+        Err(reason) => Err(LocateError::Invalid { path, reason, command: download_command(&places.hub_file) }),
     }
 }
 
@@ -216,23 +225,27 @@ mod tests {
         let places = SearchPlaces {
             weights_files: vec![first.clone(), second],
             hub_cache: None,
-            hub_file: HubFile::default(),
+            hub_file: ModelVariant::CtLesion.hub_file(),
             endpoint: "http://mirror.local".into(),
         };
         let error = locate_in(None, &places).unwrap_err();
-        assert!(matches!(&error, LocateError::Invalid { path, reason: CheckpointError::Html } if *path == first));
+        assert!(matches!(&error, LocateError::Invalid { path, reason: CheckpointError::Html, .. } if *path == first));
         assert!(error.to_string().contains("HTML or XML page"), "{error}");
+        assert!(error.to_string().contains("run `medsam-viewer weights download --model MedSAM2_CTLesion` for"), "{error}");
     }
 
     #[test]
-    fn download_command_names_a_non_default_file() {
+    fn download_command_names_a_variant_by_model_and_another_file_by_file() {
         let not_found = NotFound {
             searched: vec![],
             hub_cache: None,
-            hub_file: HubFile { repo: DEFAULT_REPO.into(), file: "MedSAM2_CTLesion.pt".into() },
+            hub_file: ModelVariant::CtLesion.hub_file(),
             url: String::new(),
         };
-        assert_eq!(not_found.command(), "medsam-viewer weights download --file MedSAM2_CTLesion.pt");
+        assert_eq!(not_found.command(), "medsam-viewer weights download --model MedSAM2_CTLesion");
         assert_eq!(not_found.put_at(), PathBuf::from("weights/MedSAM2_CTLesion.pt"));
+        assert_eq!(download_command(&HubFile::default()), "medsam-viewer weights download");
+        let other = HubFile { repo: "someone/sam2".into(), file: "sam2.1_hiera_tiny.pt".into() };
+        assert_eq!(download_command(&other), "medsam-viewer weights download --repo someone/sam2 --file sam2.1_hiera_tiny.pt");
     }
 }

@@ -1,10 +1,11 @@
-//! The MedSAM2 checkpoint: where it is looked for on this machine ([`locate`]), how it is fetched
-//! from the Hugging Face hub into the standard hub cache ([`download`]), and the cheap checks that
-//! tell a real PyTorch checkpoint from a truncated download or a saved error page
-//! ([`check_checkpoint`]).
+//! The MedSAM2 checkpoints: which ones are published ([`ModelVariant`]), where one is looked for
+//! on this machine ([`locate`]), how it is fetched from the Hugging Face hub into the standard hub
+//! cache ([`download`]), and the cheap checks that tell a real PyTorch checkpoint from a truncated
+//! download or a saved error page ([`check_checkpoint`]).
 //!
 //! The weights are not shipped with the program: they come from the public hub repository
-//! `wanglab/MedSAM2`, file `MedSAM2_latest.pt`. weights/README.md describes the manual route.
+//! `wanglab/MedSAM2`, by default the file `MedSAM2_latest.pt`. weights/README.md describes the
+//! manual route.
 //! This module also owns the environment conventions shared by both halves: `HF_ENDPOINT` for
 //! mirrors, and the cache folder resolved the way Python's `huggingface_hub` resolves it, so a
 //! file fetched by either tool is found by the other.
@@ -12,17 +13,17 @@
 mod download;
 mod integrity;
 mod locate;
+mod variant;
 
 pub use download::{download, DownloadError, DownloadOptions, Downloaded};
 pub use integrity::{check_checkpoint, sha256_file, CheckpointError};
 pub use locate::{locate, locate_in, LocateError, Located, NotFound, SearchPlaces, Source};
+pub use variant::{ModelVariant, UnknownModelVariant, LICENCE};
 
 use std::path::PathBuf;
 
 /// Hub repository that publishes the MedSAM2 checkpoints.
 pub const DEFAULT_REPO: &str = "wanglab/MedSAM2";
-/// The checkpoint the viewer uses.
-pub const DEFAULT_FILE: &str = "MedSAM2_latest.pt";
 /// The public hub; `HF_ENDPOINT` replaces it (mirrors, air-gapped sites).
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// Folder name searched for a hand-placed checkpoint.
@@ -37,9 +38,10 @@ pub struct HubFile {
     pub file: String,
 }
 
+/// The default checkpoint, [`ModelVariant::Latest`].
 impl Default for HubFile {
     fn default() -> Self {
-        Self { repo: DEFAULT_REPO.to_owned(), file: DEFAULT_FILE.to_owned() }
+        ModelVariant::default().hub_file()
     }
 }
 
