@@ -206,8 +206,9 @@ fn segment_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
 /// dragging its marks on the other planes' views).
 fn range_controls(app: &mut ViewerApp, ui: &mut egui::Ui) {
     use super::segmentation::RangeChoice;
-    let key = app.run_origin().map_or(0, |(_, key)| key);
-    let count = app.run_origin().zip(app.doc.as_ref()).map_or(1, |((axis, _), doc)| doc.dims()[axis.normal()]);
+    let origin = app.run_origin();
+    let key = origin.map_or(0, |(_, key)| key);
+    let count = origin.zip(app.doc.as_ref()).map_or(1, |((axis, _), doc)| doc.dims()[axis.normal()]);
     ui.horizontal(|ui| {
         ui.label("Range");
         let around = RangeChoice::AroundKey(32);

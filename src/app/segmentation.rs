@@ -13,7 +13,7 @@
 use super::jobs::{BackgroundJob, JobSender, Progress};
 use crate::segment::engine::{LoadedModel, ModelChoice};
 use crate::segment::pipeline::{self, BoxPrompt, BoxRun, Click, PassBounds, PassReport};
-use crate::segment::predictor::{PointsOrBox, Propagation, SliceResult, VolumePredictor};
+use crate::segment::predictor::{PointsOrBox, SliceResult, VolumePredictor};
 use crate::volume::{extract_slice, SliceAxis, Volume, Window};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -224,7 +224,7 @@ fn run(slot: &mut Option<Session>, request: &Request, progress: &Arc<Progress>, 
         Prompt::Box { bbox, clicks } => {
             let prompt = BoxPrompt { axis: request.axis, slice: request.slice, bbox: *bbox };
             // The key slice's answer, then both passes (each visits the key slice).
-            let total = bounded_slices(&request.bounds, predictor.len()) + 2;
+            let total = request.bounds.slice_count(predictor.len()) + 2;
             let mut done = 0;
             let mut shown: HashMap<usize, Vec<u8>> = HashMap::new();
             let box_run = BoxRun { prompt, clicks: clicks.clone(), bounds: request.bounds };
@@ -275,12 +275,6 @@ fn foreground(slice: &SliceResult) -> Vec<u8> {
     slice.objects.first().map_or_else(Vec::new, |o| o.logits.iter().map(|&l| u8::from(l > 0.0)).collect())
 }
 
-/// Slices within `bounds` of a volume of `count` slices.
-fn bounded_slices(bounds: &PassBounds, count: usize) -> usize {
-    let [first, last] = bounds.slice_range(count);
-    last + 1 - first
-}
-
 /// Propagates the prompted slice forward, then backward, within `bounds`, streaming every
 /// slice; the slices replace what the label had there.
 fn both_ways(
@@ -290,24 +284,22 @@ fn both_ways(
     progress: &Arc<Progress>,
     tx: &JobSender<Message>,
 ) -> Result<RunOutcome, String> {
-    let total = bounded_slices(bounds, predictor.len()) + 1;
-    let [first, last] = bounds.slice_range(predictor.len());
-    if !(first..=last).contains(&slice) {
-        return Err(format!("slice {slice} is outside the propagation range {first}..={last}"));
-    }
+    let count = predictor.len();
+    bounds.check(slice, count, predictor.slices().axis()).map_err(|e| e.to_string())?;
+    let total = bounds.slice_count(count) + 1;
     let mut done = 0;
     let mut passes = Vec::with_capacity(2);
     for reverse in [false, true] {
         let outcome = predictor
-            .propagate(&bounds.walk(slice, predictor.len(), reverse), progress.cancel_flag(), |result| {
+            .propagate(&bounds.walk(slice, count, reverse), progress.cancel_flag(), |result| {
                 done += 1;
                 progress.set(done, total);
                 tx.send(Message::Slice { index: result.index, mask: foreground(&result) });
             })
             .map_err(|e| e.to_string())?;
-        match outcome {
-            Propagation::Finished { slices, last, end } => passes.push(PassReport { slices, last, end }),
-            Propagation::Cancelled { .. } => return Ok(RunOutcome { slices: done, end: RunEnd::Cancelled }),
+        match PassReport::of(outcome) {
+            Some(pass) => passes.push(pass),
+            None => return Ok(RunOutcome { slices: done, end: RunEnd::Cancelled }),
         }
     }
     let passes = <[PassReport; 2]>::try_from(passes).map_err(|_| "a direction did not report".to_string())?;

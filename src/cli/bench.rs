@@ -235,10 +235,10 @@ fn interactive(args: InteractiveArgs) -> anyhow::Result<()> {
 
     // One image-encoder pass, the yardstick of the goals.
     let image = Tensor::from_vec((0..3 * s * s).map(|i| ((i as f32) * 0.0137).sin()).collect::<Vec<f32>>(), (1, 3, s, s), &device)?;
-    let encoder_ms = time_ms(3, || {
+    let encoder_ms = median(&time_ms(3, || {
         model.forward_image(&image)?;
         Ok(())
-    })?;
+    })?);
 
     let start = Instant::now();
     let mut predictor = pipeline::predictor_for(model.clone(), &volume, SliceAxis::Axial, Some(window), device.clone())?;
@@ -282,12 +282,12 @@ fn interactive(args: InteractiveArgs) -> anyhow::Result<()> {
             "weights": weights,
             "threads": rayon::current_num_threads(),
             "volume": { "dims": dims, "key_slice": key, "lesion_band": [band.start, band.end - 1] },
-            "encoder_ms": median(&encoder_ms),
+            "encoder_ms": encoder_ms,
             "preview_ms": preview_ms,
-            "preview_over_encoder": preview_ms / median(&encoder_ms),
+            "preview_over_encoder": preview_ms / encoder_ms,
             "click_ms": click_ms,
             "first_slice_ms": first_slice_ms,
-            "first_slice_over_encoder": first_slice_ms.map(|ms| ms / median(&encoder_ms)),
+            "first_slice_over_encoder": first_slice_ms.map(|ms| ms / encoder_ms),
             "done_seconds": done_seconds,
             "prepare_seconds": prepare_seconds,
             "slices_encoded": slices_encoded,

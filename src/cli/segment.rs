@@ -109,7 +109,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     let [first, last] = bounds.slice_range(count);
     // The key slice's answer, then each pass's slices (both include the key slice); a pass that
     // stops early leaves the bar short of its end.
-    let bar = ProgressBar::new((last - first + 3) as u64);
+    let bar = ProgressBar::new((bounds.slice_count(count) + 2) as u64);
     bar.set_style(ProgressStyle::with_template("segmenting [{elapsed_precise}] [{wide_bar}] {pos}/{len} slices ({eta})")?);
     // Never set: on the command line Ctrl-C ends the process.
     let cancel = AtomicBool::new(false);

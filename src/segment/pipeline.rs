@@ -81,9 +81,28 @@ pub struct PassBounds {
 }
 
 impl PassBounds {
+    /// Checks the bounds for passes from slice `key` among `count` slices along `axis`: the
+    /// range lies in the volume and holds the key slice.
+    pub fn check(&self, key: usize, count: usize, axis: SliceAxis) -> Result<(), PipelineError> {
+        let Some([first, last]) = self.range else { return Ok(()) };
+        if first > last || last >= count {
+            return Err(PipelineError::BadRange { first, last, count, axis });
+        }
+        if !(first..=last).contains(&key) {
+            return Err(PipelineError::KeySliceOutsideRange { slice: key, first, last });
+        }
+        Ok(())
+    }
+
     /// The first and last slice of a volume of `count` slices that the passes may reach.
     pub fn slice_range(&self, count: usize) -> [usize; 2] {
         self.range.unwrap_or([0, count.saturating_sub(1)])
+    }
+
+    /// How many slices of a volume of `count` slices the passes may reach.
+    pub fn slice_count(&self, count: usize) -> usize {
+        let [first, last] = self.slice_range(count);
+        (last + 1).saturating_sub(first)
     }
 
     /// The walk of one pass from slice `key` (inside the range) over `count` slices.
@@ -109,6 +128,14 @@ pub struct PassReport {
 }
 
 impl PassReport {
+    /// The report of a finished propagation; `None` when it was cancelled.
+    pub fn of(outcome: Propagation) -> Option<Self> {
+        match outcome {
+            Propagation::Finished { slices, last, end } => Some(PassReport { slices, last, end }),
+            Propagation::Cancelled { .. } => None,
+        }
+    }
+
     /// `{"slices": n, "last_slice": k, "stopped": "object gone"}` for JSON summaries.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({ "slices": self.slices, "last_slice": self.last, "stopped": self.end.describe() })
@@ -185,34 +212,24 @@ pub fn label_map_on(image: &Volume, labels: Vec<u8>) -> Volume {
 
 /// Parses a box "X0,Y0,X1,Y1": four non-negative integers (spaces allowed).
 pub fn parse_box(text: &str) -> Result<[usize; 4], String> {
-    let values: Result<Vec<usize>, _> = text.split(',').map(|x| x.trim().parse::<usize>()).collect();
-    match values {
-        Ok(v) if v.len() == 4 => Ok([v[0], v[1], v[2], v[3]]),
-        _ => Err(format!("{text:?} is not X0,Y0,X1,Y1 (four non-negative integers)")),
-    }
+    parse_indices(text).ok_or_else(|| format!("{text:?} is not X0,Y0,X1,Y1 (four non-negative integers)"))
 }
 
 /// Parses a slice range "FIRST,LAST": two non-negative integers (spaces allowed).
 pub fn parse_range(text: &str) -> Result<[usize; 2], String> {
-    let values: Result<Vec<usize>, _> = text.split(',').map(|x| x.trim().parse::<usize>()).collect();
-    match values {
-        Ok(v) if v.len() == 2 => Ok([v[0], v[1]]),
-        _ => Err(format!("{text:?} is not FIRST,LAST (two non-negative slice indices)")),
-    }
+    parse_indices(text).ok_or_else(|| format!("{text:?} is not FIRST,LAST (two non-negative slice indices)"))
+}
+
+/// Exactly N comma-separated non-negative integers.
+fn parse_indices<const N: usize>(text: &str) -> Option<[usize; N]> {
+    let values: Vec<usize> = text.split(',').map(|x| x.trim().parse::<usize>()).collect::<Result<_, _>>().ok()?;
+    values.try_into().ok()
 }
 
 /// Checks bounds against a prompt on a volume of `dims`: the range lies in the volume and holds
 /// the key slice.
 pub fn check_bounds(bounds: &PassBounds, prompt: &BoxPrompt, dims: [usize; 3]) -> Result<(), PipelineError> {
-    let Some([first, last]) = bounds.range else { return Ok(()) };
-    let count = dims[prompt.axis.normal()];
-    if first > last || last >= count {
-        return Err(PipelineError::BadRange { first, last, count, axis: prompt.axis });
-    }
-    if !(first..=last).contains(&prompt.slice) {
-        return Err(PipelineError::KeySliceOutsideRange { slice: prompt.slice, first, last });
-    }
-    Ok(())
+    bounds.check(prompt.slice, dims[prompt.axis.normal()], prompt.axis)
 }
 
 /// Checks a box prompt against the slices of a volume of `dims`.
@@ -316,10 +333,7 @@ pub fn segment_box(
     );
     predictor.reset();
     let sink = sink.into_inner().unwrap_or_else(PoisonError::into_inner);
-    let report = |outcome| match outcome {
-        Propagation::Finished { slices, last, end } => Ok(PassReport { slices, last, end }),
-        Propagation::Cancelled { .. } => Err(PipelineError::Cancelled),
-    };
+    let report = |outcome| PassReport::of(outcome).ok_or(PipelineError::Cancelled);
     let (forward, backward) = (report(forward?)?, report(backward?)?);
     if let Some(e) = sink.failure {
         return Err(e.into());
