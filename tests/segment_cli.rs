@@ -64,6 +64,21 @@ fn run(args: &[&str], cwd: &Path) -> Output {
         .unwrap()
 }
 
+/// `args`, then the fixture model's arguments, then `extra`.
+fn with_model(mut args: Vec<String>, extra: &[&str]) -> Vec<String> {
+    args.extend(model_args());
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// Runs `segment` with `args`, which must succeed; its JSON summary.
+fn segment_ok(args: &[String], cwd: &Path) -> serde_json::Value {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&args, cwd);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn model_args() -> Vec<String> {
     vec![
         "--checkpoint".into(),
@@ -98,7 +113,7 @@ fn segment_and_compare(axis: &str, axis_normal: usize, extra: &[&str]) {
     let input = write_volume(dir.path(), axis_normal);
     let output = dir.path().join("mask.nii.gz");
     let logits = dir.path().join("logits.safetensors");
-    let mut args = vec![
+    let args = with_model(vec![
         "--input".to_string(),
         input.display().to_string(),
         "--box".into(),
@@ -113,13 +128,8 @@ fn segment_and_compare(axis: &str, axis_normal: usize, extra: &[&str]) {
         output.display().to_string(),
         "--logits-out".into(),
         logits.display().to_string(),
-    ];
-    args.extend(model_args());
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run(&args, dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ], extra);
+    let summary = segment_ok(&args, dir.path());
     assert_eq!(summary["forward"], serde_json::json!({ "slices": 4, "last_slice": 7, "stopped": "end of volume" }));
     assert_eq!(summary["backward"], serde_json::json!({ "slices": 5, "last_slice": 0, "stopped": "end of volume" }));
     assert_eq!((summary["range"].clone(), summary["stop_after_empty"].clone()), (serde_json::json!([0, 7]), serde_json::json!(0)));
@@ -159,6 +169,7 @@ fn segment_and_compare(axis: &str, axis_normal: usize, extra: &[&str]) {
     assert_eq!(tensors.tensor("backward").unwrap().shape(), &[5, H, W]);
 
     // The output exists now: refused without --force.
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let again = run(&args, dir.path());
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
@@ -182,14 +193,8 @@ fn bounded_run(extra: &[&str]) -> (serde_json::Value, Vec<usize>) {
     let input = write_volume(dir.path(), 2);
     let output = dir.path().join("mask.nii.gz");
     let mut args: Vec<String> = ["--box", "33,33,73,68", "--slice", "4", "--output"].map(String::from).to_vec();
-    args.push(output.display().to_string());
-    args.extend(["--input".to_string(), input.display().to_string()]);
-    args.extend(model_args());
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run(&args, dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    args.extend([output.display().to_string(), "--input".to_string(), input.display().to_string()]);
+    let summary = segment_ok(&with_model(args, extra), dir.path());
     let VoxelBuffer::U8(voxels) = nifti::read(&output).unwrap().data else { panic!("a u8 label map") };
     let slices = (0..D).filter(|d| voxels[d * H * W..(d + 1) * H * W].iter().any(|&v| v != 0)).collect();
     (summary, slices)

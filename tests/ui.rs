@@ -252,6 +252,24 @@ fn mini_viewer(dir: &Path) -> egui_kittest::Harness<'static, medsam_viewer::app:
     harness
 }
 
+/// The mini viewer with the reference run's box drawn on axial slice 4 (no preview).
+fn mini_viewer_with_reference_box(dir: &Path) -> egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp> {
+    let mut harness = mini_viewer(dir);
+    let app = harness.state_mut();
+    app.settings.auto_preview = Some(false);
+    app.crosshair = [56.0, 48.0, 4.0];
+    app.prompts = vec![PromptMark::Box { plane: Plane::Axial, slice: 4, a: [33.0, 33.0, 4.0], b: [73.0, 68.0, 4.0] }];
+    harness
+}
+
+/// Presses Enter and waits for the run to end; the status line then.
+fn run_to_end(harness: &mut egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>) -> String {
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    wait_until(harness, |app| !app.is_segmenting());
+    harness.state().status.clone()
+}
+
 /// Slices (axial, of the mini volume) holding label 1.
 fn labelled_slices(harness: &egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>) -> Vec<usize> {
     let labels = &harness.state().doc.as_ref().unwrap().labels;
@@ -316,18 +334,9 @@ fn propagation_ends_where_the_object_ends() {
     // Slice 2 of the mini volume is washed out: the model finds no object there. One empty
     // slice ends the backward direction on it.
     let dir = tempfile::tempdir().unwrap();
-    let mut harness = mini_viewer(dir.path());
-    {
-        let app = harness.state_mut();
-        app.settings.auto_preview = Some(false);
-        app.settings.stop_after_empty = Some(1);
-        app.crosshair[2] = 4.0;
-        app.prompts = vec![PromptMark::Box { plane: Plane::Axial, slice: 4, a: [33.0, 33.0, 4.0], b: [73.0, 68.0, 4.0] }];
-    }
-    harness.key_press(egui::Key::Enter);
-    harness.step();
-    wait_until(&mut harness, |app| !app.is_segmenting());
-    let status = harness.state().status.clone();
+    let mut harness = mini_viewer_with_reference_box(dir.path());
+    harness.state_mut().settings.stop_after_empty = Some(1);
+    let status = run_to_end(&mut harness);
     assert!(status.contains("forward to slice 7 (end of volume), backward to slice 2 (object gone)"), "{status}");
     assert!(labelled_slices(&harness).iter().all(|&k| k >= 3), "{:?}", labelled_slices(&harness));
 }
@@ -338,14 +347,8 @@ fn the_range_marks_show_on_the_other_views_and_move_with_a_drag() {
     use medsam_viewer::app::slice_view::screen_of;
     use medsam_viewer::app::view_frame::ViewFrame;
     let dir = tempfile::tempdir().unwrap();
-    let mut harness = mini_viewer(dir.path());
-    {
-        let app = harness.state_mut();
-        app.settings.auto_preview = Some(false);
-        app.crosshair = [56.0, 48.0, 4.0];
-        app.prompts = vec![PromptMark::Box { plane: Plane::Axial, slice: 4, a: [33.0, 33.0, 4.0], b: [73.0, 68.0, 4.0] }];
-        app.range = RangeChoice::AroundKey(2);
-    }
+    let mut harness = mini_viewer_with_reference_box(dir.path());
+    harness.state_mut().range = RangeChoice::AroundKey(2);
     harness.run_steps(2);
     // The coronal view cuts across the axial slices: its "from" mark is on slice 2.
     let mark_at = |harness: &egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>, k: f64| {
@@ -361,10 +364,7 @@ fn the_range_marks_show_on_the_other_views_and_move_with_a_drag() {
     drag(&mut harness, from, to, PointerButton::Primary);
     assert_eq!(harness.state().range, RangeChoice::Slices([0, 6]), "the dragged end moved, the other stayed");
     // A run now stays within slices 0..=6.
-    harness.key_press(egui::Key::Enter);
-    harness.step();
-    wait_until(&mut harness, |app| !app.is_segmenting());
-    let status = harness.state().status.clone();
+    let status = run_to_end(&mut harness);
     assert!(status.contains("forward to slice 6 (end of range)"), "{status}");
     assert!(!labelled_slices(&harness).contains(&7), "{:?}", labelled_slices(&harness));
 }

@@ -506,6 +506,13 @@ fn cli(args: &[&str], hf_home: &Path, cwd: &Path) -> Command {
 }
 
 #[cfg(unix)]
+/// Runs the CLI, which must exit with status 2; what it wrote on stderr.
+fn cli_fails(args: &[&str], hf_home: &Path, cwd: &Path) -> String {
+    let output = cli(args, hf_home, cwd).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn cli_download_prints_json_and_ctrl_c_leaves_a_resumable_part() {
     let content = model_bytes();
@@ -614,9 +621,7 @@ fn cli_download_of_the_default_asks_for_latest_not_the_served_variant() {
     let hub = FakeHub::start(HubSetup { file: "MedSAM2_US_Heart.pt", ..HubSetup::serving(model_bytes()) });
     let home = tempfile::tempdir().unwrap();
     let endpoint = hub.endpoint();
-    let output = cli(&["weights", "download", "--endpoint", &endpoint, "--retries", "0"], home.path(), home.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = cli_fails(&["weights", "download", "--endpoint", &endpoint, "--retries", "0"], home.path(), home.path());
     assert!(stderr.contains("HTTP 404") && stderr.contains("MedSAM2_latest.pt"), "{stderr}");
 }
 
@@ -635,9 +640,7 @@ fn cli_locate_with_model_finds_that_variants_weights_file() {
     assert_eq!(PathBuf::from(printed["path"].as_str().unwrap()), folder.join("MedSAM2_CTLesion.pt"));
 
     // A variant that is nowhere: the message names its file and the command that fetches it.
-    let output = cli(&["weights", "locate", "--model", "MRI_LiverLesion.pt"], work.path(), work.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = cli_fails(&["weights", "locate", "--model", "MRI_LiverLesion.pt"], work.path(), work.path());
     assert!(stderr.contains("MedSAM2_MRI_LiverLesion.pt not found"), "{stderr}");
     assert!(stderr.contains("`medsam-viewer weights download --model MedSAM2_MRI_LiverLesion`"), "{stderr}");
     assert!(stderr.contains("put it at") && stderr.contains("weights/MedSAM2_MRI_LiverLesion.pt"), "{stderr}");
@@ -646,14 +649,10 @@ fn cli_locate_with_model_finds_that_variants_weights_file() {
 #[test]
 fn cli_refuses_an_unknown_model_and_model_with_file() {
     let work = tempfile::tempdir().unwrap();
-    let output = cli(&["weights", "locate", "--model", "heart"], work.path(), work.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = cli_fails(&["weights", "locate", "--model", "heart"], work.path(), work.path());
     assert!(stderr.contains("unknown MedSAM2 model \"heart\"") && stderr.contains("MedSAM2_US_Heart, MedSAM2_2411"), "{stderr}");
 
-    let output = cli(&["weights", "download", "--model", "ctlesion", "--file", "x.pt"], work.path(), work.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = cli_fails(&["weights", "download", "--model", "ctlesion", "--file", "x.pt"], work.path(), work.path());
     assert!(stderr.contains("--model") && stderr.contains("cannot be used with"), "{stderr}");
 }
 
