@@ -350,6 +350,7 @@ fn the_range_marks_show_on_the_other_views_and_move_with_a_drag() {
     let mut harness = mini_viewer_with_reference_box(dir.path());
     harness.state_mut().range = RangeChoice::AroundKey(2);
     harness.run_steps(2);
+    harness.snapshot("viewer_range_marks");
     // The coronal view cuts across the axial slices: its "from" mark is on slice 2.
     let mark_at = |harness: &egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>, k: f64| {
         let app = harness.state();

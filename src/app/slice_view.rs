@@ -261,11 +261,12 @@ impl SliceView {
         if let Some((ends, across, _)) = marks {
             let painter = ui.painter_at(pane);
             let stroke = Stroke::new(1.5, Color32::from_rgb(255, 140, 40));
+            // Labels a quarter in from the image's edge, clear of the orientation letters.
             for (end, slice, at) in ends {
                 let (line, text_at, align) = if across {
-                    ([Pos2::new(at, img.top()), Pos2::new(at, img.bottom())], Pos2::new(at + 3.0, img.top() + 2.0), egui::Align2::LEFT_TOP)
+                    ([Pos2::new(at, img.top()), Pos2::new(at, img.bottom())], Pos2::new(at + 3.0, img.top() + img.height() * 0.25), egui::Align2::LEFT_TOP)
                 } else {
-                    ([Pos2::new(img.left(), at), Pos2::new(img.right(), at)], Pos2::new(img.left() + 3.0, at - 2.0), egui::Align2::LEFT_BOTTOM)
+                    ([Pos2::new(img.left(), at), Pos2::new(img.right(), at)], Pos2::new(img.left() + img.width() * 0.25, at - 2.0), egui::Align2::LEFT_BOTTOM)
                 };
                 painter.line_segment(line, stroke);
                 let name = match end {
