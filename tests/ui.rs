@@ -330,6 +330,63 @@ fn a_drawn_box_is_previewed_refined_by_clicks_and_run_from_there() {
 }
 
 #[test]
+fn a_box_moved_or_resized_by_its_corners_is_previewed_again_without_encoding() {
+    use medsam_viewer::app::slice_view::screen_of;
+    use medsam_viewer::app::view_frame::ViewFrame;
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = mini_viewer(dir.path());
+    harness.state_mut().crosshair[2] = 4.0;
+    harness.key_press(egui::Key::B);
+    harness.run_steps(1);
+    let axial = pane_centre(&harness, "Axial view");
+    drag(&mut harness, axial - Vec2::new(30.0, 20.0), axial + Vec2::new(10.0, 10.0), PointerButton::Primary);
+    harness.step();
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    let first = harness.state().doc.as_ref().unwrap().labels.clone();
+    let the_box = |harness: &egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>| match harness.state().prompts.as_slice() {
+        [PromptMark::Box { a, b, .. }] => (*a, *b),
+        other => panic!("one box prompt expected: {other:?}"),
+    };
+    let on_screen = |harness: &egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>, v: [f64; 3]| {
+        let app = harness.state();
+        let g = &app.doc.as_ref().unwrap().image.geometry;
+        screen_of(&ViewFrame::new(Plane::Axial, g), g, app.views[0].last_image_rect.unwrap(), v)
+    };
+
+    // A drag from the box's lower right corner resizes it; the other corner stays.
+    let (a, b) = the_box(&harness);
+    let corner = on_screen(&harness, b);
+    drag(&mut harness, corner, corner + Vec2::new(30.0, 25.0), PointerButton::Primary);
+    harness.step();
+    assert!(harness.state().is_segmenting(), "the resized box is previewed: {}", harness.state().status);
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    let (a2, b2) = the_box(&harness);
+    assert_eq!(a2, a, "the opposite corner stayed");
+    assert!(b2[0] > b[0] + 5.0 && b2[1] > b[1] + 5.0, "{b:?} -> {b2:?}");
+    assert!(harness.state().status.starts_with("Previewed"), "{}", harness.state().status);
+    assert_eq!(harness.state().segmentation.encoder_runs, 1, "the slice's features were kept");
+    let resized = harness.state().doc.as_ref().unwrap().labels.clone();
+    assert_ne!(resized, first, "the larger box changed the answer");
+    assert_eq!(labelled_slices(&harness), [4]);
+
+    // A drag from inside moves it whole.
+    let inside = on_screen(&harness, [(a2[0] + b2[0]) / 2.0, (a2[1] + b2[1]) / 2.0, 4.0]);
+    drag(&mut harness, inside, inside - Vec2::new(15.0, 0.0), PointerButton::Primary);
+    harness.step();
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    let (a3, b3) = the_box(&harness);
+    let shift = a3[0] - a2[0];
+    assert!(shift < -3.0 && (b3[0] - b2[0] - shift).abs() < 1e-9, "moved left, size kept: {a2:?} {b2:?} -> {a3:?} {b3:?}");
+    assert!((a3[1] - a2[1]).abs() < 1.0, "{a2:?} -> {a3:?}");
+    assert_eq!(harness.state().segmentation.encoder_runs, 1);
+
+    // Each preview took the previous one's place: one undo clears the object.
+    harness.key_press_modifiers(Modifiers::COMMAND, egui::Key::Z);
+    harness.run_steps(2);
+    assert_eq!(harness.state().doc.as_ref().unwrap().voxel_count(1), 0);
+}
+
+#[test]
 fn propagation_ends_where_the_object_ends() {
     // Slice 2 of the mini volume is washed out: the model finds no object there. One empty
     // slice ends the backward direction on it.

@@ -361,7 +361,10 @@ impl ViewerApp {
         let PromptMark::Box { plane, slice, a, b } = &self.prompts[at] else { return None };
         let axis = crate::volume::SliceAxis::from_normal(ViewFrame::new(*plane, &doc.image.geometry).normal);
         let (u, v) = axis.in_plane();
-        let bbox = [a[u].min(b[u]), a[v].min(b[v]), a[u].max(b[u]), a[v].max(b[v])].map(|x| x.round().max(0.0) as usize);
+        // Within the slice: a box moved or drawn past an edge keeps its part inside.
+        let dims = doc.dims();
+        let clamp = |x: f64, axis: usize| (x.round().max(0.0) as usize).min(dims[axis] - 1);
+        let bbox = [clamp(a[u].min(b[u]), u), clamp(a[v].min(b[v]), v), clamp(a[u].max(b[u]), u), clamp(a[v].max(b[v]), v)];
         let clicks = self.prompts[at + 1..]
             .iter()
             .filter_map(|p| match p {
@@ -730,6 +733,14 @@ impl ViewerApp {
                     self.preview_revision = None;
                     self.prompts.push(PromptMark::Box { plane, slice, a, b });
                     self.preview_requested = self.settings.auto_preview();
+                }
+                ViewEvent::BoxEdited { plane, slice, a, b } => {
+                    // The same object, its box moved or resized: the clicks refining it stay,
+                    // and its new preview takes the old one's place.
+                    if let Some(first @ PromptMark::Box { .. }) = self.prompts.first_mut() {
+                        *first = PromptMark::Box { plane, slice, a, b };
+                        self.preview_requested = self.settings.auto_preview();
+                    }
                 }
                 ViewEvent::Point { plane, slice, at, positive } => {
                     let refines_box = matches!(self.prompts.first(), Some(PromptMark::Box { plane: p, slice: s, .. }) if *p == plane && *s == slice);

@@ -39,6 +39,20 @@ pub enum RangeEnd {
 /// Screen distance (points) within which a drag grabs a range mark.
 const MARK_GRAB: f32 = 6.0;
 
+/// Screen distance (points) within which a drag grabs a corner of the box prompt.
+const CORNER_GRAB: f32 = 8.0;
+
+/// What a drag with the box tool does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum BoxDrag {
+    /// Draws a new box from where the drag started.
+    New,
+    /// Resizes the box prompt: this corner stays, the dragged one follows the pointer.
+    Corner { fixed: [f64; 3] },
+    /// Moves the box prompt (its corners as the drag found them) with the pointer.
+    Move { a: [f64; 3], b: [f64; 3] },
+}
+
 /// What the view needs to know to draw itself.
 pub struct ViewInputs<'a> {
     pub geometry: &'a Geometry,
@@ -66,6 +80,8 @@ pub enum ViewEvent {
     WindowLevel { dwidth: f32, dlevel: f32 },
     /// A box was drawn on `slice` between two voxel corners.
     BoxDrawn { plane: Plane, slice: usize, a: [f64; 3], b: [f64; 3] },
+    /// The box prompt on `slice` was moved or resized by a corner: its new corners.
+    BoxEdited { plane: Plane, slice: usize, a: [f64; 3], b: [f64; 3] },
     /// A point prompt.
     Point { plane: Plane, slice: usize, at: [f64; 3], positive: bool },
     /// Paint (or erase) around a voxel as part of a stroke.
@@ -78,6 +94,26 @@ pub enum ViewEvent {
     Seed([usize; 3]),
     /// A range mark was dragged to this slice.
     RangeMoved { end: RangeEnd, slice: usize },
+}
+
+/// What a box-tool drag pressed at screen point `p` does to the box prompt between voxel corners
+/// `a` and `b` on a slice of `frame`: the corner nearest `p` (within `CORNER_GRAB`) is resized,
+/// a press inside moves the box, a press elsewhere draws a new one.
+fn box_drag_at(p: Pos2, a: [f64; 3], b: [f64; 3], frame: &ViewFrame, to_screen: &impl Fn([f64; 3]) -> Pos2) -> BoxDrag {
+    // The two other corners: a's coordinate across the screen with b's down it, and the reverse.
+    let mut c = a;
+    c[frame.down] = b[frame.down];
+    let mut d = b;
+    d[frame.down] = a[frame.down];
+    let nearest = [(a, b), (b, a), (c, d), (d, c)]
+        .into_iter()
+        .map(|(corner, opposite)| (to_screen(corner).distance(p), opposite))
+        .min_by(|x, y| x.0.total_cmp(&y.0));
+    match nearest {
+        Some((distance, fixed)) if distance <= CORNER_GRAB => BoxDrag::Corner { fixed },
+        _ if Rect::from_two_pos(to_screen(a), to_screen(b)).contains(p) => BoxDrag::Move { a, b },
+        _ => BoxDrag::New,
+    }
 }
 
 /// Where voxel `v` falls on the screen when the view's image is drawn in `img`.
@@ -94,8 +130,10 @@ pub struct SliceView {
     pub zoom: f32,
     /// Offset of the image centre from the pane centre, in points.
     pub pan: Vec2,
-    box_start: Option<[f64; 3]>,
-    box_end: Option<[f64; 3]>,
+    /// The box tool's drag in progress: what it does, and the voxel where it started.
+    box_drag: Option<(BoxDrag, [f64; 3])>,
+    /// The box the drag in progress makes (two voxel corners), drawn until it is released.
+    box_shown: Option<([f64; 3], [f64; 3])>,
     /// The range mark being dragged.
     dragged_mark: Option<RangeEnd>,
     /// Screen rectangle of the image in the last frame (points), for tests and hit testing.
@@ -104,7 +142,7 @@ pub struct SliceView {
 
 impl SliceView {
     pub fn new(plane: Plane) -> Self {
-        SliceView { plane, zoom: 1.0, pan: Vec2::ZERO, box_start: None, box_end: None, dragged_mark: None, last_image_rect: None }
+        SliceView { plane, zoom: 1.0, pan: Vec2::ZERO, box_drag: None, box_shown: None, dragged_mark: None, last_image_rect: None }
     }
 
     pub fn id(&self) -> u64 {
@@ -205,20 +243,40 @@ impl SliceView {
                 }
             }
             Tool::Box => {
+                // The box prompt on this slice, which a drag at a corner resizes and a drag
+                // inside moves; a drag anywhere else draws a new box.
+                let current = input.prompts.iter().find_map(|m| match m {
+                    PromptMark::Box { plane, slice: s, a, b } if *plane == self.plane && *s == slice => Some((*a, *b)),
+                    _ => None,
+                });
+                // Grabbed where the button went down (the drag starts a few points later).
+                let pressed_at = ui.input(|i| i.pointer.press_origin()).or(pointer);
                 if response.drag_started_by(egui::PointerButton::Primary)
-                    && let Some(p) = pointer
+                    && let Some(pressed) = pressed_at
                 {
-                    self.box_start = Some(voxel_of(p));
+                    let drag = current.map_or(BoxDrag::New, |(a, b)| box_drag_at(pressed, a, b, &frame, &to_screen));
+                    self.box_drag = Some((drag, voxel_of(pressed)));
                 }
                 if response.dragged_by(egui::PointerButton::Primary)
-                    && let Some(p) = pointer
+                    && let (Some(p), Some((drag, start))) = (pointer, self.box_drag)
                 {
-                    self.box_end = Some(voxel_of(p));
+                    let v = voxel_of(p);
+                    self.box_shown = Some(match drag {
+                        BoxDrag::New => (start, v),
+                        BoxDrag::Corner { fixed } => (fixed, v),
+                        BoxDrag::Move { a, b } => {
+                            let d: [f64; 3] = std::array::from_fn(|i| v[i] - start[i]);
+                            (std::array::from_fn(|i| a[i] + d[i]), std::array::from_fn(|i| b[i] + d[i]))
+                        }
+                    });
                 }
                 if response.drag_stopped_by(egui::PointerButton::Primary)
-                    && let (Some(a), Some(b)) = (self.box_start.take(), self.box_end.take())
+                    && let (Some((drag, _)), Some((a, b))) = (self.box_drag.take(), self.box_shown.take())
                 {
-                    events.push(ViewEvent::BoxDrawn { plane: self.plane, slice, a, b });
+                    events.push(match drag {
+                        BoxDrag::New => ViewEvent::BoxDrawn { plane: self.plane, slice, a, b },
+                        BoxDrag::Corner { .. } | BoxDrag::Move { .. } => ViewEvent::BoxEdited { plane: self.plane, slice, a, b },
+                    });
                 }
             }
             Tool::PositivePoint | Tool::NegativePoint => {
@@ -277,6 +335,11 @@ impl SliceView {
             }
         }
         events
+    }
+
+    /// True while a box-tool drag moves or resizes the box prompt.
+    fn editing_box(&self) -> bool {
+        matches!(self.box_drag, Some((BoxDrag::Corner { .. } | BoxDrag::Move { .. }, _)))
     }
 
     fn handle_wheel(&mut self, ui: &egui::Ui, response: &egui::Response, pane: Rect, events: &mut Vec<ViewEvent>) {
@@ -350,8 +413,17 @@ impl SliceView {
         // Prompts on this slice.
         for mark in input.prompts {
             match mark {
-                PromptMark::Box { plane, slice: s, a, b } if *plane == self.plane && *s == slice => {
-                    painter.rect_stroke(Rect::from_two_pos(to_screen(*a), to_screen(*b)), 0.0, Stroke::new(2.0, Color32::from_rgb(80, 160, 255)), egui::StrokeKind::Middle);
+                // While a drag moves or resizes it, the box is drawn where the drag puts it.
+                PromptMark::Box { plane, slice: s, a, b } if *plane == self.plane && *s == slice && !self.editing_box() => {
+                    let rect = Rect::from_two_pos(to_screen(*a), to_screen(*b));
+                    let color = Color32::from_rgb(80, 160, 255);
+                    painter.rect_stroke(rect, 0.0, Stroke::new(2.0, color), egui::StrokeKind::Middle);
+                    if input.tool == Tool::Box {
+                        // Handles: a corner drag resizes the box.
+                        for corner in [rect.left_top(), rect.right_top(), rect.left_bottom(), rect.right_bottom()] {
+                            painter.rect_filled(Rect::from_center_size(corner, Vec2::splat(6.0)), 0.0, color);
+                        }
+                    }
                 }
                 PromptMark::Point { plane, slice: s, at, positive } if *plane == self.plane && *s == slice => {
                     let color = if *positive { Color32::from_rgb(60, 220, 90) } else { Color32::from_rgb(240, 70, 70) };
@@ -360,7 +432,7 @@ impl SliceView {
                 _ => {}
             }
         }
-        if let (Some(a), Some(b)) = (self.box_start, self.box_end) {
+        if let Some((a, b)) = self.box_shown {
             painter.rect_stroke(Rect::from_two_pos(to_screen(a), to_screen(b)), 0.0, Stroke::new(1.5, Color32::from_rgb(80, 160, 255)), egui::StrokeKind::Middle);
         }
         // Brush cursor: the radius in mm drawn to scale.

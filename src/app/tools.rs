@@ -52,7 +52,7 @@ impl Tool {
     pub fn tooltip(self) -> String {
         let what = match self {
             Tool::Navigate => "Click to move the crosshair, drag to pan. Wheel: slice, Ctrl+wheel: zoom, right-drag: window/level",
-            Tool::Box => "Drag a box around the object on a slice, then Run (Enter) to segment it through the volume",
+            Tool::Box => "Drag a box around the object on a slice (its slice is previewed; drag a corner to resize it or its inside to move it), then Run (Enter) to segment it through the volume",
             Tool::PositivePoint => "Click inside the object to correct the segmentation from this slice",
             Tool::NegativePoint => "Click outside the object to correct the segmentation from this slice",
             Tool::Brush => "Paint the active label ([ and ] change the radius, 3 toggles 2D/3D)",
