@@ -387,6 +387,41 @@ fn a_box_moved_or_resized_by_its_corners_is_previewed_again_without_encoding() {
 }
 
 #[test]
+fn fill_islands_and_undo_wait_while_a_run_streams_and_counts_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = mini_viewer_with_reference_box(dir.path());
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    assert!(harness.state().is_segmenting());
+    // The next frame handles its keys before it takes any more streamed slices, and the run's
+    // undo step needs at least two frames of them: the run is still open for these.
+    harness.key_press(egui::Key::F);
+    harness.key_press(egui::Key::I);
+    harness.key_press_modifiers(Modifiers::COMMAND, egui::Key::Z);
+    harness.step();
+    let status = harness.state().status.clone();
+    assert!(status.contains("a segmentation is writing the label map: this waits until it finishes"), "{status}");
+    wait_until(&mut harness, |app| !app.is_segmenting());
+    let counts = |harness: &egui_kittest::Harness<'static, medsam_viewer::app::ViewerApp>| {
+        let doc = harness.state().doc.as_ref().unwrap();
+        (doc.labels.iter().filter(|&&l| l == 1).count() as u64, doc.voxel_count(1))
+    };
+    let (recounted, counted) = counts(&harness);
+    assert!(recounted > 0);
+    assert_eq!(recounted, counted);
+    // Nothing was recorded beside the run: one undo empties the map, counted exactly.
+    harness.key_press_modifiers(Modifiers::COMMAND, egui::Key::Z);
+    harness.step();
+    assert_eq!(counts(&harness), (0, 0), "{}", harness.state().status);
+    // Afterwards the same keys work again.
+    harness.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, egui::Key::Z);
+    harness.step();
+    harness.key_press(egui::Key::I);
+    harness.step();
+    assert!(harness.state().status.starts_with("Removed"), "{}", harness.state().status);
+}
+
+#[test]
 fn propagation_ends_where_the_object_ends() {
     // Slice 2 of the mini volume is washed out: the model finds no object there. One empty
     // slice ends the backward direction on it.

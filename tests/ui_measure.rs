@@ -235,7 +235,7 @@ fn lung_mask_labels_both_lungs_spares_locked_voxels_and_undoes_in_one_step() {
         let doc = app.doc.as_mut().unwrap();
         assert_eq!(doc.label_table.add(), Some(2));
         let edit = doc.paint_edit(locked.iter().copied(), 2, "Brush");
-        doc.apply(edit);
+        doc.apply(edit).unwrap();
         doc.label_table.get_mut(2).unwrap().locked = true;
         app.active_label = 1;
     }

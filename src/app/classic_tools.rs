@@ -182,7 +182,7 @@ pub fn update(app: &mut ViewerApp, ctx: &egui::Context) {
         (Some(ClassicOutcome::Selected(voxels)), Some(doc)) if std::ptr::eq(running.image.as_ptr(), Arc::as_ptr(&doc.image)) => {
             let edit = doc.paint_edit(voxels.iter().map(|&i| i as usize), running.label, what);
             app.status = format!("{what}: {} voxels found, {} changed to label {}", voxels.len(), edit.len(), running.label);
-            doc.apply(edit);
+            ViewerApp::refused(&mut app.status, what, doc.apply(edit));
         }
         (Some(ClassicOutcome::Failed(e)), _) => app.status = format!("{what} failed: {e}"),
         _ => {}

@@ -1,7 +1,10 @@
 //! `Document`: the open image and the segmentation being made on it — the label map, its label
 //! table, the undo history, and whether there are unsaved changes. Every change to the label
-//! map goes through `apply`, which keeps the per-label voxel counts, the history and the region
-//! the GPU still has to see in step.
+//! map goes through one write path that keeps the per-label voxel counts (counted from the
+//! voxels' current values), the history and the region the GPU still has to see in step, and
+//! that refuses edits, undo and redo while a segmentation run streams into the label map
+//! (`begin_run` .. `finish_run`): the run's undo step is made from the slices as they were, so
+//! nothing else may change them meanwhile.
 
 use super::history::{EditHistory, VoxelEdit};
 use super::labels::LabelTable;
@@ -38,9 +41,18 @@ impl VoxelBox {
 /// Regions this small are always joined (one upload is cheaper than bookkeeping).
 const SMALL_UPLOAD: usize = 4096;
 
+/// Why the label map refused a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EditRefused {
+    #[error("a segmentation is writing the label map: this waits until it finishes (or cancel it with Esc)")]
+    RunOpen,
+}
+
 /// Why a mask cannot be put on the open image.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
+    #[error(transparent)]
+    Refused(#[from] EditRefused),
     #[error(transparent)]
     Io(#[from] IoError),
     #[error("{path}: the mask is {mask:?} voxels but the image is {image:?}")]
@@ -68,6 +80,8 @@ pub struct Document {
     saved_revision: u64,
     /// Changed regions not yet on the GPU (kept apart when joining them would upload much more).
     gpu_dirty: Vec<VoxelBox>,
+    /// A segmentation run is streaming slices in (`begin_run` .. `finish_run`).
+    run_open: bool,
 }
 
 impl Document {
@@ -88,6 +102,7 @@ impl Document {
             revision: 0,
             saved_revision: 0,
             gpu_dirty: Vec::new(),
+            run_open: false,
         }
     }
 
@@ -130,45 +145,79 @@ impl Document {
         (1..=255u8).filter(|&v| self.counts[v as usize] > 0).collect()
     }
 
-    /// Applies an edit, records it for undo and marks its region for the GPU.
-    pub fn apply(&mut self, edit: VoxelEdit) {
-        if edit.is_empty() {
-            return;
-        }
-        self.write(&edit, true);
+    /// True while a segmentation run streams into the label map.
+    pub fn run_open(&self) -> bool {
+        self.run_open
+    }
+
+    /// Opens a segmentation run: from now until `finish_run` only `write_slice` changes the
+    /// label map, and every other edit, undo and redo is refused.
+    pub fn begin_run(&mut self) -> Result<(), EditRefused> {
+        self.editable()?;
+        self.run_open = true;
+        Ok(())
+    }
+
+    /// Closes the run, recording its edit (made with `slice_change`) as one undo step.
+    pub fn finish_run(&mut self, edit: VoxelEdit) {
+        self.run_open = false;
         self.history.record(edit);
+    }
+
+    fn editable(&self) -> Result<(), EditRefused> {
+        if self.run_open { Err(EditRefused::RunOpen) } else { Ok(()) }
+    }
+
+    /// Applies an edit, records it for undo and marks its region for the GPU.
+    pub fn apply(&mut self, edit: VoxelEdit) -> Result<(), EditRefused> {
+        self.editable()?;
+        if !edit.is_empty() {
+            self.write(&edit, true);
+            self.history.record(edit);
+        }
+        Ok(())
     }
 
     /// Shows an edit without recording it (a dab of a stroke still being drawn).
-    pub fn apply_unrecorded(&mut self, edit: &VoxelEdit) {
+    pub fn apply_unrecorded(&mut self, edit: &VoxelEdit) -> Result<(), EditRefused> {
+        self.editable()?;
         self.write(edit, true);
+        Ok(())
     }
 
     /// Records an edit that was already applied with `apply_unrecorded` (a finished stroke).
-    pub fn record(&mut self, edit: VoxelEdit) {
+    pub fn record(&mut self, edit: VoxelEdit) -> Result<(), EditRefused> {
+        self.editable()?;
         self.history.record(edit);
+        Ok(())
     }
 
     /// Reverts the last edit; returns its description.
-    pub fn undo(&mut self) -> Option<String> {
-        let edit = self.history.undo()?.clone();
+    pub fn undo(&mut self) -> Result<Option<String>, EditRefused> {
+        self.editable()?;
+        let Some(edit) = self.history.undo().cloned() else { return Ok(None) };
         self.write(&edit, false);
-        Some(edit.description)
+        Ok(Some(edit.description))
     }
 
     /// Re-applies the last undone edit; returns its description.
-    pub fn redo(&mut self) -> Option<String> {
-        let edit = self.history.redo()?.clone();
+    pub fn redo(&mut self) -> Result<Option<String>, EditRefused> {
+        self.editable()?;
+        let Some(edit) = self.history.redo().cloned() else { return Ok(None) };
         self.write(&edit, true);
-        Some(edit.description)
+        Ok(Some(edit.description))
     }
 
+    /// Writes an edit's new labels (or, backwards, its old ones). Counts follow the voxels'
+    /// current values, so they stay exact even where a voxel no longer holds what the edit
+    /// recorded.
     fn write(&mut self, edit: &VoxelEdit, forward: bool) {
-        let (from, to) = if forward { (&edit.before, &edit.after) } else { (&edit.after, &edit.before) };
+        let to = if forward { &edit.after } else { &edit.before };
         let [nx, ny, _] = self.dims();
         let mut region: Option<VoxelBox> = None;
-        for ((&i, &a), &b) in edit.indices.iter().zip(from).zip(to) {
+        for (&i, &b) in edit.indices.iter().zip(to) {
             let i = i as usize;
+            let a = self.labels[i];
             self.labels[i] = b;
             self.counts[a as usize] -= 1;
             self.counts[b as usize] += 1;
@@ -231,7 +280,8 @@ impl Document {
         out
     }
 
-    /// Makes `mask` (a slice along `axis`, u fastest, nonzero = inside) the extent of `label` on
+    /// The run's write (see `begin_run`; ignored when no run is open). Makes `mask` (a slice
+    /// along `axis`, u fastest, nonzero = inside) the extent of `label` on
     /// slice `index`: voxels inside become `label`; voxels of `label` outside go back to what
     /// `kept` (the slice's labels before the run) holds there, so that a new object adds to the
     /// label instead of replacing it, or, without `kept`, become background; locked labels are
@@ -240,7 +290,7 @@ impl Document {
     /// see `slice_change`).
     pub fn write_slice(&mut self, axis: SliceAxis, index: usize, mask: &[u8], label: u8, kept: Option<&[u8]>) {
         let (w, h) = axis.slice_size(&self.image.geometry);
-        if mask.len() != w * h || kept.is_some_and(|k| k.len() != w * h) {
+        if !self.run_open || mask.len() != w * h || kept.is_some_and(|k| k.len() != w * h) {
             return;
         }
         let (origin, su, sv) = self.slice_layout(axis, index);
@@ -301,6 +351,7 @@ impl Document {
 
     /// Puts a mask file (a draft from another tool) onto the image as one undoable edit.
     pub fn open_mask(&mut self, path: &Path) -> Result<(), DocumentError> {
+        self.editable()?;
         let mask = io::open(path, &OpenOptions::default())?;
         let p = path.display().to_string();
         let g = &self.image.geometry;
@@ -332,7 +383,7 @@ impl Document {
             present[v as usize] = true;
         }
         self.label_table.ensure((1..=255u8).filter(|&v| present[v as usize]));
-        self.apply(edit);
+        self.apply(edit)?;
         self.mask_path = Some(path.to_path_buf());
         Ok(())
     }
@@ -381,7 +432,7 @@ mod tests {
     fn edits_update_counts_dirty_and_gpu_region() {
         let mut d = doc();
         let e = d.paint_edit([1, 5, 13], 1, "brush");
-        d.apply(e);
+        d.apply(e).unwrap();
         assert_eq!(d.voxel_count(1), 3);
         assert!(d.is_dirty());
         assert!((d.volume_ml(1) - 3.0 * 2.0 / 1000.0).abs() < 1e-12);
@@ -390,7 +441,7 @@ mod tests {
         let (r, bytes) = regions[0].clone();
         assert_eq!(r, VoxelBox { origin: [1, 0, 0], size: [1, 2, 2] });
         assert_eq!(bytes, vec![1, 1, 1, 0]);
-        d.undo();
+        d.undo().unwrap();
         assert_eq!(d.voxel_count(1), 0);
         assert_eq!(d.take_gpu_regions().len(), 1);
         assert!(d.take_gpu_regions().is_empty());
@@ -398,6 +449,7 @@ mod tests {
         let big = Geometry::new([64, 64, 64], [1.0; 3], [0.0; 3]);
         let image = Volume::new(big, 1, VoxelBuffer::U8(vec![0; 64 * 64 * 64]), VolumeMeta::default()).unwrap();
         let mut d = Document::new(image, PathBuf::from("y.nii"), None);
+        d.begin_run().unwrap();
         d.write_slice(SliceAxis::Axial, 2, &vec![1; 64 * 64], 1, None);
         d.write_slice(SliceAxis::Axial, 3, &vec![1; 64 * 64], 1, None);
         d.write_slice(SliceAxis::Axial, 60, &vec![1; 64 * 64], 1, None);
@@ -412,7 +464,7 @@ mod tests {
             let mut streamed = doc();
             streamed.label_table.add();
             let seed = streamed.paint_edit([0, 5, 6, 17, 23], 2, "brush");
-            streamed.apply(seed);
+            streamed.apply(seed).unwrap();
             streamed.label_table.get_mut(2).unwrap().locked = true;
             let g = streamed.image.geometry.clone();
             let (w, h) = axis.slice_size(&g);
@@ -431,14 +483,15 @@ mod tests {
             let changed = start.iter().zip(&expected).filter(|(a, b)| a != b).count();
             assert!(changed > 0);
             let before = streamed.slice_labels(axis, 1);
+            streamed.begin_run().unwrap();
             streamed.write_slice(axis, 1, &mask, 1, None);
             assert_eq!(streamed.labels, expected, "{axis:?}");
             assert_eq!(streamed.voxel_count(1) as usize, expected.iter().filter(|&&l| l == 1).count());
             let mut run = VoxelEdit::new("run");
             streamed.slice_change(axis, 1, &before, &mut run);
             assert_eq!(run.len(), changed, "{axis:?}: the run's edit holds exactly the changed voxels");
-            streamed.record(run);
-            streamed.undo();
+            streamed.finish_run(run);
+            streamed.undo().unwrap();
             assert_eq!(streamed.labels, start, "{axis:?}: undo restores the slice");
         }
     }
@@ -448,12 +501,13 @@ mod tests {
         let mut d = doc();
         d.label_table.add();
         let e = d.paint_edit([0, 1], 2, "brush");
-        d.apply(e);
+        d.apply(e).unwrap();
         d.label_table.get_mut(2).unwrap().locked = true;
         let e = d.paint_edit([0, 1, 2], 1, "brush");
-        d.apply(e);
+        d.apply(e).unwrap();
         assert_eq!(&d.labels[..3], &[2, 2, 1]);
         // Slice 0 of the axial axis: everything inside except the locked voxels.
+        d.begin_run().unwrap();
         d.write_slice(SliceAxis::Axial, 0, &[1; 12], 1, None);
         assert_eq!(&d.labels[..4], &[2, 2, 1, 1]);
         // An empty mask clears label 1 from the slice but not label 2.
@@ -466,8 +520,9 @@ mod tests {
         let mut d = doc();
         // Label 1 already holds voxels 0 and 1 of slice 0 (another lesion).
         let e = d.paint_edit([0, 1], 1, "brush");
-        d.apply(e);
+        d.apply(e).unwrap();
         let kept = d.slice_labels(SliceAxis::Axial, 0);
+        d.begin_run().unwrap();
         // The new object's first answer covers voxels 4 and 5, its final one voxel 5 only.
         let mut first = vec![0u8; kept.len()];
         first[4] = 1;
@@ -480,12 +535,124 @@ mod tests {
         assert_eq!(d.voxel_count(1), 3);
     }
 
+    /// Every label's count as a recount of the label map gives it.
+    fn recount(d: &Document) -> Vec<u64> {
+        let mut counts = vec![0u64; 256];
+        for &l in &d.labels {
+            counts[l as usize] += 1;
+        }
+        counts
+    }
+
+    /// A run as the viewer makes one: each slice's labels kept when it first streams, the
+    /// slices written, then one undo step from the kept slices.
+    fn stream_run(d: &mut Document, slices: &[(usize, Vec<u8>)], label: u8) {
+        let mut before = std::collections::BTreeMap::new();
+        for (index, mask) in slices {
+            before.entry(*index).or_insert_with(|| d.slice_labels(SliceAxis::Axial, *index));
+            d.write_slice(SliceAxis::Axial, *index, mask, label, None);
+        }
+        let mut edit = VoxelEdit::new("run");
+        for (index, kept) in &before {
+            d.slice_change(SliceAxis::Axial, *index, kept, &mut edit);
+        }
+        d.finish_run(edit);
+    }
+
+    #[test]
+    fn edits_undo_redo_and_masks_wait_while_a_run_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = doc();
+        let e = d.paint_edit([0, 1, 2], 1, "brush");
+        d.apply(e).unwrap();
+        let mask_path = dir.path().join("draft.nii.gz");
+        d.save_mask(&mask_path).unwrap();
+
+        d.begin_run().unwrap();
+        d.write_slice(SliceAxis::Axial, 0, &[1; 12], 1, None);
+        let during = d.labels.clone();
+        // What the viewer's fill, islands, classic tools, brush, undo, redo and Open mask
+        // do, refused: the run's slice stays as the run wrote it.
+        let fill = d.paint_edit([3, 4, 5], 0, "Fill holes");
+        assert_eq!(d.apply(fill.clone()), Err(EditRefused::RunOpen));
+        assert_eq!(d.apply_unrecorded(&fill), Err(EditRefused::RunOpen));
+        assert_eq!(d.record(fill), Err(EditRefused::RunOpen));
+        assert_eq!(d.undo(), Err(EditRefused::RunOpen));
+        assert_eq!(d.redo(), Err(EditRefused::RunOpen));
+        assert!(matches!(d.open_mask(&mask_path), Err(DocumentError::Refused(EditRefused::RunOpen))));
+        assert_eq!(d.begin_run(), Err(EditRefused::RunOpen), "one run at a time");
+        assert_eq!(d.labels, during);
+        let mut edit = VoxelEdit::new("run");
+        d.slice_change(SliceAxis::Axial, 0, &[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], &mut edit);
+        d.finish_run(edit);
+
+        // Afterwards everything works again, and undoing the run and the brush leaves the
+        // counts a recount gives.
+        assert_eq!(d.undo().unwrap().as_deref(), Some("run"));
+        assert_eq!(d.undo().unwrap().as_deref(), Some("brush"));
+        assert_eq!(d.labels, vec![0; 24]);
+        assert_eq!(d.counts.to_vec(), recount(&d));
+        d.open_mask(&mask_path).unwrap();
+        assert_eq!(d.voxel_count(1), 3);
+    }
+
+    #[test]
+    fn any_sequence_of_edits_runs_undos_and_redos_keeps_counts_exact() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..200 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut d = doc();
+            d.label_table.add();
+            let mut stroke: Option<super::super::history::EditBuilder> = None;
+            for step in 0..40 {
+                let label = rng.random_range(0..3u8);
+                match rng.random_range(0..7) {
+                    0 => {
+                        let voxels: Vec<usize> = (0..rng.random_range(1..6)).map(|_| rng.random_range(0..24)).collect();
+                        let edit = d.paint_edit(voxels, label, "paint");
+                        d.apply(edit).unwrap();
+                    }
+                    1 => {
+                        // A dab of a stroke, shown at once; the stroke is recorded later.
+                        let edit = d.paint_edit([rng.random_range(0..24)], label, "dab");
+                        d.apply_unrecorded(&edit).unwrap();
+                        stroke.get_or_insert_with(|| super::super::history::EditBuilder::new("stroke")).merge(edit);
+                    }
+                    2 => {
+                        if let Some(s) = stroke.take() {
+                            d.record(s.finish()).unwrap();
+                        }
+                    }
+                    3 if stroke.is_none() => {
+                        d.begin_run().unwrap();
+                        // Edits tried while the run streams are refused and change nothing.
+                        let before = d.labels.clone();
+                        let attempt = d.paint_edit([rng.random_range(0..24)], label, "during run");
+                        assert!(d.apply(attempt).is_err() && d.undo().is_err() && d.redo().is_err());
+                        assert_eq!(d.labels, before);
+                        let slices: Vec<(usize, Vec<u8>)> =
+                            (0..rng.random_range(1..4)).map(|_| (rng.random_range(0..2), (0..12).map(|_| rng.random_range(0..2u8)).collect())).collect();
+                        stream_run(&mut d, &slices, label.max(1));
+                    }
+                    4 | 5 if stroke.is_none() => {
+                        d.undo().unwrap();
+                    }
+                    6 if stroke.is_none() => {
+                        d.redo().unwrap();
+                    }
+                    _ => {}
+                }
+                assert_eq!(d.counts.to_vec(), recount(&d), "seed {seed}, step {step}");
+            }
+        }
+    }
+
     #[test]
     fn save_and_reopen_mask() {
         let dir = tempfile::tempdir().unwrap();
         let mut d = doc();
         let e = d.paint_edit([3, 7, 20], 1, "brush");
-        d.apply(e);
+        d.apply(e).unwrap();
         let path = dir.path().join("mask.nii.gz");
         d.save_mask(&path).unwrap();
         assert!(!d.is_dirty());

@@ -500,14 +500,19 @@ impl ViewerApp {
                 return;
             }
         };
-        // The box's preview gives way to its next preview or its run.
-        if adds
-            && let Some(doc) = &mut self.doc
-            && self.preview_revision.take().is_some_and(|r| r == doc.revision())
-        {
-            doc.undo();
+        let Some(doc) = &mut self.doc else { return };
+        // A stroke still open is finished first: the run's undo step comes after it.
+        if let Some(stroke) = self.stroke.take() {
+            Self::refused(&mut self.status, "Brush", doc.record(stroke.finish()));
         }
-        let Some(doc) = &self.doc else { return };
+        // The box's preview gives way to its next preview or its run.
+        if adds && self.preview_revision.take().is_some_and(|r| r == doc.revision()) {
+            Self::refused(&mut self.status, "Preview", doc.undo().map(drop));
+        }
+        if let Err(e) = doc.begin_run() {
+            self.status = format!("{description}: {e}");
+            return;
+        }
         self.run_edit = Some(RunEdit { axis, label, adds, preview, before: Default::default(), ended: false, edit: VoxelEdit::new(description) });
         self.segmentation.start(
             ctx,
@@ -581,7 +586,7 @@ impl ViewerApp {
             if run.before.is_empty() {
                 let run = self.run_edit.take().expect("checked above");
                 let recorded = !run.edit.is_empty();
-                doc.record(run.edit);
+                doc.finish_run(run.edit);
                 self.preview_revision = (run.preview && recorded).then(|| doc.revision());
             } else {
                 more = true;
@@ -603,27 +608,29 @@ impl ViewerApp {
         }
     }
 
-    pub fn undo(&mut self) {
-        if self.is_segmenting() {
-            self.status = "Undo waits until the segmentation finishes (or cancel it)".into();
-            return;
+    /// Puts a refused change to the label map into the status line (`what` names the change).
+    pub(crate) fn refused(status: &mut String, what: &str, result: Result<(), document::EditRefused>) {
+        if let Err(e) = result {
+            *status = format!("{what}: {e}");
         }
-        if let Some(doc) = &mut self.doc
-            && let Some(what) = doc.undo()
-        {
-            self.status = format!("Undid: {what}");
+    }
+
+    pub fn undo(&mut self) {
+        let Some(doc) = &mut self.doc else { return };
+        match doc.undo() {
+            Ok(Some(what)) => self.status = format!("Undid: {what}"),
+            Ok(None) => {}
+            Err(e) => self.status = format!("Undo: {e}"),
         }
     }
 
     /// Redo the last undone edit.
     pub fn redo(&mut self) {
-        if self.is_segmenting() {
-            return;
-        }
-        if let Some(doc) = &mut self.doc
-            && let Some(what) = doc.redo()
-        {
-            self.status = format!("Redid: {what}");
+        let Some(doc) = &mut self.doc else { return };
+        match doc.redo() {
+            Ok(Some(what)) => self.status = format!("Redid: {what}"),
+            Ok(None) => {}
+            Err(e) => self.status = format!("Redo: {e}"),
         }
     }
 
@@ -633,7 +640,7 @@ impl ViewerApp {
         let axis = crate::volume::SliceAxis::from_normal(ViewFrame::new(Plane::Axial, &doc.image.geometry).normal);
         let edit = morphology::fill_holes(doc, self.active_label, axis);
         self.status = format!("Filled {} voxels", edit.len());
-        doc.apply(edit);
+        Self::refused(&mut self.status, "Fill holes", doc.apply(edit));
     }
 
     /// Keeps only the largest piece of the active label (one undo step).
@@ -641,7 +648,7 @@ impl ViewerApp {
         let Some(doc) = &mut self.doc else { return };
         let edit = morphology::remove_islands(doc, self.active_label);
         self.status = format!("Removed {} island voxels", edit.len());
-        doc.apply(edit);
+        Self::refused(&mut self.status, "Remove islands", doc.apply(edit));
     }
 
     /// Save to the current mask path, or ask for one.
@@ -683,7 +690,6 @@ impl ViewerApp {
     }
 
     fn handle_view_events(&mut self, plane: Plane, events: Vec<ViewEvent>) {
-        let segmenting = self.is_segmenting();
         let Some(doc) = &mut self.doc else { return };
         let g = doc.image.geometry.clone();
         if !events.is_empty() {
@@ -705,9 +711,6 @@ impl ViewerApp {
                     let new_l = l + dlevel as f64 * w;
                     self.window = Window::from_width_level(new_w, new_l);
                 }
-                ViewEvent::Paint { .. } if segmenting => {
-                    self.status = "Painting waits until the segmentation finishes (or cancel it)".into();
-                }
                 ViewEvent::Paint { at, normal, erase } => {
                     let voxels = brush::footprint(&g, at, normal, self.brush);
                     let edit = if erase {
@@ -718,12 +721,15 @@ impl ViewerApp {
                         doc.paint_edit(voxels, self.active_label, "Brush")
                     };
                     // Shown at once; the whole stroke becomes one undo step at StrokeEnd.
-                    doc.apply_unrecorded(&edit);
-                    self.stroke.get_or_insert_with(|| EditBuilder::new(if erase { "Erase" } else { "Brush" })).merge(edit);
+                    let what = if erase { "Erase" } else { "Brush" };
+                    match doc.apply_unrecorded(&edit) {
+                        Ok(()) => self.stroke.get_or_insert_with(|| EditBuilder::new(what)).merge(edit),
+                        Err(e) => self.status = format!("{what}: {e}"),
+                    }
                 }
                 ViewEvent::StrokeEnd => {
                     if let Some(stroke) = self.stroke.take() {
-                        doc.record(stroke.finish());
+                        Self::refused(&mut self.status, "Brush", doc.record(stroke.finish()));
                     }
                 }
                 ViewEvent::BoxDrawn { plane, slice, a, b } => {

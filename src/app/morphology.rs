@@ -101,10 +101,10 @@ mod tests {
         // A ring of label 1 around (2, 2), and an open notch at the border.
         let ring: Vec<usize> = (1..4).flat_map(|j| (1..4).map(move |i| i + 5 * j)).filter(|&p| p != 12).collect();
         let e = d.paint_edit(ring, 1, "ring");
-        d.apply(e);
+        d.apply(e).unwrap();
         let e = fill_holes(&d, 1, SliceAxis::Axial);
         assert_eq!(e.indices, vec![12]);
-        d.apply(e);
+        d.apply(e).unwrap();
         assert_eq!(d.voxel_count(1), 9);
     }
 
@@ -112,7 +112,7 @@ mod tests {
     fn keeps_the_largest_piece() {
         let mut d = doc([6, 1, 1]);
         let e = d.paint_edit([0, 2, 3, 4], 1, "pieces");
-        d.apply(e);
+        d.apply(e).unwrap();
         let e = remove_islands(&d, 1);
         assert_eq!(e.indices, vec![0]);
         d.label_table.get_mut(1).unwrap().locked = true;

@@ -108,7 +108,7 @@ mod tests {
         let image = Volume::new(g, 1, VoxelBuffer::I16(vec![0; 8]), VolumeMeta::default()).unwrap();
         let mut doc = Document::new(image, image_path.clone(), None);
         let e = doc.paint_edit([3], 1, "brush");
-        doc.apply(e);
+        doc.apply(e).unwrap();
         let rec = dir.path().join("rec");
         write(&rec, &doc).unwrap();
         let info = find(&rec, &image_path).expect("recovery found");
