@@ -8,7 +8,7 @@
 
 use super::history::{EditHistory, VoxelEdit};
 use super::labels::LabelTable;
-use crate::io::{self, IoError, LoadProgress, OpenOptions, SeriesSelector, nifti};
+use crate::io::{self, IoError, LoadProgress, OpenOptions, SeriesSelector, label_descriptions, nifti};
 use crate::volume::{SliceAxis, Volume, VolumeMeta, VoxelBuffer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -349,8 +349,10 @@ impl Document {
         edit
     }
 
-    /// Puts a mask file (a draft from another tool) onto the image as one undoable edit.
-    pub fn open_mask(&mut self, path: &Path) -> Result<(), DocumentError> {
+    /// Puts a mask file (a draft from another tool) onto the image as one undoable edit, with
+    /// the label names and colours of the ITK-SNAP label description beside it when there is
+    /// one. Returns a warning when that description could not be read (the mask is open).
+    pub fn open_mask(&mut self, path: &Path) -> Result<Option<String>, DocumentError> {
         self.editable()?;
         let mask = io::open(path, &OpenOptions::default())?;
         let p = path.display().to_string();
@@ -385,7 +387,17 @@ impl Document {
         self.label_table.ensure((1..=255u8).filter(|&v| present[v as usize]));
         self.apply(edit)?;
         self.mask_path = Some(path.to_path_buf());
-        Ok(())
+        let descriptions = label_descriptions::path_beside(path);
+        if !descriptions.exists() {
+            return Ok(None);
+        }
+        match label_descriptions::read(&descriptions) {
+            Ok(described) => {
+                self.label_table.apply_descriptions(&described);
+                Ok(None)
+            }
+            Err(e) => Ok(Some(format!("label names and colours not read: {e}"))),
+        }
     }
 
     /// The label map as a volume with the image's geometry (and NIfTI transforms).
@@ -398,17 +410,20 @@ impl Document {
         }
     }
 
-    /// Writes the label map as NIfTI (atomically) and marks the document saved.
+    /// Writes the label map as NIfTI and its label table as the ITK-SNAP label description
+    /// beside it (each atomically), and marks the document saved.
     pub fn save_mask(&mut self, path: &Path) -> Result<(), IoError> {
-        nifti::write(path, &self.label_volume(), nifti::NiftiKind::LabelMap)?;
+        self.write_recovery(path)?;
         self.mask_path = Some(path.to_path_buf());
         self.saved_revision = self.revision;
         Ok(())
     }
 
-    /// Writes a recovery copy without changing the saved state.
+    /// Writes the label map and its label description without changing the saved state (a
+    /// recovery copy).
     pub fn write_recovery(&self, path: &Path) -> Result<(), IoError> {
-        nifti::write(path, &self.label_volume(), nifti::NiftiKind::LabelMap)
+        nifti::write(path, &self.label_volume(), nifti::NiftiKind::LabelMap)?;
+        label_descriptions::write(&label_descriptions::path_beside(path), &self.label_table.descriptions())
     }
 
     /// Index of voxel (i, j, k).
@@ -657,8 +672,37 @@ mod tests {
         d.save_mask(&path).unwrap();
         assert!(!d.is_dirty());
         let mut other = doc();
-        other.open_mask(&path).unwrap();
+        assert_eq!(other.open_mask(&path).unwrap(), None);
         assert_eq!(other.labels, d.labels);
         assert!(other.history.can_undo());
+    }
+
+    #[test]
+    fn label_names_and_colours_survive_save_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = doc();
+        let two = d.label_table.add().unwrap();
+        let e = d.paint_edit([3, 7], 1, "brush");
+        d.apply(e).unwrap();
+        let e = d.paint_edit([20], two, "brush");
+        d.apply(e).unwrap();
+        let lesion = d.label_table.get_mut(1).unwrap();
+        lesion.name = "liver lesion".into();
+        lesion.color = [12, 34, 56];
+        d.label_table.get_mut(two).unwrap().visible = false;
+        let path = dir.path().join("mask.nii.gz");
+        d.save_mask(&path).unwrap();
+        assert!(dir.path().join("mask.label.txt").exists());
+        let mut other = doc();
+        assert_eq!(other.open_mask(&path).unwrap(), None);
+        let (a, b) = (other.label_table.get(1).unwrap(), other.label_table.get(two).unwrap());
+        assert_eq!((a.name.as_str(), a.color, a.visible), ("liver lesion", [12, 34, 56], true));
+        assert!(!b.visible);
+        // A damaged description does not keep the mask from opening: a warning says why.
+        std::fs::write(dir.path().join("mask.label.txt"), "1 300 0 0 1 1 1 \"x\"").unwrap();
+        let mut third = doc();
+        let warning = third.open_mask(&path).unwrap().expect("a warning");
+        assert!(warning.contains("mask.label.txt") && warning.contains("line 1"), "{warning}");
+        assert_eq!(third.labels, d.labels);
     }
 }

@@ -1,6 +1,7 @@
 //! `LabelTable`: the labels of a segmentation (value 1..=255 in the label map), with the name,
 //! colour, visibility and lock the annotator gives them.
 
+use crate::io::label_descriptions::LabelDescription;
 use serde::{Deserialize, Serialize};
 
 /// One label of the label map.
@@ -99,6 +100,27 @@ impl LabelTable {
             m[l.value as usize] = l.locked;
         }
         m
+    }
+
+    /// The table as an ITK-SNAP label description (opaque, mesh shown; the lock is this
+    /// viewer's own and has no place in the format).
+    pub fn descriptions(&self) -> Vec<LabelDescription> {
+        self.labels
+            .iter()
+            .map(|l| LabelDescription { value: l.value as u16, color: l.color, opacity: 1.0, visible: l.visible, mesh_visible: true, name: l.name.clone() })
+            .collect()
+    }
+
+    /// Takes the name, colour and visibility of every label the table has from `described`
+    /// (values it does not describe keep theirs).
+    pub fn apply_descriptions(&mut self, described: &[LabelDescription]) {
+        for l in &mut self.labels {
+            if let Some(d) = described.iter().find(|d| d.value == l.value as u16) {
+                l.name = d.name.clone();
+                l.color = d.color;
+                l.visible = d.visible;
+            }
+        }
     }
 
     /// RGBA8 for each of the 256 values: the label's colour, alpha 0 when hidden or unknown.

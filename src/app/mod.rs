@@ -684,7 +684,8 @@ impl ViewerApp {
     pub fn open_mask(&mut self, path: &Path) {
         let Some(doc) = &mut self.doc else { return };
         match doc.open_mask(path) {
-            Ok(()) => self.status = format!("Opened mask {}", file_name(path)),
+            Ok(None) => self.status = format!("Opened mask {}", file_name(path)),
+            Ok(Some(warning)) => self.status = format!("Opened mask {} — warning: {warning}", file_name(path)),
             Err(e) => self.status = format!("Cannot open mask: {e}"),
         }
     }

@@ -18,13 +18,13 @@ pub struct RecoveryInfo {
     pub saved_at_unix: u64,
 }
 
-/// A stable file stem for an image path.
+/// A file stem for an image path that stays the same across runs, platforms and compiler
+/// versions: the first 16 hex digits of the SHA-256 of the canonical path.
 fn stem_for(image: &Path) -> String {
-    use std::hash::{Hash, Hasher};
+    use sha2::Digest;
     let canonical = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    canonical.hash(&mut h);
-    format!("{:016x}", h.finish())
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes (or refreshes) the recovery copy of a document's label map.
@@ -67,7 +67,9 @@ pub fn list(dir: &Path) -> Vec<RecoveryInfo> {
 pub fn remove(dir: &Path, image: &Path) {
     let stem = stem_for(image);
     let _ = std::fs::remove_file(dir.join(format!("{stem}.json")));
-    let _ = std::fs::remove_file(dir.join(format!("{stem}.nii.gz")));
+    let mask = dir.join(format!("{stem}.nii.gz"));
+    let _ = std::fs::remove_file(crate::io::label_descriptions::path_beside(&mask));
+    let _ = std::fs::remove_file(mask);
 }
 
 /// Decides when the next autosave is due.
@@ -109,14 +111,20 @@ mod tests {
         let mut doc = Document::new(image, image_path.clone(), None);
         let e = doc.paint_edit([3], 1, "brush");
         doc.apply(e).unwrap();
+        doc.label_table.get_mut(1).unwrap().name = "nodule".into();
         let rec = dir.path().join("rec");
         write(&rec, &doc).unwrap();
         let info = find(&rec, &image_path).expect("recovery found");
         assert_eq!(list(&rec).len(), 1);
+        // The same image path always gives the same file (not a per-build hash).
+        assert_eq!(info.mask_file.file_name().unwrap().len(), "0123456789abcdef.nii.gz".len());
+        assert_eq!(stem_for(&image_path), stem_for(&image_path));
         let mut other = Document::new((*doc.image).clone(), image_path.clone(), None);
         other.open_mask(&info.mask_file).unwrap();
         assert_eq!(other.labels, doc.labels);
+        assert_eq!(other.label_table.get(1).unwrap().name, "nodule", "label names are recovered too");
         remove(&rec, &image_path);
         assert!(find(&rec, &image_path).is_none());
+        assert_eq!(std::fs::read_dir(&rec).unwrap().count(), 0, "every recovery file is gone");
     }
 }

@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod dicom;
 pub mod gzip;
+pub mod label_descriptions;
 pub mod limits;
 pub mod metaimage;
 pub mod nifti;
