@@ -22,24 +22,7 @@ use std::path::{Path, PathBuf};
 const NIFTI1_HEADER: usize = 348;
 const NIFTI2_HEADER: usize = 540;
 
-/// The spatial fields of a NIfTI header exactly as stored, so a file written from a NIfTI
-/// source carries the same qform and sform.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NiftiTransform {
-    pub qform_code: i32,
-    pub sform_code: i32,
-    /// quatern_b, quatern_c, quatern_d.
-    pub quatern: [f64; 3],
-    /// qoffset_x, qoffset_y, qoffset_z.
-    pub qoffset: [f64; 3],
-    /// pixdim[0..4]: qfac and the three voxel sizes.
-    pub pixdim: [f64; 4],
-    /// srow_x, srow_y, srow_z.
-    pub srow: [[f64; 4]; 3],
-    pub xyzt_units: i32,
-    /// pixdim[4], the time step of 4D files.
-    pub time_step: f64,
-}
+pub use crate::volume::NiftiTransform;
 
 /// A parsed NIfTI header (either version), with the numbers widened to 64 bits.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,9 +14,28 @@ pub use slice::{SliceAxis, extract_slice, insert_slice};
 pub use voxel::{IntoVoxelBuffer, Rescale, Voxel, VoxelBuffer, VoxelType, min_max};
 pub use window::{CT_PRESETS, Window, WindowPreset};
 
-use crate::io::nifti::NiftiTransform;
 use crate::with_voxels;
 use serde::Serialize;
+
+/// The spatial fields of a NIfTI header exactly as stored, so a file written from a NIfTI
+/// source carries the same qform and sform (kept with the volume; `io::nifti` reads and writes
+/// them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NiftiTransform {
+    pub qform_code: i32,
+    pub sform_code: i32,
+    /// quatern_b, quatern_c, quatern_d.
+    pub quatern: [f64; 3],
+    /// qoffset_x, qoffset_y, qoffset_z.
+    pub qoffset: [f64; 3],
+    /// pixdim[0..4]: qfac and the three voxel sizes.
+    pub pixdim: [f64; 4],
+    /// srow_x, srow_y, srow_z.
+    pub srow: [[f64; 4]; 3],
+    pub xyzt_units: i32,
+    /// pixdim[4], the time step of 4D files.
+    pub time_step: f64,
+}
 
 /// The file formats a volume can come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
