@@ -422,6 +422,28 @@ fn fill_islands_and_undo_wait_while_a_run_streams_and_counts_stay_exact() {
 }
 
 #[test]
+fn question_mark_lists_every_shortcut_from_the_command_table() {
+    use medsam_viewer::app::command::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = mini_viewer(dir.path());
+    harness.key_press(egui::Key::Questionmark);
+    harness.run_steps(2);
+    assert!(harness.state().shortcuts_open);
+    for command in Command::all() {
+        assert!(harness.query_all_by_label(&command.description()).next().is_some(), "{command:?} is listed");
+    }
+    harness.snapshot("shortcuts_overlay");
+    // The keys in the table do what the overlay says: H hides the labels, ? closes it.
+    let shown = harness.state().show_labels;
+    harness.key_press(egui::Key::H);
+    harness.step();
+    assert_ne!(harness.state().show_labels, shown);
+    harness.key_press(egui::Key::Questionmark);
+    harness.run_steps(2);
+    assert!(!harness.state().shortcuts_open);
+}
+
+#[test]
 fn propagation_ends_where_the_object_ends() {
     // Slice 2 of the mini volume is washed out: the model finds no object there. One empty
     // slice ends the backward direction on it.

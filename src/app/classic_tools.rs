@@ -4,9 +4,11 @@
 //! undo step, sparing locked labels (through `Document::paint_edit`, like the brush).
 
 use super::ViewerApp;
+use super::command::Command;
 use super::document::Document;
 use super::jobs::BackgroundJob;
 use super::slice_view::PromptMark;
+use super::tools::Tool;
 use super::view_frame::ViewFrame;
 use crate::classic::lung_mask::{LungMaskOptions, lung_mask};
 use crate::classic::region_grow::region_grow;
@@ -149,18 +151,9 @@ pub fn box_of_prompts(prompts: &[PromptMark], g: &Geometry, slices_around: usize
     Some(IndexBox { lo, hi })
 }
 
-/// Each frame: takes a finished run and applies it as one undo step, starts region growing from
-/// a clicked seed, and handles the tools' keys (T: threshold in box, U: lung mask).
+/// Each frame: takes a finished run and applies it as one undo step and starts region growing
+/// from a clicked seed.
 pub fn update(app: &mut ViewerApp, ctx: &egui::Context) {
-    if !ctx.egui_wants_keyboard_input() {
-        let (threshold, lungs) = ctx.input_mut(|i| (i.consume_key(egui::Modifiers::NONE, egui::Key::T), i.consume_key(egui::Modifiers::NONE, egui::Key::U)));
-        if threshold {
-            start_threshold(app);
-        }
-        if lungs {
-            start_lung_mask(app);
-        }
-    }
     if let Some(seed) = app.classic.seed.take()
         && let Some(doc) = &app.doc
     {
@@ -189,7 +182,8 @@ pub fn update(app: &mut ViewerApp, ctx: &egui::Context) {
     }
 }
 
-fn start_threshold(app: &mut ViewerApp) {
+/// Thresholds the drawn box (`Command::Threshold`).
+pub fn start_threshold(app: &mut ViewerApp) {
     let Some(doc) = &app.doc else { return };
     match app.classic.threshold_request(&app.prompts, &doc.image.geometry) {
         Ok(Some(request)) => app.classic.start(doc, request, app.active_label),
@@ -198,7 +192,8 @@ fn start_threshold(app: &mut ViewerApp) {
     }
 }
 
-fn start_lung_mask(app: &mut ViewerApp) {
+/// Segments the lungs (`Command::LungMask`).
+pub fn start_lung_mask(app: &mut ViewerApp) {
     let Some(doc) = &app.doc else { return };
     let request = app.classic.lung_request();
     app.classic.start(doc, request, app.active_label);
@@ -228,8 +223,8 @@ pub fn section(app: &mut ViewerApp, ui: &mut egui::Ui) {
     let has_box = app.prompts.iter().any(|p| matches!(p, PromptMark::Box { .. }));
     if ui
         .add_enabled(has_doc && has_box, egui::Button::new("Threshold in box"))
-        .on_hover_text("Label the voxels inside the box drawn with the Box tool whose value lies in the range  [T]")
-        .on_disabled_hover_text("Draw a box with the Box tool [B] first")
+        .on_hover_text(format!("Label the voxels inside the box drawn with the Box tool whose value lies in the range  [{}]", Command::Threshold.shortcut_text(ui.ctx())))
+        .on_disabled_hover_text(format!("Draw a box with the Box tool [{}] first", Command::Tool(Tool::Box).shortcut_text(ui.ctx())))
         .clicked()
     {
         start_threshold(app);
@@ -240,13 +235,13 @@ pub fn section(app: &mut ViewerApp, ui: &mut egui::Ui) {
         number(ui, "max", &mut tools.grow[1], 5.0, "Highest value of the grown region");
     });
     ui.checkbox(&mut tools.grow_26, "26-connected").on_hover_text("Grow through edges and corners too, not only through faces");
-    ui.label("Grow tool [G]: click a seed in a view.");
+    ui.label(format!("Grow tool [{}]: click a seed in a view.", Command::Tool(Tool::RegionGrow).shortcut_text(ui.ctx())));
     ui.horizontal(|ui| {
         ui.add(egui::Slider::new(&mut tools.lung_dilation_mm, 0.0..=20.0).text("dilate mm")).on_hover_text("Grow the lung mask by this radius in mm");
     });
     if ui
         .add_enabled(has_doc, egui::Button::new("Lung mask"))
-        .on_hover_text("Label the lungs of a CT: air below −320 HU inside the body, largest components, holes filled  [U]")
+        .on_hover_text(format!("Label the lungs of a CT: air below −320 HU inside the body, largest components, holes filled  [{}]", Command::LungMask.shortcut_text(ui.ctx())))
         .clicked()
     {
         start_lung_mask(app);

@@ -6,6 +6,7 @@
 pub mod brush;
 pub mod classic_tools;
 pub mod dialogs;
+pub mod command;
 pub mod document;
 pub mod history;
 pub mod jobs;
@@ -27,6 +28,7 @@ use crate::render::{Colormap, MeshRenderer, SliceRenderer};
 use crate::volume::{Window, WindowPreset, CT_PRESETS};
 use brush::Brush;
 use dialogs::Dialog;
+use command::Command;
 use document::Document;
 use history::{EditBuilder, VoxelEdit};
 use jobs::BackgroundJob;
@@ -141,6 +143,8 @@ pub struct ViewerApp {
     stroke: Option<EditBuilder>,
     pub dialog: Option<Dialog>,
     pub stats: stats_panel::StatsPanel,
+    /// The keyboard shortcuts overlay is shown.
+    pub shortcuts_open: bool,
     pub classic: classic_tools::ClassicTools,
     gpu_error: Option<String>,
     uploaded_palette: Option<[u8; 1024]>,
@@ -195,6 +199,7 @@ impl ViewerApp {
             stroke: None,
             dialog: None,
             stats: Default::default(),
+            shortcuts_open: false,
             classic: Default::default(),
             autosave: recovery::AutosaveClock::default(),
             allow_close: false,
@@ -773,81 +778,39 @@ impl ViewerApp {
         if ctx.egui_wants_keyboard_input() {
             return;
         }
-        // The shifted shortcuts first: a plain Ctrl+Z check also matches Ctrl+Shift+Z.
-        let (redo, undo, save_as, save, open) = ctx.input_mut(|i| {
-            let cmd = egui::Modifiers::COMMAND;
-            let cmd_shift = egui::Modifiers::COMMAND | egui::Modifiers::SHIFT;
-            let redo = i.consume_key(cmd_shift, egui::Key::Z) || i.consume_key(cmd, egui::Key::Y);
-            let undo = i.consume_key(cmd, egui::Key::Z);
-            let save_as = i.consume_key(cmd_shift, egui::Key::S);
-            let save = i.consume_key(cmd, egui::Key::S);
-            (redo, undo, save_as, save, i.consume_key(cmd, egui::Key::O))
-        });
-        if redo {
-            self.redo();
-        } else if undo {
-            self.undo();
+        for command in ctx.input_mut(Command::pressed) {
+            self.execute(command, ctx);
         }
-        if save_as {
-            self.save_as();
-        } else if save {
-            self.save();
-        }
-        if open {
-            self.open_dialog(ctx);
-        }
-        let (mut fill, mut islands, mut run, mut repropagate) = (false, false, false, false);
-        ctx.input_mut(|i| {
-            run = i.consume_key(egui::Modifiers::NONE, egui::Key::Enter);
-            repropagate = i.consume_key(egui::Modifiers::NONE, egui::Key::R);
-            if i.consume_key(egui::Modifiers::NONE, egui::Key::Escape)
-                && let Some(job) = &self.segmentation.job
-            {
-                job.progress.cancel();
-            }
-            for tool in Tool::ALL {
-                if i.consume_key(egui::Modifiers::NONE, tool.key()) {
-                    self.tool = tool;
+    }
+
+    /// Carries out a command, whether it came from a key or a menu.
+    pub fn execute(&mut self, command: Command, ctx: &egui::Context) {
+        match command {
+            Command::Open => self.open_dialog(ctx),
+            Command::Save => self.save(),
+            Command::SaveAs => self.save_as(),
+            Command::Undo => self.undo(),
+            Command::Redo => self.redo(),
+            Command::Run => self.run_segmentation(ctx),
+            Command::Repropagate => self.repropagate_from_slice(ctx),
+            Command::Cancel => {
+                if let Some(job) = &self.segmentation.job {
+                    job.progress.cancel();
                 }
             }
-            if i.consume_key(egui::Modifiers::NONE, egui::Key::OpenBracket) {
-                self.brush.radius_mm = (self.brush.radius_mm / 1.25).max(0.5);
-            }
-            if i.consume_key(egui::Modifiers::NONE, egui::Key::CloseBracket) {
-                self.brush.radius_mm = (self.brush.radius_mm * 1.25).min(100.0);
-            }
-            if i.consume_key(egui::Modifiers::NONE, egui::Key::Num3) {
-                self.brush.sphere = !self.brush.sphere;
-            }
-            if i.consume_key(egui::Modifiers::NONE, egui::Key::F) {
-                fill = true;
-            }
-            if i.consume_key(egui::Modifiers::NONE, egui::Key::I) {
-                islands = true;
-            }
-            if i.consume_key(egui::Modifiers::NONE, egui::Key::L) {
-                self.outline = !self.outline;
-            }
-            if i.consume_key(egui::Modifiers::NONE, egui::Key::H) {
-                self.show_labels = !self.show_labels;
-            }
-            for (n, key) in [egui::Key::F1, egui::Key::F2, egui::Key::F3, egui::Key::F4, egui::Key::F5].into_iter().enumerate() {
-                if i.consume_key(egui::Modifiers::NONE, key) {
-                    self.window = CT_PRESETS[n].window();
-                }
-            }
-        });
-        if fill {
-            self.fill_holes();
-        }
-        if run {
-            self.run_segmentation(ctx);
-        }
-        if repropagate {
-            self.repropagate_from_slice(ctx);
-        }
-        if islands {
-            self.remove_islands();
+            Command::Tool(tool) => self.tool = tool,
+            Command::BrushSmaller => self.brush.radius_mm = (self.brush.radius_mm / 1.25).max(0.5),
+            Command::BrushLarger => self.brush.radius_mm = (self.brush.radius_mm * 1.25).min(100.0),
+            Command::BrushBall => self.brush.sphere = !self.brush.sphere,
+            Command::FillHoles => self.fill_holes(),
+            Command::RemoveIslands => self.remove_islands(),
+            Command::Outline => self.outline = !self.outline,
+            Command::HideLabels => self.show_labels = !self.show_labels,
+            Command::Preset(n) => self.window = CT_PRESETS[n].window(),
+            Command::Statistics => self.stats.open = !self.stats.open,
+            Command::Threshold => classic_tools::start_threshold(self),
+            Command::LungMask => classic_tools::start_lung_mask(self),
+            Command::Shortcuts => self.shortcuts_open = !self.shortcuts_open,
         }
     }
 
@@ -1075,6 +1038,7 @@ impl eframe::App for ViewerApp {
         });
         egui::CentralPanel::no_frame().show(ui, |ui| self.views_ui(ui));
         dialogs::show(self, &ctx);
+        command::shortcuts_window(&ctx, &mut self.shortcuts_open);
         stats_panel::show(self, &ctx);
         classic_tools::update(self, &ctx);
         self.sync_gpu();

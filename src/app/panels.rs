@@ -2,6 +2,7 @@
 //! start screen shown before an image is open.
 
 use super::ViewerApp;
+use super::command::Command;
 use super::tools::Tool;
 use super::view_frame::Pane;
 use crate::render::Colormap;
@@ -12,9 +13,7 @@ pub fn menu_bar(app: &mut ViewerApp, ui: &mut egui::Ui) {
     egui::Panel::top("menu").show(ui, |ui| {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
-                if ui.button("Open image…  (Ctrl+O)").clicked() {
-                    app.open_dialog(&ctx);
-                }
+                command_button(app, ui, Command::Open, true);
                 if ui.button("Open DICOM folder…").clicked() {
                     app.open_folder_dialog(&ctx);
                 }
@@ -38,12 +37,8 @@ pub fn menu_bar(app: &mut ViewerApp, ui: &mut egui::Ui) {
                 {
                     app.open_mask(&path);
                 }
-                if ui.add_enabled(has_doc, egui::Button::new("Save mask  (Ctrl+S)")).clicked() {
-                    app.save();
-                }
-                if ui.add_enabled(has_doc, egui::Button::new("Save mask as…  (Ctrl+Shift+S)")).clicked() {
-                    app.save_as();
-                }
+                command_button(app, ui, Command::Save, has_doc);
+                command_button(app, ui, Command::SaveAs, has_doc);
                 ui.separator();
                 if ui.button("Quit").clicked() {
                     ctx.send_viewport_cmd(egui::ViewportCommand::Close);
@@ -51,12 +46,12 @@ pub fn menu_bar(app: &mut ViewerApp, ui: &mut egui::Ui) {
             });
             ui.menu_button("Edit", |ui| {
                 let (can_undo, can_redo) = app.doc.as_ref().map_or((false, false), |d| (d.history.can_undo(), d.history.can_redo()));
-                let undo_text = app.doc.as_ref().and_then(|d| d.history.undo_description().map(String::from)).unwrap_or_default();
-                if ui.add_enabled(can_undo, egui::Button::new(format!("Undo {undo_text}  (Ctrl+Z)"))).clicked() {
-                    app.undo();
-                }
-                if ui.add_enabled(can_redo, egui::Button::new("Redo  (Ctrl+Shift+Z)")).clicked() {
-                    app.redo();
+                command_button(app, ui, Command::Undo, can_undo);
+                command_button(app, ui, Command::Redo, can_redo);
+                ui.separator();
+                let has_doc = app.doc.is_some();
+                for command in [Command::FillHoles, Command::RemoveIslands, Command::Run, Command::Repropagate] {
+                    command_button(app, ui, command, has_doc);
                 }
             });
             ui.menu_button("View", |ui| {
@@ -72,22 +67,51 @@ pub fn menu_bar(app: &mut ViewerApp, ui: &mut egui::Ui) {
                 if ui.button("Show all views").clicked() {
                     app.maximized = None;
                 }
+                ui.separator();
+                for command in [Command::Outline, Command::HideLabels, Command::Statistics] {
+                    command_button(app, ui, command, true);
+                }
+            });
+            ui.menu_button("Help", |ui| {
+                command_button(app, ui, Command::Shortcuts, true);
             });
         });
     });
+}
+
+/// A menu entry for a command: its name, its shortcut at the right, its description on hover.
+fn command_button(app: &mut ViewerApp, ui: &mut egui::Ui, command: Command, enabled: bool) {
+    let mut name = command.name();
+    if command == Command::Undo
+        && let Some(what) = app.doc.as_ref().and_then(|d| d.history.undo_description())
+    {
+        name = format!("Undo {what}");
+    }
+    let button = egui::Button::new(name).shortcut_text(command.shortcut_text(ui.ctx()));
+    if ui.add_enabled(enabled, button).on_hover_text(command.description()).clicked() {
+        let ctx = ui.ctx().clone();
+        app.execute(command, &ctx);
+        ui.close();
+    }
 }
 
 pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
     ui.heading("Tools");
     ui.horizontal_wrapped(|ui| {
         for tool in Tool::ALL {
-            ui.selectable_value(&mut app.tool, tool, tool.name()).on_hover_text(tool.tooltip());
+            let tip = format!("{}  [{}]", tool.description(), Command::Tool(tool).shortcut_text(ui.ctx()));
+            ui.selectable_value(&mut app.tool, tool, tool.name()).on_hover_text(tip);
         }
     });
     if matches!(app.tool, Tool::Brush | Tool::Eraser) {
         ui.add(egui::Slider::new(&mut app.brush.radius_mm, 0.5..=50.0).logarithmic(true).text("radius mm"))
-            .on_hover_text("Brush radius in millimetres  [ / ]");
-        ui.checkbox(&mut app.brush.sphere, "3D ball").on_hover_text("Paint through neighbouring slices  [3]");
+            .on_hover_text(format!(
+                "Brush radius in millimetres  [{} / {}]",
+                Command::BrushSmaller.shortcut_text(ui.ctx()),
+                Command::BrushLarger.shortcut_text(ui.ctx())
+            ));
+        let tip = format!("Paint through neighbouring slices  [{}]", Command::BrushBall.shortcut_text(ui.ctx()));
+        ui.checkbox(&mut app.brush.sphere, "3D ball").on_hover_text(tip);
     }
     ui.separator();
 
@@ -97,7 +121,7 @@ pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
     ui.heading("Display");
     ui.horizontal_wrapped(|ui| {
         for (n, preset) in CT_PRESETS.iter().enumerate() {
-            let tip = format!("W {} / L {}  [F{}]", preset.width, preset.level, n + 1);
+            let tip = format!("W {} / L {}  [{}]", preset.width, preset.level, Command::Preset(n).shortcut_text(ui.ctx()));
             if ui.button(preset.name).on_hover_text(tip).clicked() {
                 app.apply_preset(preset);
             }
@@ -123,8 +147,10 @@ pub fn side_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
         }
     });
     ui.add(egui::Slider::new(&mut app.label_opacity, 0.0..=1.0).text("label opacity"));
-    ui.checkbox(&mut app.outline, "outline only").on_hover_text("Draw label boundaries instead of filled labels  [L]");
-    ui.checkbox(&mut app.show_labels, "show labels").on_hover_text("[H]");
+    let tip = format!("{}  [{}]", Command::Outline.description(), Command::Outline.shortcut_text(ui.ctx()));
+    ui.checkbox(&mut app.outline, "outline only").on_hover_text(tip);
+    let tip = format!("{}  [{}]", Command::HideLabels.description(), Command::HideLabels.shortcut_text(ui.ctx()));
+    ui.checkbox(&mut app.show_labels, "show labels").on_hover_text(tip);
     ui.separator();
 
     labels_panel(app, ui);
@@ -153,7 +179,7 @@ fn segment_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
         ui.add(bar);
         ui.horizontal(|ui| {
             ui.label(format!("{:.1} s", job.elapsed().as_secs_f32()));
-            if ui.button("Cancel").on_hover_text("Stop after the current slice; the slices done are kept  [Esc]").clicked() {
+            if ui.button("Cancel").on_hover_text(format!("Stop after the current slice; the slices done are kept  [{}]", Command::Cancel.shortcut_text(ui.ctx()))).clicked() {
                 job.progress.cancel();
             }
         });
@@ -163,14 +189,14 @@ fn segment_panel(app: &mut ViewerApp, ui: &mut egui::Ui) {
         let can_run = app.doc.is_some() && !app.prompts.is_empty();
         if ui
             .add_enabled(can_run, egui::Button::new("Run"))
-            .on_hover_text("Segment the object in the box (or refine with the clicks) through the volume with MedSAM2  [Enter]")
+            .on_hover_text(format!("Segment the object in the box (or refine with the clicks) through the volume with MedSAM2  [{}]", Command::Run.shortcut_text(ui.ctx())))
             .clicked()
         {
             app.run_segmentation(&ctx);
         }
         if ui
             .add_enabled(app.doc.is_some(), egui::Button::new("Re-propagate from slice"))
-            .on_hover_text("Use the active label on the current slice of the view last worked in (as corrected) as the prompt and propagate it both ways  [R]")
+            .on_hover_text(format!("Use the active label on the current slice of the view last worked in (as corrected) as the prompt and propagate it both ways  [{}]", Command::Repropagate.shortcut_text(ui.ctx())))
             .clicked()
         {
             app.repropagate_from_slice(&ctx);

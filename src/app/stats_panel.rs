@@ -9,6 +9,7 @@
 //! start one measurement per dab).
 
 use super::ViewerApp;
+use super::command::Command;
 use super::document::Document;
 use super::jobs::BackgroundJob;
 use crate::io::{self, OpenOptions};
@@ -453,11 +454,8 @@ fn change_plot(ui: &mut egui::Ui, changes: &[LabelChange]) {
         });
 }
 
-/// Draws the statistics window when it is open; the S key opens and closes it.
+/// Draws the statistics window when it is open (`Command::Statistics` opens and closes it).
 pub fn show(app: &mut ViewerApp, ctx: &egui::Context) {
-    if !ctx.egui_wants_keyboard_input() && ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::S)) {
-        app.stats.open = !app.stats.open;
-    }
     let Some(doc) = &app.doc else { return };
     if !app.stats.open {
         app.stats.update(doc);
@@ -481,7 +479,7 @@ pub fn show(app: &mut ViewerApp, ctx: &egui::Context) {
 /// The side panel's button that opens and closes the window.
 pub fn toggle_button(app: &mut ViewerApp, ui: &mut egui::Ui) {
     let enabled = app.doc.is_some();
-    if ui.add_enabled(enabled, egui::Button::selectable(app.stats.open, "Statistics")).on_hover_text("Measurements, histogram and prior-study comparison of the active label  [S]").clicked() {
+    if ui.add_enabled(enabled, egui::Button::selectable(app.stats.open, "Statistics")).on_hover_text(format!("Measurements, histogram and prior-study comparison of the active label  [{}]", Command::Statistics.shortcut_text(ui.ctx()))).clicked() {
         app.stats.open = !app.stats.open;
     }
 }

@@ -49,16 +49,16 @@ impl Tool {
         }
     }
 
-    pub fn tooltip(self) -> String {
-        let what = match self {
-            Tool::Navigate => "Click to move the crosshair, drag to pan. Wheel: slice, Ctrl+wheel: zoom, right-drag: window/level",
-            Tool::Box => "Drag a box around the object on a slice (its slice is previewed; drag a corner to resize it or its inside to move it), then Run (Enter) to segment it through the volume",
+    /// What the tool does, in one sentence.
+    pub fn description(self) -> &'static str {
+        match self {
+            Tool::Navigate => "Click to move the crosshair, drag to pan; wheel: slice, Ctrl+wheel: zoom, right-drag: window/level",
+            Tool::Box => "Drag a box around the object: its slice is previewed; drag a corner to resize it or its inside to move it",
             Tool::PositivePoint => "Click inside the object to correct the segmentation from this slice",
             Tool::NegativePoint => "Click outside the object to correct the segmentation from this slice",
-            Tool::Brush => "Paint the active label ([ and ] change the radius, 3 toggles 2D/3D)",
+            Tool::Brush => "Paint the active label",
             Tool::Eraser => "Erase the active label's voxels to background",
-            Tool::RegionGrow => "Click a seed: the voxels connected to it within the region-growing HU range (Classical tools) become the active label, as one undo step",
-        };
-        format!("{what}  [{}]", self.key().name())
+            Tool::RegionGrow => "Click a seed: the connected voxels within the grow range become the active label",
+        }
     }
 }
