@@ -7,8 +7,9 @@
 //! highest objects within 1e-3 of each other where the winner can be foreground).
 //!
 //! Also: the JPEG frames decode (zune-jpeg) within a small bound of Pillow's (libjpeg-turbo)
-//! decoding; a lossless video file of the frames through ffmpeg gives the same masks; bad
-//! input ends with a message naming the fix.
+//! decoding; a lossless video file of the frames through ffmpeg gives the same masks, and an
+//! H.264 MP4 the frames, order and rate ffmpeg itself reports; bad input ends with a message
+//! naming the fix.
 
 use medsam_viewer::video::annotation;
 use medsam_viewer::video::{self, ClipOptions};
@@ -256,6 +257,56 @@ fn a_lossless_video_file_through_ffmpeg_gives_the_same_masks() {
     .to_string();
     assert!(too_small.contains("limit"), "{too_small}");
     check_scenario("first", &movie.display().to_string());
+}
+
+#[test]
+fn an_h264_mp4_decodes_to_what_ffmpeg_itself_gives() {
+    if Command::new("ffmpeg").arg("-version").output().is_err() {
+        eprintln!("ffmpeg is not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let movie = dir.path().join("clip.mp4");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-framerate",
+            "12.5",
+            "-i",
+            &format!("{FIXTURES}/frames_png/%05d.png"),
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&movie)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let clip = video::open(&movie, &ClipOptions::default()).unwrap();
+    assert_eq!(
+        (clip.len(), clip.width(), clip.height(), clip.frame_rate()),
+        (8, 104, 80, Some(12.5))
+    );
+    assert_eq!(clip.names()[7], "00007");
+    let raw = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&movie)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+    let ours: Vec<u8> = (0..clip.len())
+        .flat_map(|f| clip.frame(f).unwrap().to_vec())
+        .collect();
+    assert_eq!(ours.len(), raw.stdout.len());
+    assert!(
+        ours == raw.stdout,
+        "frames differ from ffmpeg's own rgb24 output"
+    );
 }
 
 #[test]

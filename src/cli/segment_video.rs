@@ -127,13 +127,13 @@ pub fn segment_video(args: SegmentVideoArgs) -> anyhow::Result<()> {
         bail!("no objects to track: the prompt masks are empty");
     }
     let outputs = output_paths(&args.output_dir, &names, &objects, args.per_object_png);
-    if !args.force {
-        if let Some(existing) = outputs.iter().find(|p| p.exists()) {
-            bail!(
-                "{}: already exists (pass --force to replace the output masks)",
-                existing.display()
-            );
-        }
+    if !args.force
+        && let Some(existing) = outputs.iter().find(|p| p.exists())
+    {
+        bail!(
+            "{}: already exists (pass --force to replace the output masks)",
+            existing.display()
+        );
     }
     let read_seconds = start.elapsed().as_secs_f64();
 
@@ -304,6 +304,10 @@ fn object_dirs(dir: &Path) -> anyhow::Result<Vec<(u8, PathBuf)>> {
     Ok(found)
 }
 
+/// One frame's prompt masks, (object id, 0/1 mask) in ascending ids, and the palette of the
+/// last mask file read.
+type ObjectMasks = (Vec<(u8, Vec<u8>)>, Option<Vec<u8>>);
+
 /// One frame's prompt masks per object (and the palette of the last file read), as the
 /// script's `load_masks_from_dir`; `None` when the frame has no mask file and `allow_missing`.
 fn frame_masks(
@@ -312,7 +316,7 @@ fn frame_masks(
     size: (usize, usize),
     per_object: bool,
     allow_missing: bool,
-) -> anyhow::Result<Option<(Vec<(u8, Vec<u8>)>, Option<Vec<u8>>)>> {
+) -> anyhow::Result<Option<ObjectMasks>> {
     let load = |path: &Path| -> anyhow::Result<Annotation> {
         let a = annotation::read(path)?;
         if (a.width, a.height) != size {
