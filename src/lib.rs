@@ -17,3 +17,4 @@ pub mod weights;
 pub mod mesh;
 pub mod measure;
 pub mod classic;
+pub mod video;

@@ -7,6 +7,7 @@ mod weights;
 mod mesh;
 mod segment;
 mod segment_batch;
+mod segment_video;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,9 @@ pub enum Command {
     /// MedSAM2 segmentation of every row of a manifest CSV: one mask per image, a summary CSV,
     /// resume, and --shard K/N for job arrays.
     SegmentBatch(segment_batch::SegmentBatchArgs),
+    /// MedSAM2 tracking of objects through a video clip (a folder of frames or a video file)
+    /// from prompt masks, boxes or clicks, as MedSAM2's video script does: one PNG per frame.
+    SegmentVideo(segment_video::SegmentVideoArgs),
     /// Classical segmentation tools that write a label map (threshold, region growing, lungs).
     #[command(subcommand)]
     Classic(classic::ClassicCommand),
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Classic(command)) => classic::run(command),
         Some(Command::Segment(args)) => segment::segment(args),
         Some(Command::SegmentBatch(args)) => segment_batch::segment_batch(args),
+        Some(Command::SegmentVideo(args)) => segment_video::segment_video(args),
         None => crate::app::run(cli.path, cli.mask),
     }
 }

@@ -47,10 +47,28 @@ pub struct Sam2Config {
     pub model: ModelConfig,
 }
 
+/// Which predictor builder's hydra overrides go on top of the file's `model:` section.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PredictorBuilder {
+    /// MedSAM2's `build_sam2_video_predictor_npz` (its volume scripts), or the file's own
+    /// `predictor_overrides` section when it has one.
+    #[default]
+    Npz,
+    /// `build_sam2_video_predictor` as MedSAM2's video script calls it: the post-processing
+    /// overrides only with `apply_postprocessing`, and `non_overlap_masks` as given. A
+    /// `predictor_overrides` section (written for the volume builder) does not apply.
+    Video { apply_postprocessing: bool, non_overlap_masks: bool },
+}
+
 impl Sam2Config {
     /// Parses a yaml document (an official SAM2 / MedSAM2 config file's text).
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
-        parse(text).map_err(|message| ConfigError::Invalid {
+        Self::from_yaml_str_for(text, PredictorBuilder::Npz)
+    }
+
+    /// Parses a yaml document with `builder`'s overrides.
+    pub fn from_yaml_str_for(text: &str, builder: PredictorBuilder) -> Result<Self, ConfigError> {
+        parse(text, builder).map_err(|message| ConfigError::Invalid {
             origin: None,
             message,
         })
@@ -58,12 +76,17 @@ impl Sam2Config {
 
     /// Reads and parses a yaml configuration file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::from_file_for(path, PredictorBuilder::Npz)
+    }
+
+    /// Reads and parses a yaml configuration file with `builder`'s overrides.
+    pub fn from_file_for(path: impl AsRef<Path>, builder: PredictorBuilder) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        parse(&text).map_err(|message| ConfigError::Invalid {
+        parse(&text, builder).map_err(|message| ConfigError::Invalid {
             origin: Some(path.to_path_buf()),
             message,
         })
@@ -71,8 +94,13 @@ impl Sam2Config {
 
     /// MedSAM2's `sam2.1_hiera_t512.yaml` with the overrides of its video-predictor builder.
     pub fn default_t512() -> Self {
+        Self::default_t512_for(PredictorBuilder::Npz)
+    }
+
+    /// MedSAM2's `sam2.1_hiera_t512.yaml` with `builder`'s overrides.
+    pub fn default_t512_for(builder: PredictorBuilder) -> Self {
         // The embedded file is parsed by a unit test; it cannot fail at run time.
-        Self::from_yaml_str(T512_YAML).expect("embedded t512 configuration is valid")
+        Self::from_yaml_str_for(T512_YAML, builder).expect("embedded t512 configuration is valid")
     }
 }
 
@@ -83,15 +111,23 @@ struct ConfigFile {
     predictor_overrides: Option<PredictorOverrides>,
 }
 
-fn parse(text: &str) -> Result<Sam2Config, String> {
+fn parse(text: &str, builder: PredictorBuilder) -> Result<Sam2Config, String> {
     let file: ConfigFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     let mut model = file
         .model
         .ok_or_else(|| "the file has no top-level `model:` section (training configs, which keep it under `trainer:`, are not supported)".to_string())?;
-    let overrides = file
-        .predictor_overrides
-        .unwrap_or_else(PredictorOverrides::medsam2_npz_builder);
-    overrides.apply_to(&mut model);
+    match builder {
+        PredictorBuilder::Npz => file
+            .predictor_overrides
+            .unwrap_or_else(PredictorOverrides::medsam2_npz_builder)
+            .apply_to(&mut model),
+        PredictorBuilder::Video { apply_postprocessing, non_overlap_masks } => {
+            if apply_postprocessing {
+                PredictorOverrides::medsam2_npz_builder().apply_to(&mut model);
+            }
+            model.non_overlap_masks = non_overlap_masks;
+        }
+    }
     model.validate()?;
     Ok(Sam2Config { model })
 }
@@ -338,7 +374,8 @@ pub struct PredictorOverrides {
 }
 
 impl PredictorOverrides {
-    /// What MedSAM2's `build_sam2_video_predictor_npz` (apply_postprocessing=True) sets.
+    /// What MedSAM2's `build_sam2_video_predictor_npz` (apply_postprocessing=True) sets, and
+    /// `build_sam2_video_predictor` with apply_postprocessing=True: the same five overrides.
     pub fn medsam2_npz_builder() -> Self {
         Self {
             sam_mask_decoder_extra_args: Some(MaskDecoderExtraArgs {
@@ -1158,6 +1195,21 @@ mod tests {
             .map(|s| s.window_size)
             .collect();
         assert_eq!(windows, vec![8, 8, 4, 0, 14]);
+    }
+
+    #[test]
+    fn the_video_builder_ignores_predictor_overrides_unless_post_processing() {
+        let text = T512_YAML.to_string() + "\npredictor_overrides:\n  fill_hole_area: 3\n";
+        let plain = PredictorBuilder::Video { apply_postprocessing: false, non_overlap_masks: true };
+        let m = Sam2Config::from_yaml_str_for(&text, plain).unwrap().model;
+        assert_eq!(m.fill_hole_area, 0);
+        assert!(!m.binarize_mask_from_pts_for_mem_enc && !m.sam_mask_decoder_extra_args.dynamic_multimask_via_stability);
+        assert!(m.non_overlap_masks);
+        let post = PredictorBuilder::Video { apply_postprocessing: true, non_overlap_masks: false };
+        let m = Sam2Config::from_yaml_str_for(&text, post).unwrap().model;
+        assert_eq!(m.fill_hole_area, 8);
+        assert!(m.binarize_mask_from_pts_for_mem_enc && m.sam_mask_decoder_extra_args.dynamic_multimask_via_stability);
+        assert!(!m.non_overlap_masks);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! variant found by the weights search) loaded strictly, and the device. One loader serves the command line and the viewer.
 
 use crate::model::checkpoint::{Checkpoint, CheckpointError, MismatchReport};
-use crate::model::config::{ConfigError, Sam2Config};
+use crate::model::config::{ConfigError, PredictorBuilder, Sam2Config};
 use crate::model::sam2::Sam2Base;
 use crate::weights::{self, LocateError, ModelVariant};
 use candle_core::Device;
@@ -114,9 +114,15 @@ impl LoadedModel {
     /// hub cache), reads the configuration, and builds the network, checking that
     /// every tensor of the file is used and every tensor the network needs is there.
     pub fn load(choice: &ModelChoice) -> Result<Self, EngineError> {
+        Self::load_for(choice, PredictorBuilder::Npz)
+    }
+
+    /// `load` with `builder`'s overrides on the configuration (the video script's builder for
+    /// clips).
+    pub fn load_for(choice: &ModelChoice, builder: PredictorBuilder) -> Result<Self, EngineError> {
         let config = match &choice.config {
-            Some(path) => Sam2Config::from_file(path)?,
-            None => Sam2Config::default_t512(),
+            Some(path) => Sam2Config::from_file_for(path, builder)?,
+            None => Sam2Config::default_t512_for(builder),
         };
         let device = choice.device.device()?;
         let located = weights::locate(choice.checkpoint.as_deref(), choice.variant)?;

@@ -12,6 +12,8 @@
 //! * `pipeline`: MedSAM2's one-call box-to-3D-mask segmentation on a predictor.
 //! * `batch`: manifests, sharding and summaries of `segment-batch`.
 //! * `engine`: the network made ready to run (configuration, strict checkpoint loading, device).
+//! * `video_pipeline`: MedSAM2's video script on a predictor over a clip's frames (masks, boxes
+//!   and clicks for several objects, tracked together or one by one).
 
 pub mod batch;
 pub mod engine;
@@ -20,6 +22,7 @@ pub mod postprocess;
 pub mod predictor;
 pub mod preprocess;
 pub mod resize;
+pub mod video_pipeline;
 
 /// Reads the PyTorch reference tensors of tests/fixtures/sam2-mini for parity tests.
 #[cfg(test)]

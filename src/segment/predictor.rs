@@ -72,8 +72,6 @@ pub enum PredictorError {
     EmptyVolume,
     #[error("the model's input size is {model} px but the slices were prepared at {slices} px")]
     ImageSize { model: usize, slices: usize },
-    #[error("the model configuration sets {0}, which this predictor does not support")]
-    Unsupported(&'static str),
     #[error("slice {0} was prompted but has no stored output")]
     MissingOutput(usize),
     #[error("model: {0}")]
@@ -187,6 +185,29 @@ impl WalkEnd {
 /// it absent) or none of its logits is above 0 (an empty mask after thresholding).
 pub fn objects_absent(objects: &[ObjectLogits]) -> bool {
     objects.iter().all(|o| o.object_score <= 0.0 || o.logits.iter().all(|&l| l <= 0.0))
+}
+
+/// SAM2's `_apply_non_overlapping_constraints`: at each pixel, every object but the one with
+/// the highest logit (the first of equals) has its logit lowered to at most -10.
+pub fn apply_non_overlapping_constraints(objects: &mut [ObjectLogits]) {
+    const SUPPRESSED: f32 = -10.0;
+    if objects.len() < 2 {
+        return;
+    }
+    let pixels = objects.iter().map(|o| o.logits.len()).min().unwrap_or(0);
+    for p in 0..pixels {
+        let mut best = 0;
+        for (i, o) in objects.iter().enumerate().skip(1) {
+            if o.logits[p] > objects[best].logits[p] {
+                best = i;
+            }
+        }
+        for (i, o) in objects.iter_mut().enumerate() {
+            if i != best {
+                o.logits[p] = o.logits[p].min(SUPPRESSED);
+            }
+        }
+    }
 }
 
 /// How a propagation ended.
@@ -320,9 +341,6 @@ impl VolumePredictor {
         }
         if slices.image_size() != config.image_size {
             return Err(PredictorError::ImageSize { model: config.image_size, slices: slices.image_size() });
-        }
-        if config.non_overlap_masks {
-            return Err(PredictorError::Unsupported("non_overlap_masks"));
         }
         let features = Arc::new(Mutex::new(FeatureCache::new(DEFAULT_FEATURE_CACHE_BYTES)));
         Ok(Self::with_cache(model, slices, device, features))
@@ -663,8 +681,17 @@ impl VolumePredictor {
     }
 
     /// Slice-size logits of each object from its (batch-of-one) output, `NO_OBJ_SCORE` where
-    /// an object has none.
+    /// an object has none; with `non_overlap_masks`, only the highest-scoring object keeps its
+    /// logits at each pixel (`_get_orig_video_res_output`).
     fn objects_logits<'a>(&self, outputs: impl Iterator<Item = Option<&'a StoredFrame>>) -> Result<Vec<ObjectLogits>, PredictorError> {
+        let mut objects = self.objects_logits_overlapping(outputs)?;
+        if self.model.config().non_overlap_masks {
+            apply_non_overlapping_constraints(&mut objects);
+        }
+        Ok(objects)
+    }
+
+    fn objects_logits_overlapping<'a>(&self, outputs: impl Iterator<Item = Option<&'a StoredFrame>>) -> Result<Vec<ObjectLogits>, PredictorError> {
         let (width, height) = self.slices.slice_size();
         outputs
             .zip(&self.objects)
@@ -893,6 +920,18 @@ impl VolumePredictor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_highest_object_keeps_its_logit() {
+        let object = |id, logits: Vec<f32>| ObjectLogits { object_id: id, logits, object_score: 1.0 };
+        let mut objects = vec![object(1, vec![3.0, -20.0, 2.0, 5.0]), object(2, vec![4.0, -30.0, 2.0, -12.0])];
+        apply_non_overlapping_constraints(&mut objects);
+        assert_eq!(objects[0].logits, [-10.0, -20.0, 2.0, 5.0]);
+        assert_eq!(objects[1].logits, [4.0, -30.0, -10.0, -12.0]);
+        let mut single = vec![object(1, vec![3.0])];
+        apply_non_overlapping_constraints(&mut single);
+        assert_eq!(single[0].logits, [3.0]);
+    }
 
     #[test]
     fn predictor_can_move_to_a_worker_thread() {

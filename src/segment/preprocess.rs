@@ -8,10 +8,18 @@
 //!    mean, divided by the float32 std (both widened to float64), cast to float32, per channel:
 //!    a [3, S, S] tensor.
 //!
-//! Only the resized 8-bit slices are kept (S·S bytes per slice, 79 MB for 300 slices at 512);
-//! a slice's float input (3 MB at 512) is produced when the model encodes it.
+//! The frames of a video clip (`ModelSlices::from_clip`) go through what SAM2's frame loader
+//! (`load_video_frames`) does instead: each RGB frame squashed to S x S by the same Pillow
+//! bicubic resize, channel by channel (Pillow resamples the bands of an RGB image alike), then
+//! `rgb / 255` in float64 stored as float32, minus the float32 mean and divided by the float32
+//! std in float32 arithmetic ([`Normalisation`]).
+//!
+//! Only the resized 8-bit slices are kept (S·S bytes per slice, 79 MB for 300 slices at 512;
+//! three times that for colour frames); a slice's float input (3 MB at 512) is produced when
+//! the model encodes it.
 
 use super::resize::BicubicResampler;
+use crate::video::Clip;
 use crate::volume::{SliceAxis, Volume, Voxel, VoxelType, Window, extract_slice, min_max};
 use crate::with_voxels;
 use rayon::prelude::*;
@@ -89,14 +97,40 @@ pub struct SliceRequest {
     pub image_size: usize,
 }
 
-/// The slices of one volume along one axis as the model sees them before normalisation:
-/// 8-bit grey levels squashed to S x S, slice after slice, rows of S.
+/// How 8-bit levels become the model's float input: the arithmetic of the reference that
+/// prepares that kind of input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Normalisation {
+    /// MedSAM2's volume scripts: `(float64(g) / 255 - mean) / std` in float64, then float32.
+    Float64,
+    /// SAM2's video frame loader: `float32(float64(g) / 255)`, then `- mean` and `/ std` in
+    /// float32.
+    Float32Steps,
+}
+
+impl Normalisation {
+    /// The model input value of each level 0..=255 for channel `c`.
+    fn table(self, c: usize) -> [f32; 256] {
+        let (mean, std) = (IMAGENET_MEAN[c], IMAGENET_STD[c]);
+        std::array::from_fn(|g| match self {
+            Normalisation::Float64 => ((g as f64 / 255.0 - mean as f64) / std as f64) as f32,
+            Normalisation::Float32Steps => ((g as f64 / 255.0) as f32 - mean) / std,
+        })
+    }
+}
+
+/// The slices of one volume along one axis, or the frames of a clip, as the model sees them
+/// before normalisation: 8-bit levels squashed to S x S, slice after slice, each one plane of
+/// grey (replicated to the three channels) or three planes R, G, B, rows of S.
 #[derive(Clone, Debug)]
 pub struct ModelSlices {
     axis: SliceAxis,
     image_size: usize,
     slice_size: (usize, usize),
-    grey: Vec<u8>,
+    /// Planes per slice: 1 (grey) or 3 (RGB).
+    channels: usize,
+    normalisation: Normalisation,
+    levels: Vec<u8>,
 }
 
 impl ModelSlices {
@@ -135,7 +169,37 @@ impl ModelSlices {
                 },
             );
         }
-        ModelSlices { axis, image_size: s, slice_size, grey }
+        ModelSlices { axis, image_size: s, slice_size, channels: 1, normalisation: Normalisation::Float64, levels: grey }
+    }
+
+    /// The frames of `clip` as SAM2's video frame loader prepares them (see the module
+    /// documentation), in parallel. Frames count as slices along the axial axis.
+    pub fn from_clip(clip: &Clip, image_size: usize) -> Self {
+        let s = image_size;
+        let (w, h) = (clip.width(), clip.height());
+        let resampler = BicubicResampler::new((w, h), (s, s));
+        let mut levels = vec![0u8; clip.len() * 3 * s * s];
+        if s > 0 {
+            levels.par_chunks_mut(3 * s * s).enumerate().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(plane, scratch), (index, out)| {
+                    let rgb = clip.frame(index).unwrap_or_default();
+                    for (c, out_plane) in out.chunks_mut(s * s).enumerate() {
+                        plane.clear();
+                        plane.extend(rgb.iter().skip(c).step_by(3));
+                        resampler.apply(plane, out_plane, scratch);
+                    }
+                },
+            );
+        }
+        ModelSlices {
+            axis: SliceAxis::Axial,
+            image_size: s,
+            slice_size: (w, h),
+            channels: 3,
+            normalisation: Normalisation::Float32Steps,
+            levels,
+        }
     }
 
     pub fn axis(&self) -> SliceAxis {
@@ -156,25 +220,37 @@ impl ModelSlices {
     pub fn len(&self) -> usize {
         match self.image_size {
             0 => 0,
-            s => self.grey.len() / (s * s),
+            s => self.levels.len() / (self.channels * s * s),
         }
+    }
+
+    /// Planes per slice: 1 for grey slices, 3 for RGB frames.
+    pub fn channels(&self) -> usize {
+        self.channels
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Slice `index` as resized 8-bit grey levels (S x S, row-major).
-    pub fn grey(&self, index: usize) -> Option<&[u8]> {
-        let plane = self.image_size * self.image_size;
-        self.grey.get(index * plane..(index + 1) * plane).filter(|_| plane > 0)
+    /// Slice `index` as resized 8-bit levels: `channels` planes of S x S, row-major.
+    pub fn levels(&self, index: usize) -> Option<&[u8]> {
+        let size = self.channels * self.image_size * self.image_size;
+        self.levels.get(index * size..(index + 1) * size).filter(|_| size > 0)
     }
 
     /// The normalised model input of slice `index`: [3, S, S] float32, channel-major.
     pub fn model_input(&self, index: usize) -> Option<Vec<f32>> {
-        let grey = self.grey(index)?;
-        let mut out = vec![0f32; 3 * grey.len()];
-        normalise(grey, &mut out);
+        let levels = self.levels(index)?;
+        let plane = self.image_size * self.image_size;
+        let mut out = vec![0f32; 3 * plane];
+        for (c, channel) in out.chunks_mut(plane).enumerate() {
+            let table = self.normalisation.table(c);
+            let source = &levels[(c % self.channels) * plane..][..plane];
+            for (o, &g) in channel.iter_mut().zip(source) {
+                *o = table[g as usize];
+            }
+        }
         Some(out)
     }
 }
@@ -183,10 +259,7 @@ impl ModelSlices {
 /// receives what fits). Each channel c is float32(((float64 g) / 255 − mean_c) / std_c) with
 /// mean and std the float32 ImageNet constants widened to float64, as the reference does.
 pub fn normalise(grey: &[u8], out: &mut [f32]) {
-    let tables: [[f32; 256]; 3] = std::array::from_fn(|c| {
-        let (mean, std) = (IMAGENET_MEAN[c] as f64, IMAGENET_STD[c] as f64);
-        std::array::from_fn(|g| ((g as f64 / 255.0 - mean) / std) as f32)
-    });
+    let tables: [[f32; 256]; 3] = std::array::from_fn(|c| Normalisation::Float64.table(c));
     for (table, channel) in tables.iter().zip(out.chunks_mut(grey.len().max(1))) {
         for (o, &g) in channel.iter_mut().zip(grey) {
             *o = table[g as usize];
@@ -236,7 +309,7 @@ mod tests {
         let slices = ModelSlices::prepare(&vol, &request(SliceAxis::Axial, None, s)).unwrap();
         assert_eq!((slices.len(), slices.slice_size()), (d, (w, h)));
         for z in 0..d {
-            assert_eq!(slices.grey(z).unwrap(), &resized[z * s * s..(z + 1) * s * s], "slice {z}");
+            assert_eq!(slices.levels(z).unwrap(), &resized[z * s * s..(z + 1) * s * s], "slice {z}");
             let input = slices.model_input(z).unwrap();
             let expected = &model_input[z * 3 * s * s..(z + 1) * 3 * s * s];
             let worst = input.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -274,7 +347,7 @@ mod tests {
         let got: Vec<u8> = hu.iter().map(|&v| levels.grey(v)).collect();
         assert_eq!(got, expected);
         // 6x1 -> 6x6 only resizes vertically: every row of the output is the windowed row.
-        assert_eq!(&slices.grey(0).unwrap()[..6], expected.as_slice());
+        assert_eq!(&slices.levels(0).unwrap()[..6], expected.as_slice());
     }
 
     #[test]
@@ -314,7 +387,7 @@ mod tests {
                 extract_slice(&data, [4, 3, 2], axis, index, &mut slice);
                 let mut expected = vec![0; 25];
                 resampler.apply(&slice, &mut expected, &mut Vec::new());
-                assert_eq!(slices.grey(index).unwrap(), expected.as_slice(), "{axis:?} {index}");
+                assert_eq!(slices.levels(index).unwrap(), expected.as_slice(), "{axis:?} {index}");
             }
         }
     }
@@ -329,9 +402,9 @@ mod tests {
             PreprocessError::NoSuchTimepoint { timepoint: 1, timepoints: 1 }
         );
         let none = ModelSlices::prepare(&vol, &request(SliceAxis::Axial, None, 0)).unwrap();
-        assert!(none.is_empty() && none.grey(0).is_none() && none.model_input(0).is_none());
+        assert!(none.is_empty() && none.levels(0).is_none() && none.model_input(0).is_none());
         let flat = ModelSlices::prepare(&vol, &request(SliceAxis::Axial, None, 4)).unwrap();
-        assert!(flat.grey(1).is_none());
+        assert!(flat.levels(1).is_none());
         assert_eq!(flat.model_input(0).unwrap().len(), 48);
         assert_eq!(GreyLevels::for_data::<f32>(&[f32::NAN], None).grey(f32::NAN), 0);
     }
@@ -348,6 +421,34 @@ mod tests {
             }
         }
         assert!(out[0] < -2.0 && out[1] > 2.0);
+    }
+
+    #[test]
+    fn clip_frames_resize_per_channel_and_normalise_in_float32_steps() {
+        // Two 5 x 3 frames whose channels differ; each channel resizes on its own.
+        let (w, h, s) = (5usize, 3usize, 4usize);
+        let pixels: Vec<u8> = (0..2 * w * h * 3).map(|i| ((i * 37) % 256) as u8).collect();
+        let clip = Clip::new(w, h, pixels.clone(), vec!["0".into(), "1".into()], None).unwrap();
+        let slices = ModelSlices::from_clip(&clip, s);
+        assert_eq!((slices.len(), slices.channels(), slices.slice_size()), (2, 3, (w, h)));
+        let resampler = BicubicResampler::new((w, h), (s, s));
+        for f in 0..2 {
+            let rgb = &pixels[f * w * h * 3..(f + 1) * w * h * 3];
+            let input = slices.model_input(f).unwrap();
+            for c in 0..3 {
+                let plane: Vec<u8> = rgb.iter().skip(c).step_by(3).copied().collect();
+                let mut resized = vec![0u8; s * s];
+                resampler.apply(&plane, &mut resized, &mut Vec::new());
+                assert_eq!(&slices.levels(f).unwrap()[c * s * s..(c + 1) * s * s], resized.as_slice());
+                for (i, &g) in resized.iter().enumerate() {
+                    let want = ((g as f64 / 255.0) as f32 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                    assert_eq!(input[c * s * s + i], want);
+                }
+            }
+        }
+        // The two normalisations are not the same function: the frame loader's must be kept.
+        let differ = (0..3).any(|c| Normalisation::Float32Steps.table(c) != Normalisation::Float64.table(c));
+        assert!(differ);
     }
 
     /// Times the preprocessing of a 512 x 512 x 300 CT-like i16 volume (windowing plus Pillow
