@@ -164,6 +164,16 @@ fn objects_appearing_later_tracked_one_by_one_match_the_reference() {
 }
 
 #[test]
+fn prompts_on_a_later_frame_tracked_both_ways_match_the_reference() {
+    check_scenario("both", "frames_png");
+}
+
+#[test]
+fn objects_appearing_later_tracked_both_ways_match_the_reference() {
+    check_scenario("both_later", "frames_png");
+}
+
+#[test]
 fn per_object_pngs_match_the_reference() {
     check_scenario("per_object", "frames_png");
 }

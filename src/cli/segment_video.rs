@@ -60,6 +60,10 @@ pub struct SegmentVideoArgs {
     /// hole filling (fill_hole_area 8).
     #[arg(long)]
     pub apply_postprocessing: bool,
+    /// Also track backward from the first prompted frame to the first frame (the script and
+    /// MedSAM2's app track forward only).
+    #[arg(long)]
+    pub both_directions: bool,
     /// A box on frame F (0-based, in frame order) for object ID (default 1):
     /// F:X0,Y0,X1,Y1[:ID] in frame pixels. Repeatable.
     #[arg(long = "box", value_parser = parse_box_prompt)]
@@ -178,6 +182,7 @@ pub fn segment_video(args: SegmentVideoArgs) -> anyhow::Result<()> {
         prompts,
         tracking,
         score_thresh: args.score_thresh,
+        both_directions: args.both_directions,
     };
     let mut written = 0usize;
     let mut write_error = None;
@@ -222,6 +227,7 @@ pub fn segment_video(args: SegmentVideoArgs) -> anyhow::Result<()> {
             "objects": objects,
             "files_written": written,
             "tracking": (if args.track_later { "separate per object" } else { "together" }),
+            "both_directions": args.both_directions,
             "non_overlap_masks": !args.per_object_png,
             "apply_postprocessing": args.apply_postprocessing,
             "checkpoint": loaded.checkpoint,

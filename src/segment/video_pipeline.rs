@@ -15,11 +15,14 @@
 //! have the constraint applied by the predictor.
 //! Beyond the reference: boxes and clicks (the Gradio app's prompts) on any frame, next to or
 //! instead of masks. Prompts are added in the order given; the clicks and box of one object on
-//! one frame go in together (box first), as one `add_new_points_or_box`.
+//! one frame go in together (box first), as one `add_new_points_or_box`. And `both_directions`:
+//! after the forward propagation, the same state propagates backward from the first prompted
+//! frame to frame 0 (SAM2's `propagate_in_video(reverse=True)`), so frames before the prompts
+//! get masks too (the script and the app track forward only).
 
 use crate::model::sam2::NO_OBJ_SCORE;
 use crate::segment::predictor::{
-    ObjectLogits, PointsOrBox, PredictorError, Propagation, VolumePredictor, Walk,
+    ObjectLogits, PointsOrBox, PredictorError, Propagation, SliceResult, VolumePredictor, Walk,
     apply_non_overlapping_constraints,
 };
 use std::collections::BTreeMap;
@@ -57,6 +60,8 @@ pub struct VideoRun {
     pub tracking: Tracking,
     /// A pixel belongs to an object where its logit is above this (the script's 0.0).
     pub score_thresh: f32,
+    /// Also track backward from the first prompted frame (see the module documentation).
+    pub both_directions: bool,
 }
 
 /// One object's mask on a frame.
@@ -123,29 +128,38 @@ pub fn track(
         Tracking::Together => {
             predictor.reset();
             add_prompts(predictor, &run.prompts)?;
-            let outcome = predictor.propagate(&Walk::forward(), cancel, |slice| {
-                on_step(slice.done, slice.total);
-                let mut objects: Vec<(u32, ObjectMask)> = slice
+            let first = run.prompts.iter().map(|p| p.frame).min().unwrap_or(0);
+            let mut report = |slice: SliceResult| {
+                let mut objects: Vec<ObjectMask> = slice
                     .objects
                     .iter()
-                    .map(|o| {
-                        (
-                            o.object_id,
-                            ObjectMask {
-                                object: o.object_id as u8,
-                                mask: threshold(&o.logits, run.score_thresh),
-                            },
-                        )
-                    })
+                    .map(|o| ObjectMask { object: o.object_id as u8, mask: threshold(&o.logits, run.score_thresh) })
                     .collect();
-                objects.sort_by_key(|(id, _)| *id);
-                on_frame(FrameMasks {
-                    frame: slice.index,
-                    objects: objects.into_iter().map(|(_, m)| m).collect(),
-                });
+                objects.sort_by_key(|o| o.object);
+                on_frame(FrameMasks { frame: slice.index, objects });
+            };
+            // Forward, then (when asked) backward over the frames before the first prompt.
+            let backward_steps = if run.both_directions { first } else { 0 };
+            let mut forward_total = 0;
+            let outcome = predictor.propagate(&Walk::forward(), cancel, |slice| {
+                forward_total = slice.total;
+                on_step(slice.done, slice.total + backward_steps);
+                report(slice);
             })?;
             if matches!(outcome, Propagation::Cancelled { .. }) {
                 return Err(VideoRunError::Cancelled);
+            }
+            if backward_steps > 0 {
+                let outcome = predictor.propagate(&Walk::backward(), cancel, |slice| {
+                    // The walk starts on the first prompted frame, reported going forward.
+                    if slice.index < first {
+                        on_step(forward_total + slice.done - 1, forward_total + backward_steps);
+                        report(slice);
+                    }
+                })?;
+                if matches!(outcome, Propagation::Cancelled { .. }) {
+                    return Err(VideoRunError::Cancelled);
+                }
             }
         }
         Tracking::SeparatePerObject => {
@@ -164,9 +178,10 @@ pub fn track(
                         .unwrap_or(0)
                 })
                 .collect();
-            let total: usize = starts.iter().map(|&s| frames - s.min(frames)).sum();
+            let walked = |start: usize| if run.both_directions { frames } else { frames - start.min(frames) };
+            let total: usize = starts.iter().map(|&s| walked(s)).sum();
             let mut done = 0;
-            for &id in &objects {
+            for (&id, &start) in objects.iter().zip(&starts) {
                 predictor.reset();
                 let own: Vec<FramePrompt> = run
                     .prompts
@@ -176,15 +191,23 @@ pub fn track(
                     .collect();
                 add_prompts(predictor, &own)?;
                 let mut logits = BTreeMap::new();
-                let outcome = predictor.propagate(&Walk::forward(), cancel, |slice| {
-                    done += 1;
-                    on_step(done, total);
-                    if let Some(o) = slice.objects.into_iter().next() {
-                        logits.insert(slice.index, o.logits);
+                let walks = if run.both_directions { vec![Walk::forward(), Walk::backward()] } else { vec![Walk::forward()] };
+                for walk in walks {
+                    let outcome = predictor.propagate(&walk, cancel, |slice| {
+                        // A backward walk starts on the object's first prompted frame, which
+                        // the forward one reported.
+                        if walk.reverse && slice.index == start {
+                            return;
+                        }
+                        done += 1;
+                        on_step(done, total);
+                        if let Some(o) = slice.objects.into_iter().next() {
+                            logits.insert(slice.index, o.logits);
+                        }
+                    })?;
+                    if matches!(outcome, Propagation::Cancelled { .. }) {
+                        return Err(VideoRunError::Cancelled);
                     }
-                })?;
-                if matches!(outcome, Propagation::Cancelled { .. }) {
-                    return Err(VideoRunError::Cancelled);
                 }
                 scores.push(logits);
             }
