@@ -174,6 +174,41 @@ fn objects_appearing_later_tracked_both_ways_match_the_reference() {
 }
 
 #[test]
+fn a_2d_plus_time_nifti_gives_the_masks_of_the_same_frames_as_pngs() {
+    use medsam_viewer::io::nifti;
+    use medsam_viewer::volume::{Geometry, Volume, VolumeMeta, VoxelBuffer};
+    // The fixture clip in grey (its green channel), once as a folder of grey PNG frames (the
+    // reader the parity tests cover) and once as a 2D+t NIfTI, as CAMUS ships echo sequences.
+    let dir = tempfile::tempdir().unwrap();
+    let pngs = dir.path().join("grey");
+    std::fs::create_dir(&pngs).unwrap();
+    let clip = video::open(Path::new(&format!("{FIXTURES}/frames_png")), &ClipOptions::default()).unwrap();
+    let (w, h) = (clip.width(), clip.height());
+    let mut voxels = Vec::new();
+    for k in 0..clip.len() {
+        let grey: Vec<u8> = clip.frame(k).unwrap().chunks(3).map(|p| p[1]).collect();
+        image::GrayImage::from_raw(w as u32, h as u32, grey.clone()).unwrap().save(pngs.join(format!("{k:05}.png"))).unwrap();
+        voxels.extend(grey);
+    }
+    let volume = Volume::new(Geometry::new([w, h, clip.len()], [0.3, 0.3, 1.0], [0.0; 3]), 1, VoxelBuffer::U8(voxels), VolumeMeta::default()).unwrap();
+    let series = dir.path().join("sequence.nii.gz");
+    nifti::write(&series, &volume, nifti::NiftiKind::Image).unwrap();
+    let outputs: Vec<Vec<Vec<u8>>> = [pngs, series]
+        .iter()
+        .map(|frames| {
+            let out = dir.path().join(format!("out-{}", frames.file_name().unwrap().to_string_lossy()));
+            let mut args = vec!["--frames".to_string(), frames.display().to_string(), "--output-dir".into(), out.display().to_string()];
+            args.extend(scenario_args("first"));
+            let output = run(&args, None);
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            (0..8).map(|k| std::fs::read(out.join(format!("{k:05}.png"))).unwrap()).collect()
+        })
+        .collect();
+    assert_eq!(outputs[0], outputs[1], "the same masks, frame by frame");
+    assert!(outputs[0].iter().any(|png| image::load_from_memory(png).unwrap().to_luma8().pixels().any(|p| p.0[0] != 0)));
+}
+
+#[test]
 fn per_object_pngs_match_the_reference() {
     check_scenario("per_object", "frames_png");
 }

@@ -1,6 +1,7 @@
 //! Video clips: a sequence of RGB frames of one size, their names and frame rate, read from a
 //! folder of JPEG/PNG frames (`frames_dir`) or from a video file through the `ffmpeg`
-//! executable (`ffmpeg`); and the DAVIS-style palette PNG annotations that prompt and hold
+//! executable (`ffmpeg`) or from a 2D+t NIfTI/MetaImage (`image_series`); and the DAVIS-style
+//! palette PNG annotations that prompt and hold
 //! video segmentations (`annotation`).
 //!
 //! A clip is decoded whole into memory (3 bytes per pixel per frame), so every reader checks
@@ -10,6 +11,7 @@
 pub mod annotation;
 pub mod ffmpeg;
 pub mod frames_dir;
+pub mod image_series;
 
 use std::path::{Path, PathBuf};
 
@@ -74,8 +76,12 @@ pub enum VideoError {
         program: &'static str,
         message: String,
     },
-    #[error("{0}: not a folder of frames nor a .mp4, .avi, .mov, .mkv, .webm or .m4v file")]
+    #[error("{0}: not a folder of frames, a .mp4, .avi, .mov, .mkv, .webm or .m4v file, nor a 2D+t .nii, .nii.gz, .mha or .mhd")]
     UnknownKind(PathBuf),
+    #[error(transparent)]
+    Image(#[from] crate::io::IoError),
+    #[error("{path}: a 3D + time image ({dims:?} voxels, {timepoints} timepoints) is not a clip: give a 2D + time image")]
+    NotAClip { path: PathBuf, dims: [usize; 3], timepoints: usize },
 }
 
 impl VideoError {
@@ -179,12 +185,14 @@ pub fn is_video_file(path: &Path) -> bool {
     )
 }
 
-/// Reads a clip: a folder of frames, or a video file through ffmpeg.
+/// Reads a clip: a folder of frames, a video file through ffmpeg, or a 2D+t image.
 pub fn open(path: &Path, options: &ClipOptions) -> Result<Clip, VideoError> {
     if path.is_dir() {
         frames_dir::read(path, options)
     } else if is_video_file(path) {
         ffmpeg::read(path, options)
+    } else if image_series::is_image_series(path) && path.exists() {
+        image_series::read(path, options)
     } else if !path.exists() {
         Err(VideoError::io(
             path,
