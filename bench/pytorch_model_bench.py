@@ -17,8 +17,15 @@ With --volume FILE.nii.gz (the volume `medsam-viewer bench interactive --write-v
 only MedSAM2's reference pipeline runs, on that volume with the same box on its middle slice,
 so that `bench interactive`'s box -> done time stands beside it: pipeline_seconds, slices.
 
+With --video DIR (the JPEG frames and prompt_mask.png that `medsam-viewer bench video
+--write-frames DIR` writes), MedSAM2's video script's tracking runs on them instead: the
+predictor built as `build_sam2_video_predictor` builds it for that script (no post-processing,
+non_overlap_masks), `init_state` on the folder, the mask on frame 0, forward propagation:
+frames_per_second, tracking_seconds, peak memory, side by side with `bench video`.
+
 Usage: python bench/pytorch_model_bench.py [--slices 100] [--repeat 3] [--threads 2]
        python bench/pytorch_model_bench.py --volume interactive.nii.gz [--threads 2]
+       python bench/pytorch_model_bench.py --video FRAMES_DIR [--threads 2]
 """
 
 import argparse
@@ -51,13 +58,17 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def build_predictor(seed):
+def build_predictor(seed, video=False):
+    """MedSAM2's volume builder's predictor, or with `video` the video script's."""
     cfg = OmegaConf.load(CONFIG)
     cfg.model._target_ = "sam2.sam2_video_predictor_legacy.SAM2VideoPredictor"
-    for key, value in VIDEO_OVERRIDES.items():
-        cfg.model[key] = value
-    extra = cfg.model.get("sam_mask_decoder_extra_args") or {}
-    cfg.model.sam_mask_decoder_extra_args = {**extra, **MASK_DECODER_OVERRIDES}
+    if video:
+        cfg.model.non_overlap_masks = True
+    else:
+        for key, value in VIDEO_OVERRIDES.items():
+            cfg.model[key] = value
+        extra = cfg.model.get("sam_mask_decoder_extra_args") or {}
+        cfg.model.sam_mask_decoder_extra_args = {**extra, **MASK_DECODER_OVERRIDES}
     torch.manual_seed(seed)
     return instantiate(cfg.model, _recursive_=True).eval()
 
@@ -145,6 +156,39 @@ def reference_pipeline(predictor, path, size):
     print(json.dumps(report))
 
 
+def video_tracking(predictor, frames_dir):
+    """MedSAM2's video script on a folder of JPEG frames with a mask prompt on frame 0."""
+    from PIL import Image
+
+    mask = np.array(Image.open(frames_dir / "prompt_mask.png")) > 0
+    with torch.inference_mode():
+        start = time.perf_counter()
+        state = predictor.init_state(video_path=str(frames_dir), async_loading_frames=False)
+        prepare_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        predictor.add_new_mask(inference_state=state, frame_idx=0, obj_id=1, mask=mask)
+        arrivals, pixels = [], 0
+        for _, _, logits in predictor.propagate_in_video(state):
+            arrivals.append(time.perf_counter() - start)
+            pixels += int((logits > 0.0).sum())
+        seconds = time.perf_counter() - start
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    report = {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "frames": len(arrivals),
+        "prepare_seconds": prepare_seconds,
+        "tracking_seconds": seconds,
+        "frames_per_second": len(arrivals) / seconds,
+        "first_frame_seconds": arrivals[0],
+        "median_frame_seconds": statistics.median(gaps) if gaps else None,
+        "mask_pixels": pixels,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    print(json.dumps(report))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=100)
@@ -152,8 +196,12 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--volume", type=pathlib.Path, help="run only the reference pipeline on this NIfTI")
+    parser.add_argument("--video", type=pathlib.Path, help="run only the video script's tracking on these frames")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.video is not None:
+        video_tracking(build_predictor(args.seed, video=True), args.video)
+        return
     predictor = build_predictor(args.seed)
     size = predictor.image_size
     if args.volume is not None:

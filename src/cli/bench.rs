@@ -3,7 +3,8 @@
 //! network on the full t512 architecture with seeded random weights (`model`: image encoder,
 //! tracked slice, memory attention, whole bidirectional pipeline and re-propagation, peak
 //! memory), and what a user of the viewer waits for (`interactive`: box -> preview, click ->
-//! refined mask, Run -> first slice, box -> done with propagation that ends with the object).
+//! refined mask, Run -> first slice, box -> done with propagation that ends with the object),
+//! and video tracking (`video`: frames per second and peak memory on a synthetic RGB clip).
 
 use crate::io::{self, OpenOptions, SeriesSelector};
 use crate::model::checkpoint::{Checkpoint, RandomWeights};
@@ -29,6 +30,26 @@ pub enum BenchCommand {
     /// Time the interactive path (preview, click, Run with auto-ending propagation) on a
     /// synthetic CT whose slices outside a lesion band are washed out.
     Interactive(InteractiveArgs),
+    /// Time video tracking (MedSAM2's video script: a mask on frame 0, forward propagation)
+    /// on a synthetic RGB clip with a moving, pulsing object.
+    Video(VideoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VideoArgs {
+    /// Frames of the clip.
+    #[arg(long, default_value_t = 30)]
+    pub frames: usize,
+    /// Width and height of the frames in pixels.
+    #[arg(long, default_value_t = 512)]
+    pub size: usize,
+    /// Model configuration yaml (default: MedSAM2's sam2.1_hiera_t512.yaml).
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    /// Also write the clip here as JPEG frames (00000.jpg, ...) with the prompt mask as
+    /// prompt_mask.png, for bench/pytorch_model_bench.py --video.
+    #[arg(long)]
+    pub write_frames: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +104,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Load(args) => load(args),
         BenchCommand::Model(args) => model(args),
         BenchCommand::Interactive(args) => interactive(args),
+        BenchCommand::Video(args) => video(args),
     }
 }
 
@@ -303,6 +325,107 @@ fn interactive(args: InteractiveArgs) -> anyhow::Result<()> {
                 "backward": after_preview.backward.to_json(),
             },
             "object_scores": scores,
+            "baseline_rss_bytes": baseline,
+            "peak_rss_bytes": peak,
+        })
+    );
+    Ok(())
+}
+
+/// A `size` x `size` RGB clip of `frames` frames: a warm gradient with a bright ellipse that
+/// drifts and pulses like a heart chamber, and the ellipse's mask on frame 0.
+fn synthetic_clip(frames: usize, size: usize) -> anyhow::Result<(crate::video::Clip, Vec<u8>)> {
+    let c = size as f32 / 2.0;
+    let inside = |t: usize, x: usize, y: usize| {
+        let phase = t as f32 * 0.4;
+        let (cx, cy) = (c + 0.1 * c * phase.sin(), c + 0.05 * c * phase.cos());
+        let (rx, ry) = (0.25 * c * (1.0 + 0.2 * phase.sin()), 0.35 * c);
+        ((x as f32 - cx) / rx).powi(2) + ((y as f32 - cy) / ry).powi(2) < 1.0
+    };
+    let mut pixels = Vec::with_capacity(frames * size * size * 3);
+    for t in 0..frames {
+        for y in 0..size {
+            for x in 0..size {
+                let texture = ((x * 7 + y * 13 + t * 5) % 23) as u8;
+                let rgb = if inside(t, x, y) { [200, 190 + texture / 2, 180] } else { [40 + (y * 80 / size) as u8 + texture, 30 + texture, 60] };
+                pixels.extend_from_slice(&rgb);
+            }
+        }
+    }
+    let names = (0..frames).map(|t| format!("{t:05}")).collect();
+    let clip = crate::video::Clip::new(size, size, pixels, names, Some(25.0)).ok_or_else(|| anyhow::anyhow!("clip sizes"))?;
+    let mask = (0..size * size).map(|n| u8::from(inside(0, n % size, n / size))).collect();
+    Ok((clip, mask))
+}
+
+fn video(args: VideoArgs) -> anyhow::Result<()> {
+    use crate::model::config::PredictorBuilder;
+    use crate::segment::preprocess::ModelSlices;
+    use crate::segment::video_pipeline::{self, FramePrompt, Prompt, Tracking, VideoRun};
+    let device = Device::Cpu;
+    let builder = PredictorBuilder::Video { apply_postprocessing: false, non_overlap_masks: true };
+    let config = match &args.model_config {
+        Some(path) => Sam2Config::from_file_for(path, builder)?,
+        None => Sam2Config::default_t512_for(builder),
+    };
+    let weights = Checkpoint::random(RandomWeights::new(0));
+    let model = Arc::new(Sam2Base::new(weights.var_builder(&device), &config)?);
+    let (clip, mask) = synthetic_clip(args.frames.max(1), args.size.max(8))?;
+    if let Some(dir) = &args.write_frames {
+        std::fs::create_dir_all(dir)?;
+        for (t, name) in clip.names().iter().enumerate() {
+            let frame = clip.frame(t).expect("in range").to_vec();
+            image::RgbImage::from_raw(clip.width() as u32, clip.height() as u32, frame)
+                .expect("frame size")
+                .save(dir.join(format!("{name}.jpg")))?;
+        }
+        image::GrayImage::from_raw(clip.width() as u32, clip.height() as u32, mask.iter().map(|&m| m * 255).collect())
+            .expect("mask size")
+            .save(dir.join("prompt_mask.png"))?;
+    }
+    let baseline = process_memory().rss;
+    let start = Instant::now();
+    let slices = ModelSlices::from_clip(&clip, config.model.image_size);
+    let frames = clip.len();
+    drop(clip);
+    let mut predictor = VolumePredictor::new(model, Arc::new(slices), device)?;
+    let prepare_seconds = start.elapsed().as_secs_f64();
+    let run = VideoRun {
+        prompts: vec![FramePrompt { frame: 0, object: 1, prompt: Prompt::Mask(mask) }],
+        tracking: Tracking::Together,
+        score_thresh: 0.0,
+        both_directions: false,
+    };
+    let cancel = AtomicBool::new(false);
+    let start = Instant::now();
+    let mut arrivals = Vec::with_capacity(frames);
+    let mut mask_pixels = 0usize;
+    video_pipeline::track(
+        &mut predictor,
+        &run,
+        &cancel,
+        |masks| {
+            arrivals.push(start.elapsed().as_secs_f64());
+            mask_pixels += masks.objects.iter().map(|o| o.mask.iter().filter(|&&m| m != 0).count()).sum::<usize>();
+        },
+        |_, _| {},
+    )?;
+    let track_seconds = start.elapsed().as_secs_f64();
+    let gaps: Vec<f64> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    let peak = process_memory().peak;
+    println!(
+        "{}",
+        json!({
+            "weights": weights.origin(),
+            "threads": rayon::current_num_threads(),
+            "frames": frames,
+            "size": args.size,
+            "prepare_seconds": prepare_seconds,
+            "tracking_seconds": track_seconds,
+            "frames_per_second": frames as f64 / track_seconds,
+            "first_frame_seconds": arrivals.first(),
+            "median_frame_seconds": (!gaps.is_empty()).then(|| median(&gaps)),
+            "mask_pixels": mask_pixels,
             "baseline_rss_bytes": baseline,
             "peak_rss_bytes": peak,
         })
