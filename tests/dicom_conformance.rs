@@ -366,6 +366,24 @@ fn bad_pixel_data_is_an_error() {
 }
 
 #[test]
+fn damaged_rle_segment_tables_are_errors_not_panics() {
+    // pydicom 3.0.2 refuses both: "invalid number of segments (65535)" and "decoded RLE
+    // segment data doesn't match the expected amount (8 vs. 64 bytes)".
+    let message = error_of(open(&extra("rle-segment-count.dcm"), None));
+    assert!(message.contains("declares 65535 segments (1 to 15 can exist)"), "{message}");
+    let message = error_of(open(&extra("rle-short-segment.dcm"), None));
+    assert!(message.contains("RLE segment 1 expands to 8 bytes, but Rows x Columns (8 x 8) need 64"), "{message}");
+    // The sound RLE sample still decodes.
+    assert!(open(&data("pydicom-samples/MR_small_RLE.dcm"), None).is_ok());
+}
+
+#[test]
+fn a_huge_length_inside_a_deflated_data_set_is_refused_before_allocating() {
+    let message = error_of(open(&extra("deflate-huge-length.dcm"), None));
+    assert!(message.contains("inside the deflated data set") && message.contains("declares 3489660928 bytes"), "{message}");
+}
+
+#[test]
 fn deflated_and_jpeg2000_samples_decode_like_pydicom() {
     let all = json(&extra("expected.json"));
     for name in ["image_dfl.dcm", "JPEG2000.dcm"] {

@@ -6,9 +6,10 @@
 //! the file, so a corrupt length cannot make the parser allocate gigabytes, and it records the
 //! byte offset of native Pixel Data so that the second pass reads samples straight into the
 //! volume. The attributes themselves come from dicom-object, read up to (not including)
-//! Pixel Data. Deflated data sets cannot be walked on disk and go to dicom-object directly.
+//! Pixel Data. Deflated data sets are walked the same way as they inflate (`check_deflated`).
 
 use crate::io::FormatError;
+use crate::io::limits::MAX_DEFLATE_RATIO;
 use crate::volume::Rescale;
 use dicom::core::Tag;
 use dicom::dictionary_std::{tags, uids};
@@ -20,6 +21,7 @@ use dicom::parser::StatefulDecode;
 use dicom::parser::dataset::LazyDataToken;
 use dicom::parser::dataset::lazy_read::LazyDataSetReader;
 use dicom::transfer_syntax::TransferSyntaxRegistry;
+use flate2::read::DeflateDecoder;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -96,7 +98,10 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
     let magic_at = find_magic(&mut source)?;
     let (transfer_syntax, meta_end) = read_meta_group(&mut source, magic_at, file_len)?;
     let pixels = match transfer_syntax.codec() {
-        Codec::Dataset(_) => PixelLocation::Encoded,
+        Codec::Dataset(_) => {
+            check_deflated(&mut source, meta_end, file_len)?;
+            PixelLocation::Encoded
+        }
         Codec::None | Codec::EncapsulatedPixelData(..) => {
             source.seek(SeekFrom::Start(meta_end))?;
             let big_endian = transfer_syntax.endianness() == Endianness::Big;
@@ -116,6 +121,56 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
         .from_reader(&mut source)
         .map_err(|e| FormatError::malformed(error_chain(&e)))?;
     Ok(Header { file_len, transfer_syntax, pixels, object })
+}
+
+/// Checks a deflated data set (the only kind of `Codec::Dataset`) the way `walk_top_level`
+/// checks one on disk: one pass inflates it to count its bytes, refusing more than the
+/// compressed bytes can expand to; a second walks the inflated elements, checking every
+/// declared length against that count. Nothing is kept in memory.
+fn check_deflated(source: &mut BufReader<&File>, data_start: u64, file_len: u64) -> Result<(), FormatError> {
+    let compressed = file_len - data_start;
+    let limit = compressed.saturating_mul(MAX_DEFLATE_RATIO);
+    fn inflate<R: Read + Seek>(source: &mut R, start: u64, compressed: u64, limit: u64) -> std::io::Result<InflatedStream<impl Read>> {
+        source.seek(SeekFrom::Start(start))?;
+        Ok(InflatedStream { inner: DeflateDecoder::new(source.take(compressed)).take(limit + 1), produced: 0 })
+    }
+    let inflated_len = std::io::copy(&mut inflate(source, data_start, compressed, limit)?, &mut std::io::sink())
+        .map_err(|e| FormatError::malformed(format!("the deflated data set cannot be inflated: {e}")))?;
+    if inflated_len > limit {
+        return Err(FormatError::malformed(format!(
+            "the deflated data set inflates to more than {limit} bytes, more than {compressed} compressed bytes can hold"
+        )));
+    }
+    let explicit_le = TransferSyntaxRegistry
+        .get(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+        .ok_or_else(|| FormatError::unsupported("the transfer syntax registry lacks Explicit VR Little Endian"))?;
+    walk_top_level(&mut inflate(source, data_start, compressed, limit)?, explicit_le, inflated_len, inflated_len, |_| false)
+        .map_err(|e| FormatError::malformed(format!("inside the deflated data set ({inflated_len} bytes inflated): {e}")))?;
+    Ok(())
+}
+
+/// An inflating reader that tells its position (the bytes it has produced) to the lazy
+/// parser, which asks for it once; it cannot seek.
+struct InflatedStream<R> {
+    inner: R,
+    produced: u64,
+}
+
+impl<R: Read> Read for InflatedStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.produced += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> Seek for InflatedStream<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match to {
+            SeekFrom::Current(0) => Ok(self.produced),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "an inflated stream cannot seek")),
+        }
+    }
 }
 
 /// Offset of the "DICM" marker: 128 after a preamble, or 0 for a file without one.
@@ -183,8 +238,8 @@ enum WalkEnd {
 }
 
 /// Walks a data set from the reader's position without reading values, checking that every
-/// value fits in the file, until `stop` accepts a top-level tag, top-level encapsulated pixel
-/// data ends, or the top-level values reach byte `end`.
+/// value fits in the file, until `stop` accepts a top-level tag before any encapsulated pixel
+/// data, or the top-level values reach byte `end`.
 fn walk_top_level<R: Read + Seek>(
     source: &mut R,
     syntax: &TransferSyntax,
@@ -196,8 +251,11 @@ fn walk_top_level<R: Read + Seek>(
     let mut reader = LazyDataSetReader::new_with_ts(source, syntax).map_err(|e| malformed(&e))?;
     let mut depth = 0usize;
     // Inside top-level encapsulated pixel data: its fragments are checked too, since
-    // dicom-object allocates each fragment by its declared length.
+    // dicom-object allocates each fragment by its declared length. After it, the walk goes on
+    // to the end (dicom-object reads what follows when it decodes the frames).
     let mut in_pixel_sequence = false;
+    let mut encapsulated = false;
+    let finish = |encapsulated: bool| if encapsulated { WalkEnd::EncapsulatedPixelData } else { WalkEnd::End };
     while let Some(token) = reader.advance() {
         match token.map_err(|e| malformed(&e))? {
             LazyDataToken::SequenceStart { .. } => depth += 1,
@@ -208,19 +266,20 @@ fn walk_top_level<R: Read + Seek>(
             LazyDataToken::SequenceEnd => {
                 depth = depth.saturating_sub(1);
                 if depth == 0 && in_pixel_sequence {
-                    return Ok(WalkEnd::EncapsulatedPixelData);
+                    in_pixel_sequence = false;
+                    encapsulated = true;
                 }
             }
             LazyDataToken::LazyValue { header, decoder } => {
                 let offset = decoder.position();
                 let length = u64::from(header.len.0);
                 check_fits(header.tag, offset, length, file_len)?;
-                if depth == 0 && stop(header.tag) {
+                if depth == 0 && !encapsulated && stop(header.tag) {
                     return Ok(WalkEnd::Stopped { tag: header.tag, offset, length });
                 }
                 decoder.skip_bytes(header.len.0).map_err(|e| malformed(&e))?;
                 if depth == 0 && offset + length >= end {
-                    return Ok(WalkEnd::End);
+                    return Ok(finish(encapsulated));
                 }
             }
             LazyDataToken::LazyItemValue { len, decoder } => {
@@ -230,7 +289,7 @@ fn walk_top_level<R: Read + Seek>(
             _ => {}
         }
     }
-    Ok(WalkEnd::End)
+    Ok(finish(encapsulated))
 }
 
 fn check_fits(tag: Tag, offset: u64, length: u64, file_len: u64) -> Result<(), FormatError> {

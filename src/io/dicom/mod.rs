@@ -10,6 +10,7 @@
 mod discovery;
 mod header;
 mod pixels;
+mod rle;
 mod stack;
 
 use super::limits::{check_compressed, check_plain, payload_bytes, to_usize};
