@@ -368,7 +368,7 @@ fn length_field_mutations(bytes: &[u8], kind: Kind) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Numbers in a text (or text header up to `end`) replaced by a huge one, up to 16 of them.
+/// Numbers in a text (or text header up to `end`) replaced by a huge one, up to 48 of them.
 fn number_mutations(bytes: &[u8], end: usize) -> Vec<(String, Vec<u8>)> {
     let end = end.min(bytes.len());
     let mut starts = Vec::new();
@@ -379,7 +379,7 @@ fn number_mutations(bytes: &[u8], end: usize) -> Vec<(String, Vec<u8>)> {
         }
         i += 1;
     }
-    spread(starts, 16)
+    spread(starts, 48)
         .into_iter()
         .map(|at| {
             let len = bytes[at..end]
@@ -428,8 +428,8 @@ fn mutations(bytes: &[u8], kind: Kind, seed: u64) -> Vec<(String, Vec<u8>)> {
         2 => rng.random_range(tail_start..n),
         _ => rng.random_range(0..n),
     };
-    let spots: Vec<usize> = (0..16).map(&mut place).collect();
-    let words: Vec<usize> = (0..12).map(|k| place(k + 1) & !1).collect();
+    let spots: Vec<usize> = (0..48).map(&mut place).collect();
+    let words: Vec<usize> = (0..32).map(|k| place(k + 1) & !1).collect();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED);
     for at in spots {
         let bit = rng.random_range(0..8u32);
@@ -488,7 +488,11 @@ fn nifti_files() {
         "dtype_uint8.nii",
         "dtype_int16.nii",
         "dtype_float64.nii",
+        "dtype_int32.nii",
+        "qform_only.nii",
+        "scaled_int16_slope2_inter-1024.nii",
         "bad/huge_dims.nii",
+        "bad/bad_sizeof_hdr.nii",
     ]
     .iter()
     .map(|f| (fixture(&format!("data/nifti/{f}")), Kind::Nifti))
@@ -498,10 +502,15 @@ fn nifti_files() {
 
 #[test]
 fn gzip_nifti_files() {
-    let fixtures: Vec<(PathBuf, Kind)> = ["dtype_float32.nii.gz", "oblique.nii.gz"]
-        .iter()
-        .map(|f| (fixture(&format!("data/nifti/{f}")), Kind::Gzip))
-        .collect();
+    let fixtures: Vec<(PathBuf, Kind)> = [
+        "dtype_float32.nii.gz",
+        "dtype_int16.nii.gz",
+        "4d_xyzt3.nii.gz",
+        "oblique.nii.gz",
+    ]
+    .iter()
+    .map(|f| (fixture(&format!("data/nifti/{f}")), Kind::Gzip))
+    .collect();
     mutate_all("NIfTI .nii.gz (gzip)", &fixtures, &open_image);
 }
 

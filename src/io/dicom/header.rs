@@ -141,9 +141,7 @@ fn check_deflated(source: &mut BufReader<&File>, data_start: u64, file_len: u64)
             "the deflated data set inflates to more than {limit} bytes, more than {compressed} compressed bytes can hold"
         )));
     }
-    let explicit_le = TransferSyntaxRegistry
-        .get(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-        .ok_or_else(|| FormatError::unsupported("the transfer syntax registry lacks Explicit VR Little Endian"))?;
+    let explicit_le = explicit_vr_little_endian()?;
     walk_top_level(&mut inflate(source, data_start, compressed, limit)?, explicit_le, inflated_len, inflated_len, |_| false)
         .map_err(|e| FormatError::malformed(format!("inside the deflated data set ({inflated_len} bytes inflated): {e}")))?;
     Ok(())
@@ -209,9 +207,11 @@ fn read_meta_group(
             file_len - meta_start
         )));
     }
-    let explicit_le = TransferSyntaxRegistry
-        .get(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-        .ok_or_else(|| FormatError::unsupported("the transfer syntax registry lacks Explicit VR Little Endian"))?;
+    let explicit_le = explicit_vr_little_endian()?;
+    // Every element of the group first (dicom-object allocates each by its length), then
+    // back to the Transfer Syntax UID.
+    walk_top_level(source, explicit_le, file_len, meta_end, |_| false)?;
+    source.seek(SeekFrom::Start(meta_start))?;
     match walk_top_level(source, explicit_le, file_len, meta_end, |tag| tag == tags::TRANSFER_SYNTAX_UID)? {
         WalkEnd::Stopped { offset, length, .. } if length <= 1024 => {
             let mut uid = vec![0u8; length as usize];
@@ -225,6 +225,13 @@ fn read_meta_group(
         }
         _ => Err(FormatError::malformed("the file meta group has no Transfer Syntax UID (0002,0010)")),
     }
+}
+
+/// The transfer syntax of the file meta group and of inflated deflated data sets.
+fn explicit_vr_little_endian() -> Result<&'static TransferSyntax, FormatError> {
+    TransferSyntaxRegistry
+        .get(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+        .ok_or_else(|| FormatError::unsupported("the transfer syntax registry lacks Explicit VR Little Endian"))
 }
 
 /// What a walk over the top level of a data set stopped at.
