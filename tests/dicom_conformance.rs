@@ -366,6 +366,19 @@ fn bad_pixel_data_is_an_error() {
 }
 
 #[test]
+fn zero_pixel_spacing_and_imager_pixel_spacing_read_like_simpleitk() {
+    let all = json(&extra("expected.json"));
+    for name in ["pixel-spacing-zero.dcm", "cr-imager-spacing.dcm"] {
+        let volume = open(&extra(name), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected = numbers(&all[name]["sitk_spacing_xy"]);
+        let spacing = volume.geometry.spacing;
+        assert!((spacing[0] - expected[0]).abs() < 1e-9 && (spacing[1] - expected[1]).abs() < 1e-9, "{name}: {spacing:?}");
+        let noted = volume.meta.warnings.iter().any(|w| w.contains("PixelSpacing is 0\\0"));
+        assert_eq!(noted, name == "pixel-spacing-zero.dcm", "{name}: {:?}", volume.meta.warnings);
+    }
+}
+
+#[test]
 fn damaged_rle_segment_tables_are_errors_not_panics() {
     // pydicom 3.0.2 refuses both: "invalid number of segments (65535)" and "decoded RLE
     // segment data doesn't match the expected amount (8 vs. 64 bytes)".

@@ -429,6 +429,9 @@ fn read_image(obj: &InMemDicomObject, rows: i64, columns: i64, pixels: PixelLoca
     let number_of_frames = in_range(frames, 1, i64::from(u32::MAX), "NumberOfFrames")? as u64;
     let samples_per_pixel = in_range(int(obj, tags::SAMPLES_PER_PIXEL)?.unwrap_or(1), 1, 4, "SamplesPerPixel")? as u16;
 
+    // CR and DX images often give only ImagerPixelSpacing (at the detector); SimpleITK (GDCM)
+    // takes it as the pixel spacing when PixelSpacing is absent, and so do we.
+    let projection_radiograph = matches!(text(obj, tags::MODALITY).as_deref(), Some("CR" | "DX"));
     let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     let per_frame: &[InMemDicomObject] = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
@@ -453,7 +456,10 @@ fn read_image(obj: &InMemDicomObject, rows: i64, columns: i64, pixels: PixelLoca
         let position = or_top(group_value(frame, tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT)?, tags::IMAGE_POSITION_PATIENT)?;
         let orientation =
             or_top(group_value(frame, tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT)?, tags::IMAGE_ORIENTATION_PATIENT)?;
-        let spacing = or_top(group_value(frame, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)?, tags::PIXEL_SPACING)?;
+        let mut spacing = or_top(group_value(frame, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)?, tags::PIXEL_SPACING)?;
+        if spacing.is_none() && projection_radiograph {
+            spacing = numbers(obj, tags::IMAGER_PIXEL_SPACING)?;
+        }
         let slope = or_top(group_value(frame, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_SLOPE)?, tags::RESCALE_SLOPE)?;
         let intercept =
             or_top(group_value(frame, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_INTERCEPT)?, tags::RESCALE_INTERCEPT)?;
