@@ -518,6 +518,7 @@ fn gzip_nifti_files() {
 fn dicom_fixtures() -> Vec<(PathBuf, Kind)> {
     let mut files: Vec<PathBuf> = [
         "JPEG2000.dcm",
+        "bare-data-set.dcm",
         "JPGExtended.dcm",
         "enhanced-ct.dcm",
         "image_dfl.dcm",

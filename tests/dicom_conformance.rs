@@ -379,6 +379,19 @@ fn zero_pixel_spacing_and_imager_pixel_spacing_read_like_simpleitk() {
 }
 
 #[test]
+fn a_data_set_without_preamble_or_meta_group_reads_like_simpleitk() {
+    let expected = &json(&extra("expected.json"))["bare-data-set.dcm"];
+    let volume = open(&extra("bare-data-set.dcm"), None).unwrap();
+    let size = numbers(&expected["sitk_size"]);
+    assert_eq!(volume.geometry.dims, [size[0] as usize, size[1] as usize, size[2] as usize]);
+    let spacing = numbers(&expected["sitk_spacing_xy"]);
+    assert_eq!(volume.geometry.spacing[..2], spacing[..]);
+    assert_eq!(volume.geometry.origin[..], numbers(&expected["sitk_origin"])[..]);
+    let sum: f64 = (0..volume.data.len()).map(|i| volume.data.get_f64(i)).sum();
+    assert_eq!(sum, expected["sitk_sum"].as_f64().unwrap());
+}
+
+#[test]
 fn damaged_rle_segment_tables_are_errors_not_panics() {
     // pydicom 3.0.2 refuses both: "invalid number of segments (65535)" and "decoded RLE
     // segment data doesn't match the expected amount (8 vs. 64 bytes)".

@@ -11,12 +11,12 @@
 use crate::io::FormatError;
 use crate::io::limits::MAX_DEFLATE_RATIO;
 use crate::volume::Rescale;
-use dicom::core::Tag;
+use dicom::core::{Tag, VR};
 use dicom::dictionary_std::{tags, uids};
 use dicom::encoding::transfer_syntax::{Codec, Endianness, TransferSyntax, TransferSyntaxIndex};
 use dicom::object::file::ReadPreamble;
 use dicom::object::mem::InMemElement;
-use dicom::object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom::object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 use dicom::parser::StatefulDecode;
 use dicom::parser::dataset::LazyDataToken;
 use dicom::parser::dataset::lazy_read::LazyDataSetReader;
@@ -69,7 +69,9 @@ impl From<std::io::Error> for HeaderError {
 impl From<HeaderError> for FormatError {
     fn from(e: HeaderError) -> Self {
         match e {
-            HeaderError::NotDicom => FormatError::unsupported("not a DICOM file (no \"DICM\" marker at byte 128 or 0)"),
+            HeaderError::NotDicom => FormatError::unsupported(
+                "not a DICOM file (no \"DICM\" marker at byte 128 or 0, and no data set of group 0008 at byte 0)",
+            ),
             HeaderError::Format(e) => e,
         }
     }
@@ -95,24 +97,17 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut source = BufReader::with_capacity(16 << 10, &file);
-    let magic_at = find_magic(&mut source)?;
+    let magic_at = match find_magic(&mut source) {
+        Err(HeaderError::NotDicom) => return read_bare_data_set(&mut source, file_len),
+        found => found?,
+    };
     let (transfer_syntax, meta_end) = read_meta_group(&mut source, magic_at, file_len)?;
     let pixels = match transfer_syntax.codec() {
         Codec::Dataset(_) => {
             check_deflated(&mut source, meta_end, file_len)?;
             PixelLocation::Encoded
         }
-        Codec::None | Codec::EncapsulatedPixelData(..) => {
-            source.seek(SeekFrom::Start(meta_end))?;
-            let big_endian = transfer_syntax.endianness() == Endianness::Big;
-            match walk_top_level(&mut source, transfer_syntax, file_len, file_len, |tag| tag >= tags::PIXEL_DATA)? {
-                WalkEnd::Stopped { tag, offset, length } if tag == tags::PIXEL_DATA => {
-                    PixelLocation::Native { offset, length, big_endian }
-                }
-                WalkEnd::EncapsulatedPixelData => PixelLocation::Encoded,
-                WalkEnd::Stopped { .. } | WalkEnd::End => PixelLocation::Absent,
-            }
-        }
+        Codec::None | Codec::EncapsulatedPixelData(..) => locate_pixels(&mut source, transfer_syntax, meta_end, file_len)?,
     };
     source.seek(SeekFrom::Start(magic_at))?;
     let object = OpenFileOptions::new()
@@ -120,6 +115,50 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
         .read_until(tags::PIXEL_DATA)
         .from_reader(&mut source)
         .map_err(|e| FormatError::malformed(error_chain(&e)))?;
+    Ok(Header { file_len, transfer_syntax, pixels, object })
+}
+
+/// Walks a data set on disk from byte `start`, checking every length, to where its pixel data lies.
+fn locate_pixels(
+    source: &mut BufReader<&File>,
+    transfer_syntax: &TransferSyntax,
+    start: u64,
+    file_len: u64,
+) -> Result<PixelLocation, FormatError> {
+    source.seek(SeekFrom::Start(start))?;
+    let big_endian = transfer_syntax.endianness() == Endianness::Big;
+    Ok(match walk_top_level(source, transfer_syntax, file_len, file_len, |tag| tag >= tags::PIXEL_DATA)? {
+        WalkEnd::Stopped { tag, offset, length } if tag == tags::PIXEL_DATA => PixelLocation::Native { offset, length, big_endian },
+        WalkEnd::EncapsulatedPixelData => PixelLocation::Encoded,
+        WalkEnd::Stopped { .. } | WalkEnd::End => PixelLocation::Absent,
+    })
+}
+
+/// A data set stored without preamble and file meta group, as ACR-NEMA-era tools and some
+/// exports write it. Recognised as GDCM (SimpleITK) and pydicom's `force` do: the first element
+/// is of group 0008, little endian; its VR is explicit when the two bytes after the tag spell
+/// one, else implicit. The walk checks every length before dicom-object reads the data set.
+fn read_bare_data_set(source: &mut BufReader<&File>, file_len: u64) -> Result<Header, HeaderError> {
+    let mut head = [0u8; 8];
+    source.seek(SeekFrom::Start(0))?;
+    if source.read_exact(&mut head).is_err() || head[..2] != [0x08, 0x00] {
+        return Err(HeaderError::NotDicom);
+    }
+    let uid = if head[4].is_ascii_uppercase() && head[5].is_ascii_uppercase() {
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    } else {
+        uids::IMPLICIT_VR_LITTLE_ENDIAN
+    };
+    let transfer_syntax = TransferSyntaxRegistry
+        .get(uid)
+        .ok_or_else(|| FormatError::unsupported(format!("the transfer syntax registry lacks {uid}")))?;
+    let pixels = locate_pixels(source, transfer_syntax, 0, file_len)?;
+    source.seek(SeekFrom::Start(0))?;
+    let not_read = |e: &dyn std::error::Error| {
+        FormatError::malformed(format!("a data set without preamble or file meta group: {}", error_chain(e)))
+    };
+    let data = InMemDicomObject::read_dataset_with_ts(source, transfer_syntax).map_err(|e| not_read(&e))?;
+    let object = data.with_meta(FileMetaTableBuilder::new().transfer_syntax(uid)).map_err(|e| not_read(&e))?;
     Ok(Header { file_len, transfer_syntax, pixels, object })
 }
 
@@ -281,6 +320,7 @@ fn walk_top_level<R: Read + Seek>(
                 let offset = decoder.position();
                 let length = u64::from(header.len.0);
                 check_fits(header.tag, offset, length, file_len)?;
+                check_whole_values(header.tag, header.vr, length)?;
                 if depth == 0 && !encapsulated && stop(header.tag) {
                     return Ok(WalkEnd::Stopped { tag: header.tag, offset, length });
                 }
@@ -297,6 +337,24 @@ fn walk_top_level<R: Read + Seek>(
         }
     }
     Ok(finish(encapsulated))
+}
+
+/// Checks that a binary value holds whole numbers: dicom-object reads length / size numbers and
+/// goes on from there, so a value of 2 bytes in an SL would make it read the next elements from
+/// the wrong place (and trust lengths this walk never saw).
+fn check_whole_values(tag: Tag, vr: VR, length: u64) -> Result<(), FormatError> {
+    let size = match vr {
+        VR::SS | VR::US | VR::OW => 2,
+        VR::SL | VR::UL | VR::FL | VR::AT | VR::OL | VR::OF => 4,
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => 8,
+        _ => 1,
+    };
+    if length % size != 0 {
+        return Err(FormatError::malformed(format!(
+            "element {tag} ({vr:?}) has {length} bytes, not a whole number of {size}-byte values"
+        )));
+    }
+    Ok(())
 }
 
 fn check_fits(tag: Tag, offset: u64, length: u64, file_len: u64) -> Result<(), FormatError> {
