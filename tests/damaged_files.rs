@@ -519,6 +519,7 @@ fn dicom_fixtures() -> Vec<(PathBuf, Kind)> {
     let mut files: Vec<PathBuf> = [
         "JPEG2000.dcm",
         "bare-data-set.dcm",
+        "junk-integer-string.dcm",
         "JPGExtended.dcm",
         "enhanced-ct.dcm",
         "image_dfl.dcm",

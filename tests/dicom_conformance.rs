@@ -392,6 +392,19 @@ fn a_data_set_without_preamble_or_meta_group_reads_like_simpleitk() {
 }
 
 #[test]
+fn integer_strings_with_junk_read_their_leading_digits_with_a_warning() {
+    let expected = &json(&extra("expected.json"))["junk-integer-string.dcm"];
+    // SimpleITK reads NumberOfFrames "1A" as one frame; pydicom keeps the text "1A".
+    assert_eq!(expected["sitk_number_of_frames_text"], "1A");
+    let volume = open(&extra("junk-integer-string.dcm"), None).unwrap();
+    let size = numbers(&expected["sitk_size"]);
+    assert_eq!(volume.geometry.dims, [size[0] as usize, size[1] as usize, size[2] as usize]);
+    let warned = |what: &str| volume.meta.warnings.iter().any(|w| w.contains(what));
+    assert!(warned("(0028,0008) is \"1A\", not an integer string: read as 1"), "{:?}", volume.meta.warnings);
+    assert!(warned("(0020,0013) is \"7B\", not an integer string: read as 7"), "{:?}", volume.meta.warnings);
+}
+
+#[test]
 fn damaged_rle_segment_tables_are_errors_not_panics() {
     // pydicom 3.0.2 refuses both: "invalid number of segments (65535)" and "decoded RLE
     // segment data doesn't match the expected amount (8 vs. 64 bytes)".

@@ -431,6 +431,8 @@ pub struct Instance {
     pub instance_number: Option<i64>,
     /// `None` for files without image pixel attributes (reports, structure sets, ...).
     pub image: Option<Image>,
+    /// Values read leniently (e.g. an integer string with junk), to show as warnings.
+    pub notes: Vec<String>,
 }
 
 impl Instance {
@@ -444,8 +446,9 @@ impl Instance {
     pub fn from_header(path: &Path, header: Header) -> Result<Instance, FormatError> {
         let obj: &InMemDicomObject = &header.object;
         let sop_class_uid = text(obj, tags::SOP_CLASS_UID).unwrap_or_else(|| header.object.meta().media_storage_sop_class_uid().to_string());
+        let mut notes = Vec::new();
         let image = match (int(obj, tags::ROWS)?, int(obj, tags::COLUMNS)?) {
-            (Some(rows), Some(columns)) => Some(read_image(obj, rows, columns, header.pixels)?),
+            (Some(rows), Some(columns)) => Some(read_image(obj, rows, columns, header.pixels, &mut notes)?),
             _ => None,
         };
         Ok(Instance {
@@ -455,11 +458,12 @@ impl Instance {
             sop_class_uid,
             sop_instance_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
             series_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
-            series_number: int(obj, tags::SERIES_NUMBER).ok().flatten(),
+            series_number: lenient_int(obj, tags::SERIES_NUMBER, &mut notes).ok().flatten(),
             modality: text(obj, tags::MODALITY).unwrap_or_default(),
             description: text(obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
-            instance_number: int(obj, tags::INSTANCE_NUMBER).ok().flatten(),
+            instance_number: lenient_int(obj, tags::INSTANCE_NUMBER, &mut notes).ok().flatten(),
             image,
+            notes,
         })
     }
 
@@ -469,10 +473,16 @@ impl Instance {
     }
 }
 
-fn read_image(obj: &InMemDicomObject, rows: i64, columns: i64, pixels: PixelLocation) -> Result<Image, FormatError> {
+fn read_image(
+    obj: &InMemDicomObject,
+    rows: i64,
+    columns: i64,
+    pixels: PixelLocation,
+    notes: &mut Vec<String>,
+) -> Result<Image, FormatError> {
     let bits_allocated = int(obj, tags::BITS_ALLOCATED)?.ok_or_else(|| FormatError::malformed("BitsAllocated (0028,0100) is missing"))?;
     let bits_stored = int(obj, tags::BITS_STORED)?.unwrap_or(bits_allocated);
-    let frames = int(obj, tags::NUMBER_OF_FRAMES)?.unwrap_or(1);
+    let frames = lenient_int(obj, tags::NUMBER_OF_FRAMES, notes)?.unwrap_or(1);
     let in_range = |v: i64, lo: i64, hi: i64, name: &str| {
         if (lo..=hi).contains(&v) {
             Ok(v)
@@ -587,6 +597,25 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Result<Option<i64>, FormatError> {
         .to_int::<i64>()
         .map(Some)
         .map_err(|e| FormatError::malformed(format!("attribute {tag} is not an integer: {}", error_chain(&e))))
+}
+
+/// Like `int`, but an integer string (IS) with junk after its digits ("1A") reads as its
+/// leading integer, as GDCM (SimpleITK) reads it, with a note saying so.
+fn lenient_int(obj: &InMemDicomObject, tag: Tag, notes: &mut Vec<String>) -> Result<Option<i64>, FormatError> {
+    let strict = int(obj, tag);
+    let Err(error) = strict else { return strict };
+    let Some(element) = obj.get(tag).filter(|e| e.vr() == VR::IS) else { return Err(error) };
+    let text = element.to_str().map_err(|_| FormatError::malformed(format!("attribute {tag} is not text")))?;
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    let sign = usize::from(text.starts_with(['+', '-']));
+    let digits = text[sign..].bytes().take_while(u8::is_ascii_digit).count();
+    match text[..sign + digits].parse::<i64>() {
+        Ok(value) if digits > 0 => {
+            notes.push(format!("{tag} is \"{text}\", not an integer string: read as {value}, its leading digits"));
+            Ok(Some(value))
+        }
+        _ => Err(error),
+    }
 }
 
 /// The numbers of a DS/FD attribute; `None` when absent or empty.
