@@ -366,6 +366,63 @@ fn bad_pixel_data_is_an_error() {
 }
 
 #[test]
+fn zero_pixel_spacing_and_imager_pixel_spacing_read_like_simpleitk() {
+    let all = json(&extra("expected.json"));
+    for name in ["pixel-spacing-zero.dcm", "cr-imager-spacing.dcm"] {
+        let volume = open(&extra(name), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expected = numbers(&all[name]["sitk_spacing_xy"]);
+        let spacing = volume.geometry.spacing;
+        assert!((spacing[0] - expected[0]).abs() < 1e-9 && (spacing[1] - expected[1]).abs() < 1e-9, "{name}: {spacing:?}");
+        let noted = volume.meta.warnings.iter().any(|w| w.contains("PixelSpacing is 0\\0"));
+        assert_eq!(noted, name == "pixel-spacing-zero.dcm", "{name}: {:?}", volume.meta.warnings);
+    }
+}
+
+#[test]
+fn a_data_set_without_preamble_or_meta_group_reads_like_simpleitk() {
+    let expected = &json(&extra("expected.json"))["bare-data-set.dcm"];
+    let volume = open(&extra("bare-data-set.dcm"), None).unwrap();
+    let size = numbers(&expected["sitk_size"]);
+    assert_eq!(volume.geometry.dims, [size[0] as usize, size[1] as usize, size[2] as usize]);
+    let spacing = numbers(&expected["sitk_spacing_xy"]);
+    assert_eq!(volume.geometry.spacing[..2], spacing[..]);
+    assert_eq!(volume.geometry.origin[..], numbers(&expected["sitk_origin"])[..]);
+    let sum: f64 = (0..volume.data.len()).map(|i| volume.data.get_f64(i)).sum();
+    assert_eq!(sum, expected["sitk_sum"].as_f64().unwrap());
+}
+
+#[test]
+fn integer_strings_with_junk_read_their_leading_digits_with_a_warning() {
+    let expected = &json(&extra("expected.json"))["junk-integer-string.dcm"];
+    // SimpleITK reads NumberOfFrames "1A" as one frame; pydicom keeps the text "1A".
+    assert_eq!(expected["sitk_number_of_frames_text"], "1A");
+    let volume = open(&extra("junk-integer-string.dcm"), None).unwrap();
+    let size = numbers(&expected["sitk_size"]);
+    assert_eq!(volume.geometry.dims, [size[0] as usize, size[1] as usize, size[2] as usize]);
+    let warned = |what: &str| volume.meta.warnings.iter().any(|w| w.contains(what));
+    assert!(warned("(0028,0008) is \"1A\", not an integer string: read as 1"), "{:?}", volume.meta.warnings);
+    assert!(warned("(0020,0013) is \"7B\", not an integer string: read as 7"), "{:?}", volume.meta.warnings);
+}
+
+#[test]
+fn damaged_rle_segment_tables_are_errors_not_panics() {
+    // pydicom 3.0.2 refuses both: "invalid number of segments (65535)" and "decoded RLE
+    // segment data doesn't match the expected amount (8 vs. 64 bytes)".
+    let message = error_of(open(&extra("rle-segment-count.dcm"), None));
+    assert!(message.contains("declares 65535 segments (1 to 15 can exist)"), "{message}");
+    let message = error_of(open(&extra("rle-short-segment.dcm"), None));
+    assert!(message.contains("RLE segment 1 expands to 8 bytes, but Rows x Columns (8 x 8) need 64"), "{message}");
+    // The sound RLE sample still decodes.
+    assert!(open(&data("pydicom-samples/MR_small_RLE.dcm"), None).is_ok());
+}
+
+#[test]
+fn a_huge_length_inside_a_deflated_data_set_is_refused_before_allocating() {
+    let message = error_of(open(&extra("deflate-huge-length.dcm"), None));
+    assert!(message.contains("inside the deflated data set") && message.contains("declares 3489660928 bytes"), "{message}");
+}
+
+#[test]
 fn deflated_and_jpeg2000_samples_decode_like_pydicom() {
     let all = json(&extra("expected.json"));
     for name in ["image_dfl.dcm", "JPEG2000.dcm"] {

@@ -494,14 +494,15 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
 /// Reads every tensor of a PyTorch zip checkpoint: the `model` entry of a saved dict, else the
 /// saved object itself as a state dict.
 fn read_pytorch_zip(path: &Path) -> Result<TensorMap, String> {
-    let tensors = match candle_core::pickle::read_all_with_key(path, Some("model")) {
+    let entries = check_pytorch_zip(path)?;
+    let tensors = match read_pickled_tensors(path, Some("model"), &entries) {
         Ok(tensors) if !tensors.is_empty() => tensors,
         first => {
-            let plain = candle_core::pickle::read_all_with_key(path, None);
+            let plain = read_pickled_tensors(path, None, &entries);
             match (first, plain) {
                 (_, Ok(tensors)) if !tensors.is_empty() => tensors,
-                (Err(e), _) => return Err(e.to_string()),
-                (Ok(_), Err(e)) => return Err(e.to_string()),
+                (Err(e), _) => return Err(e),
+                (Ok(_), Err(e)) => return Err(e),
                 (Ok(_), Ok(_)) => return Err("the file holds no tensors".into()),
             }
         }
@@ -510,6 +511,178 @@ fn read_pytorch_zip(path: &Path) -> Result<TensorMap, String> {
         origin: path.display().to_string(),
         tensors: tensors.into_iter().collect(),
     })
+}
+
+/// The largest ratio a deflate stream can expand by (RFC 1951).
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Checks what candle's reader would trust in a PyTorch zip before it reads anything: every
+/// entry's size against what the file can hold, and every length in each `data.pkl` against
+/// the bytes that follow it. Returns the entries' uncompressed sizes by name.
+fn check_pytorch_zip(path: &Path) -> Result<HashMap<String, u64>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| format!("not a readable zip archive: {e}"))?;
+    let mut sizes = HashMap::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| format!("zip entry {i}: {e}"))?;
+        let name = entry
+            .name()
+            .map_err(|e| format!("zip entry {i}: {e}"))?
+            .into_owned();
+        let can_hold = match entry.compression() {
+            zip::CompressionMethod::Stored => file_len,
+            _ => file_len.saturating_mul(MAX_DEFLATE_RATIO),
+        };
+        let size = entry.size();
+        if size > can_hold {
+            return Err(format!(
+                "zip entry {name} claims {size} bytes, more than a {file_len}-byte file can hold"
+            ));
+        }
+        if name.ends_with("data.pkl") {
+            let mut pickle = Vec::new();
+            entry
+                .by_ref()
+                .take(size)
+                .read_to_end(&mut pickle)
+                .map_err(|e| format!("{name}: {e}"))?;
+            check_pickle(&pickle).map_err(|e| format!("{name}: {e}"))?;
+        }
+        sizes.insert(name, size);
+    }
+    Ok(sizes)
+}
+
+/// Walks the opcodes of a pickle the way candle's unpickler reads them, checking that every
+/// argument (in particular the declared length of a string) lies within the pickle. Opcodes
+/// candle does not know end the walk: candle refuses them itself.
+fn check_pickle(data: &[u8]) -> Result<(), String> {
+    let mut at = 0usize;
+    while at < data.len() {
+        let (op, start) = (data[at], at);
+        at += 1;
+        let left = data.len() - at;
+        let u32_at = |i: usize| {
+            data.get(i..i + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let argument = match op {
+            b'.' => return Ok(()),
+            0x80 | b'K' | b'h' | b'q' => 1,
+            b'M' => 2,
+            b'J' | b'j' | b'r' => 4,
+            b'G' => 8,
+            b'X' => 4usize.saturating_add(u32_at(at).unwrap_or(usize::MAX)),
+            0x8a => match data.get(at) {
+                Some(&n) if n <= 8 => 1 + usize::from(n),
+                Some(&n) => {
+                    return Err(format!(
+                        "LONG1 at byte {start} has {n} bytes, more than 64 bits"
+                    ));
+                }
+                None => usize::MAX,
+            },
+            b'c' => {
+                let lines: Vec<usize> = data[at..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b'\n')
+                    .map(|(i, _)| i)
+                    .take(2)
+                    .collect();
+                lines.get(1).map_or(usize::MAX, |second| second + 1)
+            }
+            b')'
+            | b'R'
+            | b'('
+            | b't'
+            | b'Q'
+            | b'N'
+            | 0x85..=0x89
+            | b's'
+            | b'u'
+            | b'}'
+            | b'd'
+            | b'b'
+            | 0x81
+            | b']'
+            | b'a'
+            | b'e' => 0,
+            _ => return Ok(()),
+        };
+        if argument > left {
+            return Err(format!(
+                "the pickle opcode {op:#04x} at byte {start} needs {} more bytes, but only {left} follow",
+                if argument == usize::MAX {
+                    "its".to_string()
+                } else {
+                    argument.to_string()
+                }
+            ));
+        }
+        at += argument;
+    }
+    Ok(())
+}
+
+/// The tensors candle finds in a checked PyTorch zip under `key`, each checked against the
+/// size of the entry its data comes from before candle allocates it.
+fn read_pickled_tensors(
+    path: &Path,
+    key: Option<&str>,
+    entries: &HashMap<String, u64>,
+) -> Result<Vec<(String, Tensor)>, String> {
+    // candle indexes and shifts by values from the file; a panic there is a damaged file.
+    let guarded = |what: &str, run: &mut dyn FnMut() -> candle_core::Result<()>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .map_err(|_| format!("{what}: the reader failed on damaged data"))?
+            .map_err(|e| e.to_string())
+    };
+    let mut pth = None;
+    guarded("reading the pickle", &mut || {
+        pth = Some(candle_core::pickle::PthTensors::new(path, key)?);
+        Ok(())
+    })?;
+    let Some(pth) = pth else {
+        return Ok(Vec::new());
+    };
+    let mut tensors = Vec::with_capacity(pth.tensor_infos().len());
+    for (name, info) in pth.tensor_infos() {
+        let needed = info
+            .layout
+            .dims()
+            .iter()
+            .try_fold(info.dtype.size_in_bytes() as u64, |acc, &d| {
+                acc.checked_mul(d as u64)
+            })
+            .and_then(|bytes| {
+                bytes.checked_add(
+                    (info.layout.start_offset() as u64)
+                        .checked_mul(info.dtype.size_in_bytes() as u64)?,
+                )
+            });
+        let held = entries.get(&info.path).copied().unwrap_or(0);
+        if needed.is_none_or(|n| n > held) {
+            return Err(format!(
+                "tensor {name}: shape {:?} of {:?} at offset {} needs more than the {held} bytes of {}",
+                info.layout.dims(),
+                info.dtype,
+                info.layout.start_offset(),
+                info.path
+            ));
+        }
+        let mut tensor = None;
+        guarded(name, &mut || {
+            tensor = pth.get(name)?;
+            Ok(())
+        })?;
+        if let Some(tensor) = tensor {
+            tensors.push((name.clone(), tensor));
+        }
+    }
+    Ok(tensors)
 }
 
 #[cfg(test)]

@@ -441,6 +441,11 @@ impl ImageEncoderConfig {
     }
 }
 
+/// The most blocks a Hiera trunk may have (the largest published one has 48).
+const MAX_TRUNK_BLOCKS: usize = 1024;
+/// The widest channel or head count any component may have (published models stay under 2048).
+const MAX_WIDTH: usize = 1 << 16;
+
 /// `Hiera` trunk (hieradet.py) hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -548,6 +553,34 @@ impl HieraConfig {
         if self.q_stride.contains(&0) || self.embed_dim == 0 || self.num_heads == 0 {
             return Err("image_encoder.trunk: zero-sized dimension".into());
         }
+        // The published trunks have 12 to 48 blocks and widths up to 1152; far larger values
+        // are a damaged file, refused before the per-block table is built.
+        let depth = self
+            .stages
+            .iter()
+            .try_fold(0usize, |total, &n| total.checked_add(n));
+        if depth.is_none_or(|d| d > MAX_TRUNK_BLOCKS) {
+            return Err(format!(
+                "image_encoder.trunk: stages {:?} add up to more than {MAX_TRUNK_BLOCKS} blocks",
+                self.stages
+            ));
+        }
+        if self.embed_dim > MAX_WIDTH || self.num_heads > MAX_WIDTH {
+            return Err(format!(
+                "image_encoder.trunk: embed_dim {} or num_heads {} exceeds {MAX_WIDTH}",
+                self.embed_dim, self.num_heads
+            ));
+        }
+        if !(self.dim_mul.is_finite()
+            && self.head_mul.is_finite()
+            && self.dim_mul > 0.0
+            && self.head_mul > 0.0)
+        {
+            return Err(format!(
+                "image_encoder.trunk: dim_mul {} and head_mul {} must be positive",
+                self.dim_mul, self.head_mul
+            ));
+        }
         if self.weights_path.is_some() {
             return Err(
                 "image_encoder.trunk: weights_path is not supported; weights come from the checkpoint"
@@ -555,6 +588,12 @@ impl HieraConfig {
             );
         }
         for spec in self.block_specs() {
+            if spec.num_heads == 0 || spec.dim_out == 0 || spec.dim_out > MAX_WIDTH {
+                return Err(format!(
+                    "image_encoder.trunk: a block of width {} with {} heads",
+                    spec.dim_out, spec.num_heads
+                ));
+            }
             if spec.dim_out % spec.num_heads != 0 {
                 return Err(format!(
                     "image_encoder.trunk: {} heads do not divide dimension {}",

@@ -6,20 +6,22 @@
 //! the file, so a corrupt length cannot make the parser allocate gigabytes, and it records the
 //! byte offset of native Pixel Data so that the second pass reads samples straight into the
 //! volume. The attributes themselves come from dicom-object, read up to (not including)
-//! Pixel Data. Deflated data sets cannot be walked on disk and go to dicom-object directly.
+//! Pixel Data. Deflated data sets are walked the same way as they inflate (`check_deflated`).
 
 use crate::io::FormatError;
+use crate::io::limits::MAX_DEFLATE_RATIO;
 use crate::volume::Rescale;
-use dicom::core::Tag;
+use dicom::core::{Tag, VR};
 use dicom::dictionary_std::{tags, uids};
 use dicom::encoding::transfer_syntax::{Codec, Endianness, TransferSyntax, TransferSyntaxIndex};
 use dicom::object::file::ReadPreamble;
 use dicom::object::mem::InMemElement;
-use dicom::object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom::object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 use dicom::parser::StatefulDecode;
 use dicom::parser::dataset::LazyDataToken;
 use dicom::parser::dataset::lazy_read::LazyDataSetReader;
 use dicom::transfer_syntax::TransferSyntaxRegistry;
+use flate2::read::DeflateDecoder;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -67,7 +69,9 @@ impl From<std::io::Error> for HeaderError {
 impl From<HeaderError> for FormatError {
     fn from(e: HeaderError) -> Self {
         match e {
-            HeaderError::NotDicom => FormatError::unsupported("not a DICOM file (no \"DICM\" marker at byte 128 or 0)"),
+            HeaderError::NotDicom => FormatError::unsupported(
+                "not a DICOM file (no \"DICM\" marker at byte 128 or 0, and no data set of group 0008 at byte 0)",
+            ),
             HeaderError::Format(e) => e,
         }
     }
@@ -93,21 +97,17 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut source = BufReader::with_capacity(16 << 10, &file);
-    let magic_at = find_magic(&mut source)?;
+    let magic_at = match find_magic(&mut source) {
+        Err(HeaderError::NotDicom) => return read_bare_data_set(&mut source, file_len),
+        found => found?,
+    };
     let (transfer_syntax, meta_end) = read_meta_group(&mut source, magic_at, file_len)?;
     let pixels = match transfer_syntax.codec() {
-        Codec::Dataset(_) => PixelLocation::Encoded,
-        Codec::None | Codec::EncapsulatedPixelData(..) => {
-            source.seek(SeekFrom::Start(meta_end))?;
-            let big_endian = transfer_syntax.endianness() == Endianness::Big;
-            match walk_top_level(&mut source, transfer_syntax, file_len, file_len, |tag| tag >= tags::PIXEL_DATA)? {
-                WalkEnd::Stopped { tag, offset, length } if tag == tags::PIXEL_DATA => {
-                    PixelLocation::Native { offset, length, big_endian }
-                }
-                WalkEnd::EncapsulatedPixelData => PixelLocation::Encoded,
-                WalkEnd::Stopped { .. } | WalkEnd::End => PixelLocation::Absent,
-            }
+        Codec::Dataset(_) => {
+            check_deflated(&mut source, meta_end, file_len)?;
+            PixelLocation::Encoded
         }
+        Codec::None | Codec::EncapsulatedPixelData(..) => locate_pixels(&mut source, transfer_syntax, meta_end, file_len)?,
     };
     source.seek(SeekFrom::Start(magic_at))?;
     let object = OpenFileOptions::new()
@@ -116,6 +116,98 @@ pub fn read_header(path: &Path) -> Result<Header, HeaderError> {
         .from_reader(&mut source)
         .map_err(|e| FormatError::malformed(error_chain(&e)))?;
     Ok(Header { file_len, transfer_syntax, pixels, object })
+}
+
+/// Walks a data set on disk from byte `start`, checking every length, to where its pixel data lies.
+fn locate_pixels(
+    source: &mut BufReader<&File>,
+    transfer_syntax: &TransferSyntax,
+    start: u64,
+    file_len: u64,
+) -> Result<PixelLocation, FormatError> {
+    source.seek(SeekFrom::Start(start))?;
+    let big_endian = transfer_syntax.endianness() == Endianness::Big;
+    Ok(match walk_top_level(source, transfer_syntax, file_len, file_len, |tag| tag >= tags::PIXEL_DATA)? {
+        WalkEnd::Stopped { tag, offset, length } if tag == tags::PIXEL_DATA => PixelLocation::Native { offset, length, big_endian },
+        WalkEnd::EncapsulatedPixelData => PixelLocation::Encoded,
+        WalkEnd::Stopped { .. } | WalkEnd::End => PixelLocation::Absent,
+    })
+}
+
+/// A data set stored without preamble and file meta group, as ACR-NEMA-era tools and some
+/// exports write it. Recognised as GDCM (SimpleITK) and pydicom's `force` do: the first element
+/// is of group 0008, little endian; its VR is explicit when the two bytes after the tag spell
+/// one, else implicit. The walk checks every length before dicom-object reads the data set.
+fn read_bare_data_set(source: &mut BufReader<&File>, file_len: u64) -> Result<Header, HeaderError> {
+    let mut head = [0u8; 8];
+    source.seek(SeekFrom::Start(0))?;
+    if source.read_exact(&mut head).is_err() || head[..2] != [0x08, 0x00] {
+        return Err(HeaderError::NotDicom);
+    }
+    let uid = if head[4].is_ascii_uppercase() && head[5].is_ascii_uppercase() {
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    } else {
+        uids::IMPLICIT_VR_LITTLE_ENDIAN
+    };
+    let transfer_syntax = TransferSyntaxRegistry
+        .get(uid)
+        .ok_or_else(|| FormatError::unsupported(format!("the transfer syntax registry lacks {uid}")))?;
+    let pixels = locate_pixels(source, transfer_syntax, 0, file_len)?;
+    source.seek(SeekFrom::Start(0))?;
+    let not_read = |e: &dyn std::error::Error| {
+        FormatError::malformed(format!("a data set without preamble or file meta group: {}", error_chain(e)))
+    };
+    let data = InMemDicomObject::read_dataset_with_ts(source, transfer_syntax).map_err(|e| not_read(&e))?;
+    let object = data.with_meta(FileMetaTableBuilder::new().transfer_syntax(uid)).map_err(|e| not_read(&e))?;
+    Ok(Header { file_len, transfer_syntax, pixels, object })
+}
+
+/// Checks a deflated data set (the only kind of `Codec::Dataset`) the way `walk_top_level`
+/// checks one on disk: one pass inflates it to count its bytes, refusing more than the
+/// compressed bytes can expand to; a second walks the inflated elements, checking every
+/// declared length against that count. Nothing is kept in memory.
+fn check_deflated(source: &mut BufReader<&File>, data_start: u64, file_len: u64) -> Result<(), FormatError> {
+    let compressed = file_len - data_start;
+    let limit = compressed.saturating_mul(MAX_DEFLATE_RATIO);
+    fn inflate<R: Read + Seek>(source: &mut R, start: u64, compressed: u64, limit: u64) -> std::io::Result<InflatedStream<impl Read>> {
+        source.seek(SeekFrom::Start(start))?;
+        Ok(InflatedStream { inner: DeflateDecoder::new(source.take(compressed)).take(limit + 1), produced: 0 })
+    }
+    let inflated_len = std::io::copy(&mut inflate(source, data_start, compressed, limit)?, &mut std::io::sink())
+        .map_err(|e| FormatError::malformed(format!("the deflated data set cannot be inflated: {e}")))?;
+    if inflated_len > limit {
+        return Err(FormatError::malformed(format!(
+            "the deflated data set inflates to more than {limit} bytes, more than {compressed} compressed bytes can hold"
+        )));
+    }
+    let explicit_le = explicit_vr_little_endian()?;
+    walk_top_level(&mut inflate(source, data_start, compressed, limit)?, explicit_le, inflated_len, inflated_len, |_| false)
+        .map_err(|e| FormatError::malformed(format!("inside the deflated data set ({inflated_len} bytes inflated): {e}")))?;
+    Ok(())
+}
+
+/// An inflating reader that tells its position (the bytes it has produced) to the lazy
+/// parser, which asks for it once; it cannot seek.
+struct InflatedStream<R> {
+    inner: R,
+    produced: u64,
+}
+
+impl<R: Read> Read for InflatedStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.produced += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> Seek for InflatedStream<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match to {
+            SeekFrom::Current(0) => Ok(self.produced),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "an inflated stream cannot seek")),
+        }
+    }
 }
 
 /// Offset of the "DICM" marker: 128 after a preamble, or 0 for a file without one.
@@ -154,9 +246,11 @@ fn read_meta_group(
             file_len - meta_start
         )));
     }
-    let explicit_le = TransferSyntaxRegistry
-        .get(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-        .ok_or_else(|| FormatError::unsupported("the transfer syntax registry lacks Explicit VR Little Endian"))?;
+    let explicit_le = explicit_vr_little_endian()?;
+    // Every element of the group first (dicom-object allocates each by its length), then
+    // back to the Transfer Syntax UID.
+    walk_top_level(source, explicit_le, file_len, meta_end, |_| false)?;
+    source.seek(SeekFrom::Start(meta_start))?;
     match walk_top_level(source, explicit_le, file_len, meta_end, |tag| tag == tags::TRANSFER_SYNTAX_UID)? {
         WalkEnd::Stopped { offset, length, .. } if length <= 1024 => {
             let mut uid = vec![0u8; length as usize];
@@ -172,6 +266,13 @@ fn read_meta_group(
     }
 }
 
+/// The transfer syntax of the file meta group and of inflated deflated data sets.
+fn explicit_vr_little_endian() -> Result<&'static TransferSyntax, FormatError> {
+    TransferSyntaxRegistry
+        .get(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+        .ok_or_else(|| FormatError::unsupported("the transfer syntax registry lacks Explicit VR Little Endian"))
+}
+
 /// What a walk over the top level of a data set stopped at.
 enum WalkEnd {
     /// A top-level element the caller asked to stop at: its value's byte offset and length.
@@ -183,8 +284,8 @@ enum WalkEnd {
 }
 
 /// Walks a data set from the reader's position without reading values, checking that every
-/// value fits in the file, until `stop` accepts a top-level tag, top-level encapsulated pixel
-/// data ends, or the top-level values reach byte `end`.
+/// value fits in the file, until `stop` accepts a top-level tag before any encapsulated pixel
+/// data, or the top-level values reach byte `end`.
 fn walk_top_level<R: Read + Seek>(
     source: &mut R,
     syntax: &TransferSyntax,
@@ -196,8 +297,11 @@ fn walk_top_level<R: Read + Seek>(
     let mut reader = LazyDataSetReader::new_with_ts(source, syntax).map_err(|e| malformed(&e))?;
     let mut depth = 0usize;
     // Inside top-level encapsulated pixel data: its fragments are checked too, since
-    // dicom-object allocates each fragment by its declared length.
+    // dicom-object allocates each fragment by its declared length. After it, the walk goes on
+    // to the end (dicom-object reads what follows when it decodes the frames).
     let mut in_pixel_sequence = false;
+    let mut encapsulated = false;
+    let finish = |encapsulated: bool| if encapsulated { WalkEnd::EncapsulatedPixelData } else { WalkEnd::End };
     while let Some(token) = reader.advance() {
         match token.map_err(|e| malformed(&e))? {
             LazyDataToken::SequenceStart { .. } => depth += 1,
@@ -208,19 +312,21 @@ fn walk_top_level<R: Read + Seek>(
             LazyDataToken::SequenceEnd => {
                 depth = depth.saturating_sub(1);
                 if depth == 0 && in_pixel_sequence {
-                    return Ok(WalkEnd::EncapsulatedPixelData);
+                    in_pixel_sequence = false;
+                    encapsulated = true;
                 }
             }
             LazyDataToken::LazyValue { header, decoder } => {
                 let offset = decoder.position();
                 let length = u64::from(header.len.0);
                 check_fits(header.tag, offset, length, file_len)?;
-                if depth == 0 && stop(header.tag) {
+                check_whole_values(header.tag, header.vr, length)?;
+                if depth == 0 && !encapsulated && stop(header.tag) {
                     return Ok(WalkEnd::Stopped { tag: header.tag, offset, length });
                 }
                 decoder.skip_bytes(header.len.0).map_err(|e| malformed(&e))?;
                 if depth == 0 && offset + length >= end {
-                    return Ok(WalkEnd::End);
+                    return Ok(finish(encapsulated));
                 }
             }
             LazyDataToken::LazyItemValue { len, decoder } => {
@@ -230,7 +336,25 @@ fn walk_top_level<R: Read + Seek>(
             _ => {}
         }
     }
-    Ok(WalkEnd::End)
+    Ok(finish(encapsulated))
+}
+
+/// Checks that a binary value holds whole numbers: dicom-object reads length / size numbers and
+/// goes on from there, so a value of 2 bytes in an SL would make it read the next elements from
+/// the wrong place (and trust lengths this walk never saw).
+fn check_whole_values(tag: Tag, vr: VR, length: u64) -> Result<(), FormatError> {
+    let size = match vr {
+        VR::SS | VR::US | VR::OW => 2,
+        VR::SL | VR::UL | VR::FL | VR::AT | VR::OL | VR::OF => 4,
+        VR::FD | VR::SV | VR::UV | VR::OD | VR::OV => 8,
+        _ => 1,
+    };
+    if length % size != 0 {
+        return Err(FormatError::malformed(format!(
+            "element {tag} ({vr:?}) has {length} bytes, not a whole number of {size}-byte values"
+        )));
+    }
+    Ok(())
 }
 
 fn check_fits(tag: Tag, offset: u64, length: u64, file_len: u64) -> Result<(), FormatError> {
@@ -307,6 +431,8 @@ pub struct Instance {
     pub instance_number: Option<i64>,
     /// `None` for files without image pixel attributes (reports, structure sets, ...).
     pub image: Option<Image>,
+    /// Values read leniently (e.g. an integer string with junk), to show as warnings.
+    pub notes: Vec<String>,
 }
 
 impl Instance {
@@ -320,8 +446,9 @@ impl Instance {
     pub fn from_header(path: &Path, header: Header) -> Result<Instance, FormatError> {
         let obj: &InMemDicomObject = &header.object;
         let sop_class_uid = text(obj, tags::SOP_CLASS_UID).unwrap_or_else(|| header.object.meta().media_storage_sop_class_uid().to_string());
+        let mut notes = Vec::new();
         let image = match (int(obj, tags::ROWS)?, int(obj, tags::COLUMNS)?) {
-            (Some(rows), Some(columns)) => Some(read_image(obj, rows, columns, header.pixels)?),
+            (Some(rows), Some(columns)) => Some(read_image(obj, rows, columns, header.pixels, &mut notes)?),
             _ => None,
         };
         Ok(Instance {
@@ -331,11 +458,12 @@ impl Instance {
             sop_class_uid,
             sop_instance_uid: text(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
             series_uid: text(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
-            series_number: int(obj, tags::SERIES_NUMBER).ok().flatten(),
+            series_number: lenient_int(obj, tags::SERIES_NUMBER, &mut notes).ok().flatten(),
             modality: text(obj, tags::MODALITY).unwrap_or_default(),
             description: text(obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
-            instance_number: int(obj, tags::INSTANCE_NUMBER).ok().flatten(),
+            instance_number: lenient_int(obj, tags::INSTANCE_NUMBER, &mut notes).ok().flatten(),
             image,
+            notes,
         })
     }
 
@@ -345,10 +473,16 @@ impl Instance {
     }
 }
 
-fn read_image(obj: &InMemDicomObject, rows: i64, columns: i64, pixels: PixelLocation) -> Result<Image, FormatError> {
+fn read_image(
+    obj: &InMemDicomObject,
+    rows: i64,
+    columns: i64,
+    pixels: PixelLocation,
+    notes: &mut Vec<String>,
+) -> Result<Image, FormatError> {
     let bits_allocated = int(obj, tags::BITS_ALLOCATED)?.ok_or_else(|| FormatError::malformed("BitsAllocated (0028,0100) is missing"))?;
     let bits_stored = int(obj, tags::BITS_STORED)?.unwrap_or(bits_allocated);
-    let frames = int(obj, tags::NUMBER_OF_FRAMES)?.unwrap_or(1);
+    let frames = lenient_int(obj, tags::NUMBER_OF_FRAMES, notes)?.unwrap_or(1);
     let in_range = |v: i64, lo: i64, hi: i64, name: &str| {
         if (lo..=hi).contains(&v) {
             Ok(v)
@@ -363,6 +497,9 @@ fn read_image(obj: &InMemDicomObject, rows: i64, columns: i64, pixels: PixelLoca
     let number_of_frames = in_range(frames, 1, i64::from(u32::MAX), "NumberOfFrames")? as u64;
     let samples_per_pixel = in_range(int(obj, tags::SAMPLES_PER_PIXEL)?.unwrap_or(1), 1, 4, "SamplesPerPixel")? as u16;
 
+    // CR and DX images often give only ImagerPixelSpacing (at the detector); SimpleITK (GDCM)
+    // takes it as the pixel spacing when PixelSpacing is absent, and so do we.
+    let projection_radiograph = matches!(text(obj, tags::MODALITY).as_deref(), Some("CR" | "DX"));
     let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
     let per_frame: &[InMemDicomObject] = obj
         .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
@@ -387,7 +524,10 @@ fn read_image(obj: &InMemDicomObject, rows: i64, columns: i64, pixels: PixelLoca
         let position = or_top(group_value(frame, tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT)?, tags::IMAGE_POSITION_PATIENT)?;
         let orientation =
             or_top(group_value(frame, tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT)?, tags::IMAGE_ORIENTATION_PATIENT)?;
-        let spacing = or_top(group_value(frame, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)?, tags::PIXEL_SPACING)?;
+        let mut spacing = or_top(group_value(frame, tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING)?, tags::PIXEL_SPACING)?;
+        if spacing.is_none() && projection_radiograph {
+            spacing = numbers(obj, tags::IMAGER_PIXEL_SPACING)?;
+        }
         let slope = or_top(group_value(frame, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_SLOPE)?, tags::RESCALE_SLOPE)?;
         let intercept =
             or_top(group_value(frame, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE, tags::RESCALE_INTERCEPT)?, tags::RESCALE_INTERCEPT)?;
@@ -457,6 +597,25 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Result<Option<i64>, FormatError> {
         .to_int::<i64>()
         .map(Some)
         .map_err(|e| FormatError::malformed(format!("attribute {tag} is not an integer: {}", error_chain(&e))))
+}
+
+/// Like `int`, but an integer string (IS) with junk after its digits ("1A") reads as its
+/// leading integer, as GDCM (SimpleITK) reads it, with a note saying so.
+fn lenient_int(obj: &InMemDicomObject, tag: Tag, notes: &mut Vec<String>) -> Result<Option<i64>, FormatError> {
+    let strict = int(obj, tag);
+    let Err(error) = strict else { return strict };
+    let Some(element) = obj.get(tag).filter(|e| e.vr() == VR::IS) else { return Err(error) };
+    let text = element.to_str().map_err(|_| FormatError::malformed(format!("attribute {tag} is not text")))?;
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    let sign = usize::from(text.starts_with(['+', '-']));
+    let digits = text[sign..].bytes().take_while(u8::is_ascii_digit).count();
+    match text[..sign + digits].parse::<i64>() {
+        Ok(value) if digits > 0 => {
+            notes.push(format!("{tag} is \"{text}\", not an integer string: read as {value}, its leading digits"));
+            Ok(Some(value))
+        }
+        _ => Err(error),
+    }
 }
 
 /// The numbers of a DS/FD attribute; `None` when absent or empty.

@@ -10,6 +10,7 @@
 mod discovery;
 mod header;
 mod pixels;
+mod rle;
 mod stack;
 
 use super::limits::{check_compressed, check_plain, payload_bytes, to_usize};
@@ -176,6 +177,15 @@ fn load_series(input: &Path, series: Series, progress: Option<LoadProgress>) -> 
     let instances = series.instances;
     for instance in &instances {
         check_instance(instance).map_err(|e| IoError::new(&instance.path, e))?;
+    }
+    let mut notes: BTreeMap<&str, (usize, &Path)> = BTreeMap::new();
+    for instance in &instances {
+        for note in &instance.notes {
+            notes.entry(note.as_str()).or_insert((0, instance.path.as_path())).0 += 1;
+        }
+    }
+    for (note, (files, first)) in notes {
+        warnings.push(format!("{note} (in {files} file(s), e.g. {})", first.display()));
     }
     let images: Vec<&header::Image> = instances.iter().filter_map(|i| i.image.as_ref()).collect();
     let first = images[0];

@@ -4,16 +4,20 @@
 //! Native (uncompressed) pixel data is read from its byte offset in the file into the slot,
 //! with no intermediate copy; byte order and unused high bits are fixed in place the way
 //! pydicom does (bits above BitsStored cleared, or the sign extended for signed data).
-//! Compressed data and deflated data sets go through dicom-pixeldata, one frame at a time.
+//! Compressed data and deflated data sets go through dicom-pixeldata, one frame at a time;
+//! RLE frames are checked first (`rle`), and a panic inside a codec becomes an error.
 
 use super::header::{Image, Instance, PixelLocation, error_chain};
+use super::rle;
 use crate::io::{FormatError, IoError, LoadProgress, WithPath};
 use crate::volume::{IntoVoxelBuffer, Rescale, VoxelBuffer, VoxelType};
 use crate::with_voxels;
+use dicom::dictionary_std::{tags, uids};
 use dicom::pixeldata::PixelDecoder;
 use rayon::prelude::*;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::panic::AssertUnwindSafe;
 
 /// How one file stores a sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,10 +103,26 @@ fn decode_frames(instance: &Instance, layout: SampleLayout, frames: &mut [(u64, 
     let what = || format!("{} ({})", ts.name(), ts.uid());
     let object = dicom::object::open_file(&instance.path)
         .map_err(|e| FormatError::malformed(format!("cannot read the file ({}): {}", what(), error_chain(&e))))?;
+    let image = instance.image.as_ref().ok_or_else(|| FormatError::Invalid("not an image".into()))?;
+    let fragments = object.get(tags::PIXEL_DATA).and_then(|e| e.value().fragments());
     frames.par_iter_mut().try_for_each(|(frame, slot)| {
         let frame_index = u32::try_from(*frame).map_err(|_| FormatError::malformed(format!("frame {frame} out of range")))?;
-        let decoded = object
-            .decode_pixel_data_frame(frame_index)
+        if ts.uid() == uids::RLE_LOSSLESS
+            && let Some(fragment) = fragments.and_then(|f| f.get(frame_index as usize))
+        {
+            rle::check_frame(fragment, image.rows, image.columns, image.samples_per_pixel, image.bits_allocated)
+                .map_err(|e| FormatError::malformed(format!("frame {frame} ({}): {e}", what())))?;
+        }
+        // The codecs index into the encoded bytes; a panic on data no check above foresaw
+        // becomes an error for this file instead of ending the program.
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| object.decode_pixel_data_frame(frame_index)))
+            .map_err(|panic| {
+                FormatError::malformed(format!(
+                    "the {} decoder failed on frame {frame} ({}): the compressed data is damaged",
+                    what(),
+                    panic_message(panic.as_ref())
+                ))
+            })?
             .map_err(|e| FormatError::unsupported(format!("cannot decode {} pixel data: {}", what(), error_chain(&e))))?;
         let data = decoded.data();
         if data.len() != slot.len() {
@@ -117,6 +137,15 @@ fn decode_frames(instance: &Instance, layout: SampleLayout, frames: &mut [(u64, 
         normalize_samples(slot, layout, false);
         Ok(())
     })
+}
+
+/// The text a panic was raised with, where it has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 /// Brings samples to native byte order and clears the bits above BitsStored (unsigned) or

@@ -169,6 +169,13 @@ fn pixel_spacing(slices: &[Slice], warnings: &mut Vec<String>) -> Result<[f64; 2
         warnings.push("no PixelSpacing: 1 mm between rows and between columns is assumed".to_string());
         return Ok([1.0, 1.0]);
     };
+    // PixelSpacing 0\0 is what some writers put for "unknown": read like a missing one, as
+    // SimpleITK (GDCM) does.
+    let zero = |p: &[f64; 2]| p.iter().all(|v| *v == 0.0);
+    if zero(&reference) && slices.iter().all(|s| s.pixel_spacing.is_none_or(|p| zero(&p))) {
+        warnings.push("PixelSpacing is 0\\0 (unknown): 1 mm between rows and between columns is assumed".to_string());
+        return Ok([1.0, 1.0]);
+    }
     if reference.iter().any(|v| *v <= 0.0) {
         return Err(FormatError::malformed(format!("PixelSpacing {reference:?} must be greater than zero")));
     }
