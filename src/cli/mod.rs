@@ -5,6 +5,7 @@ mod classic;
 mod info;
 mod weights;
 mod mesh;
+mod model_args;
 mod segment;
 mod segment_batch;
 mod segment_video;

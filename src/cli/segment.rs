@@ -7,8 +7,7 @@
 use crate::io::{self, nifti, OpenOptions, SeriesSelector};
 use crate::segment::pipeline::{self, BoxPrompt, BoxRun, PassBounds, PassLogits};
 use crate::volume::{SliceAxis, Window};
-use crate::segment::engine::{DeviceChoice, LoadedModel, ModelChoice};
-use crate::weights::ModelVariant;
+use crate::segment::engine::LoadedModel;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::Args;
@@ -50,21 +49,9 @@ pub struct SegmentArgs {
     /// stored, other data over its own min..max.
     #[arg(long, value_parser = Window::from_str, allow_hyphen_values = true)]
     pub window: Option<Window>,
-    /// Checkpoint (.pt or .safetensors). Default: weights/ or the Hugging Face cache.
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Published MedSAM2 checkpoint searched for when --checkpoint is not given.
-    #[arg(long, default_value_t, conflicts_with = "checkpoint")]
-    pub model: ModelVariant,
-    /// Model configuration yaml. Default: MedSAM2's sam2.1_hiera_t512.yaml.
-    #[arg(long)]
-    pub model_config: Option<PathBuf>,
     /// Label value written into the mask (1..=255).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
     pub label: u8,
-    /// Where the network runs.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    pub device: DeviceChoice,
     /// Mask to write (.nii or .nii.gz).
     #[arg(long)]
     pub output: PathBuf,
@@ -75,6 +62,8 @@ pub struct SegmentArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub engine: super::model_args::ModelArgs,
 }
 
 pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
@@ -97,7 +86,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     let read_seconds = start.elapsed().as_secs_f64();
 
     let model_start = Instant::now();
-    let choice = ModelChoice { checkpoint: args.checkpoint.clone(), variant: args.model, config: args.model_config.clone(), device: args.device };
+    let choice = args.engine.choice();
     let loaded = LoadedModel::load(&choice)?;
     let model_seconds = model_start.elapsed().as_secs_f64();
 
@@ -151,7 +140,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
             "box": args.bbox,
             "window": args.window.map(|w| [w.lo, w.hi]),
             "checkpoint": loaded.checkpoint,
-            "device": args.device.name(),
+            "device": args.engine.device.name(),
             "seconds": start.elapsed().as_secs_f64(),
             "timings": {
                 "read": read_seconds,

@@ -5,10 +5,9 @@
 
 use crate::io::{self, nifti, OpenOptions};
 use crate::segment::batch::{compose_labels, read_summary, write_summary, ImageJob, ImageRef, Manifest, ManifestFormat, Plan, Shard, SummaryLine};
-use crate::segment::engine::{DeviceChoice, LoadedModel, ModelChoice};
+use crate::segment::engine::{LoadedModel, ModelChoice};
 use crate::segment::pipeline;
 use crate::volume::{SliceAxis, VoxelBuffer};
-use crate::weights::ModelVariant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -35,21 +34,11 @@ pub struct SegmentBatchArgs {
     /// DeepLesion CSV, the folder whose files hold the case name and slice range.
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
-    /// Checkpoint (.pt or .safetensors). Default: weights/ or the Hugging Face cache.
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Published MedSAM2 checkpoint searched for when --checkpoint is not given.
-    #[arg(long, default_value_t, conflicts_with = "checkpoint")]
-    pub model: ModelVariant,
-    /// Model configuration yaml. Default: MedSAM2's sam2.1_hiera_t512.yaml.
-    #[arg(long)]
-    pub model_config: Option<PathBuf>,
-    /// Where the network runs: cpu, cuda or metal.
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceChoice,
     /// Slice axis of rows whose manifest has no axis column.
     #[arg(long, value_enum, default_value_t = SliceAxis::Axial)]
     pub axis: SliceAxis,
+    #[command(flatten)]
+    pub engine: super::model_args::ModelArgs,
 }
 
 /// Progress of the run: a bar with ETA on a terminal, one line per image otherwise.
@@ -95,7 +84,7 @@ pub fn segment_batch(args: SegmentBatchArgs) -> anyhow::Result<()> {
     }
     write_summary(&summary_path, &lines)?;
 
-    let choice = ModelChoice { checkpoint: args.checkpoint.clone(), variant: args.model, config: args.model_config.clone(), device: args.device };
+    let choice = args.engine.choice();
     let mut model = None;
     for (n, job) in todo.iter().enumerate() {
         let image_start = Instant::now();

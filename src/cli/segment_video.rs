@@ -7,13 +7,12 @@
 //! prints a JSON summary. Progress goes to stderr.
 
 use crate::model::config::PredictorBuilder;
-use crate::segment::engine::{DeviceChoice, LoadedModel, ModelChoice};
+use crate::segment::engine::LoadedModel;
 use crate::segment::predictor::VolumePredictor;
 use crate::segment::preprocess::ModelSlices;
 use crate::segment::video_pipeline::{self, FrameMasks, FramePrompt, Prompt, Tracking, VideoRun};
 use crate::video::annotation::{self, Annotation};
 use crate::video::{self, ClipOptions};
-use crate::weights::ModelVariant;
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -72,24 +71,14 @@ pub struct SegmentVideoArgs {
     /// optionally :ID. Repeatable; a frame's clicks and box for one object go in together.
     #[arg(long = "point", value_parser = parse_point_prompt, allow_hyphen_values = true)]
     pub points: Vec<FramePrompt>,
-    /// Checkpoint (.pt or .safetensors). Default: weights/ or the Hugging Face cache.
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-    /// Published MedSAM2 checkpoint searched for when --checkpoint is not given.
-    #[arg(long, default_value_t, conflicts_with = "checkpoint")]
-    pub model: ModelVariant,
-    /// Model configuration yaml. Default: MedSAM2's sam2.1_hiera_t512.yaml.
-    #[arg(long)]
-    pub model_config: Option<PathBuf>,
-    /// Where the network runs.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-    pub device: DeviceChoice,
     /// Refuse clips whose decoded frames would take more than this many MiB.
     #[arg(long, default_value_t = video::DEFAULT_MAX_CLIP_BYTES >> 20)]
     pub max_clip_mib: u64,
     /// Replace existing output PNGs.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub engine: super::model_args::ModelArgs,
 }
 
 pub fn segment_video(args: SegmentVideoArgs) -> anyhow::Result<()> {
@@ -142,12 +131,7 @@ pub fn segment_video(args: SegmentVideoArgs) -> anyhow::Result<()> {
     let read_seconds = start.elapsed().as_secs_f64();
 
     let model_start = Instant::now();
-    let choice = ModelChoice {
-        checkpoint: args.checkpoint.clone(),
-        variant: args.model,
-        config: args.model_config.clone(),
-        device: args.device,
-    };
+    let choice = args.engine.choice();
     let builder = PredictorBuilder::Video {
         apply_postprocessing: args.apply_postprocessing,
         non_overlap_masks: !args.per_object_png,
@@ -231,7 +215,7 @@ pub fn segment_video(args: SegmentVideoArgs) -> anyhow::Result<()> {
             "non_overlap_masks": !args.per_object_png,
             "apply_postprocessing": args.apply_postprocessing,
             "checkpoint": loaded.checkpoint,
-            "device": args.device.name(),
+            "device": args.engine.device.name(),
             "seconds": start.elapsed().as_secs_f64(),
             "timings": { "read": read_seconds, "model": model_seconds, "preprocess": prepare_seconds, "tracking": track_seconds },
         })
