@@ -174,7 +174,7 @@ pub fn segment_recist(args: SegmentRecistArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "cases": reports.iter().map(|r| json!({"image": r.name, "seconds": r.seconds, "status": r.status, "lesions": r.lesions})).collect::<Vec<_>>(),
-            "prompt": if args.propagate_with_box { "box".to_string() } else { args.sample_points.name().to_string() },
+            "prompt": if args.propagate_with_box { "box".to_string() } else { args.sample_points.name() },
             "shift": args.shift,
             "seed": args.seed,
             "times": csv,

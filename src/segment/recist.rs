@@ -8,28 +8,31 @@
 //! clipped to the slice) and the point prompts of `--sample-points`.
 
 use crate::segment::numpy_rng::NumpyRandom;
+use clap::ValueEnum;
 
 /// How the key slice is prompted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PointSampling {
     /// 9 points on a 3 x 3 grid spanning the square box (corners included).
+    #[value(name = "from_box", alias = "from-box")]
     FromBox,
     /// 5 pixels of the line, drawn at random without replacement.
+    #[value(name = "from_recist_n", alias = "from-recist-n")]
     FromRecistN,
     /// The midpoint of the line's ends.
+    #[value(name = "from_recist_center", alias = "from-recist-center")]
     FromRecistCenter,
     /// The midpoint and the two ends.
+    #[value(name = "from_recist_3", alias = "from-recist-3")]
     FromRecist3,
 }
 
 impl PointSampling {
-    pub fn name(self) -> &'static str {
-        match self {
-            PointSampling::FromBox => "from_box",
-            PointSampling::FromRecistN => "from_recist_n",
-            PointSampling::FromRecistCenter => "from_recist_center",
-            PointSampling::FromRecist3 => "from_recist_3",
-        }
+    /// The reference's name of the mode (`from_recist_n`...).
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 }
 
