@@ -67,6 +67,14 @@ pub struct RecistLine {
     pub pixels: Vec<[usize; 2]>,
 }
 
+/// What the scan of a label volume keeps of one label: the slices it is on, and its pixels on
+/// the first of them.
+#[derive(Clone, Default)]
+struct LabelPixels {
+    slices: Vec<usize>,
+    pixels: Vec<[usize; 2]>,
+}
+
 /// The lines of a label volume (`values[i]` for voxel i, x fastest, `dims` [x, y, z]), in
 /// ascending label order, as the script visits them.
 pub fn lines_of(
@@ -74,7 +82,7 @@ pub fn lines_of(
     dims: [usize; 3],
 ) -> Result<Vec<RecistLine>, RecistError> {
     let [width, height, _] = dims;
-    let mut found: Vec<Option<(Vec<usize>, Vec<[usize; 2]>)>> = vec![None; 256];
+    let mut found: Vec<Option<LabelPixels>> = vec![None; 256];
     for (i, v) in values.enumerate() {
         if v == 0.0 {
             continue;
@@ -83,7 +91,7 @@ pub fn lines_of(
             return Err(RecistError::BadLabel { value: v });
         }
         let (x, y, z) = (i % width, (i / width) % height, i / (width * height));
-        let (slices, pixels) = found[v as usize].get_or_insert_with(Default::default);
+        let LabelPixels { slices, pixels } = found[v as usize].get_or_insert_with(Default::default);
         if slices.last() != Some(&z) {
             slices.push(z);
         }
@@ -95,14 +103,16 @@ pub fn lines_of(
         .into_iter()
         .enumerate()
         .filter_map(|(label, entry)| entry.map(|e| (label as u8, e)))
-        .map(|(label, (slices, pixels))| match slices.as_slice() {
-            [slice] => Ok(RecistLine {
-                label,
-                slice: *slice,
-                pixels,
-            }),
-            _ => Err(RecistError::SeveralSlices { label, slices }),
-        })
+        .map(
+            |(label, LabelPixels { slices, pixels })| match slices.as_slice() {
+                [slice] => Ok(RecistLine {
+                    label,
+                    slice: *slice,
+                    pixels,
+                }),
+                _ => Err(RecistError::SeveralSlices { label, slices }),
+            },
+        )
         .collect::<Result<_, _>>()?;
     if lines.is_empty() {
         return Err(RecistError::NoLines);
@@ -304,7 +314,7 @@ mod tests {
     #[test]
     fn bad_lines_are_named() {
         let dims = [4, 3, 2];
-        let mut v = vec![0.0; 24];
+        let mut v = [0.0; 24];
         assert_eq!(lines_of(v.iter().copied(), dims), Err(RecistError::NoLines));
         v[1] = 3.0;
         v[13] = 3.0;
