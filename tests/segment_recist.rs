@@ -2,7 +2,8 @@
 //! tests/fixtures/recist (made by its make_fixtures.py with the official `sam2` package on the
 //! seeded mini checkpoint) give, for the box mode and each point mode, the `segs` the script
 //! writes for a synthetic two-lesion case, the prompts it used, and the voxels whose outcome a
-//! 1e-3 change of a logit could flip. Broken cases fail alone, with exit status 2.
+//! 1e-3 change of a logit could flip; numpy reads the written .npz back. Broken cases fail
+//! alone, with exit status 2.
 
 use medsam_viewer::io::nifti;
 use medsam_viewer::io::npz;
@@ -133,6 +134,9 @@ fn every_prompt_mode_matches_medsam2s_recist_script() {
             let voxels = ours.iter().filter(|&&v| v == label).count();
             assert!(voxels > 0, "{mode}: label {label} is empty");
         }
+        if mode == "box" {
+            numpy_reads_back(&written, &ours, &shape);
+        }
         let spacing = npz::read_array(&written, "spacing").unwrap().unwrap();
         assert_eq!(spacing.data, VoxelBuffer::F64(vec![0.8, 0.7, 2.5]));
 
@@ -154,6 +158,37 @@ fn every_prompt_mode_matches_medsam2s_recist_script() {
             "{times}"
         );
     }
+}
+
+/// numpy (`np.load`) reads the written .npz as `segs` uint8 of `shape` holding `segs`, and
+/// `spacing` float64.
+fn numpy_reads_back(npz_path: &Path, segs: &[u8], shape: &[usize]) {
+    let raw = npz_path.with_extension("raw");
+    std::fs::write(&raw, segs).unwrap();
+    let script = "import sys, numpy as np\n\
+        d = np.load(sys.argv[1])\n\
+        s = d['segs']\n\
+        assert s.dtype == np.uint8 and list(s.shape) == [int(v) for v in sys.argv[3].split(',')], (s.dtype, s.shape)\n\
+        assert np.array_equal(s, np.fromfile(sys.argv[2], np.uint8).reshape(s.shape))\n\
+        assert d['spacing'].dtype == np.float64 and d['spacing'].tolist() == [0.8, 0.7, 2.5]\n\
+        print('numpy reads', sorted(d.files))\n";
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(npz_path)
+        .arg(&raw)
+        .arg(dims.join(","))
+        .output()
+        .expect("python3 runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("numpy reads ['segs', 'spacing']"),
+        "numpy readback (needs numpy):\n{text}"
+    );
 }
 
 #[test]
