@@ -8,6 +8,7 @@ mod mesh;
 mod model_args;
 mod segment;
 mod segment_batch;
+mod segment_recist;
 mod segment_video;
 mod stats;
 
@@ -50,6 +51,9 @@ pub enum Command {
     /// MedSAM2 tracking of objects through a video clip (a folder of frames or a video file)
     /// from prompt masks, boxes or clicks, as MedSAM2's video script does: one PNG per frame.
     SegmentVideo(segment_video::SegmentVideoArgs),
+    /// MedSAM2's RECIST-to-3D script: each lesion's RECIST line in a MedSAM2 .npz prompts its
+    /// slice (box or points) and propagates both ways; `segs` per case and seconds per case.
+    SegmentRecist(segment_recist::SegmentRecistArgs),
     /// Classical segmentation tools that write a label map (threshold, region growing, lungs).
     #[command(subcommand)]
     Classic(classic::ClassicCommand),
@@ -68,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Segment(args)) => segment::segment(args),
         Some(Command::SegmentBatch(args)) => segment_batch::segment_batch(args),
         Some(Command::SegmentVideo(args)) => segment_video::segment_video(args),
+        Some(Command::SegmentRecist(args)) => segment_recist::segment_recist(args),
         None => crate::app::run(cli.path, cli.mask),
     }
 }

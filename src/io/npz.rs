@@ -4,12 +4,15 @@
 //!
 //! The .npy parsing is written here (a ten-line header format); the zip container is the `zip`
 //! crate. Each array's declared shape is checked against its entry's size before allocating.
+//! [`write`] makes the archive `np.savez_compressed` makes (deflated .npy entries, C order),
+//! through a temporary file renamed into place.
 
+use super::atomic::AtomicFile;
 use super::limits::{check_compressed, payload_bytes, to_usize};
 use super::{FormatError, IoError, WithPath};
 use crate::volume::{Geometry, SourceFormat, Volume, VolumeMeta, VoxelBuffer, VoxelType};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 /// A numpy array read from an .npy entry: element type, shape (C order) and data.
@@ -33,6 +36,73 @@ pub fn read_labels(path: &Path) -> Result<Volume, IoError> {
 pub fn has_labels(path: &Path) -> Result<bool, IoError> {
     let archive = open_archive(path)?;
     Ok(archive.index_for_name("gts.npy").is_some())
+}
+
+/// Reads array `name` of an .npz as stored, or `None` when the archive has no such array.
+pub fn read_array(path: &Path, name: &str) -> Result<Option<NpyArray>, IoError> {
+    let mut archive = open_archive(path)?;
+    read_entry(&mut archive, name).at(path)
+}
+
+/// The values of one array to write.
+#[derive(Clone, Copy, Debug)]
+pub enum NpyData<'a> {
+    U8(&'a [u8]),
+    F64(&'a [f64]),
+}
+
+/// One array of an .npz to write: its name (without `.npy`), shape (C order) and values.
+#[derive(Clone, Copy, Debug)]
+pub struct NpyEntry<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub data: NpyData<'a>,
+}
+
+/// Writes `entries` as a compressed .npz (what `np.savez_compressed` writes), atomically.
+pub fn write(path: &Path, entries: &[NpyEntry]) -> Result<(), IoError> {
+    let io = |e: std::io::Error| IoError::new(path, FormatError::Io(e));
+    let zip_error = |e: zip::result::ZipError| IoError::new(path, FormatError::Invalid(format!("cannot write the .npz archive: {e}")));
+    let mut file = AtomicFile::create(path).map_err(io)?;
+    let mut archive = zip::ZipWriter::new(file.writer());
+    for entry in entries {
+        let (descr, bytes): (&str, Vec<u8>) = match entry.data {
+            NpyData::U8(v) => ("|u1", v.to_vec()),
+            NpyData::F64(v) => ("<f8", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        };
+        let count: usize = entry.shape.iter().product();
+        let elem = if descr == "|u1" { 1 } else { 8 };
+        if count * elem != bytes.len() {
+            return Err(IoError::new(path, FormatError::Invalid(format!("array `{}` has {} bytes, shape {:?} needs {}", entry.name, bytes.len(), entry.shape, count * elem))));
+        }
+        let header = npy_header(descr, entry.shape);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .large_file((header.len() + bytes.len()) as u64 >= u64::from(u32::MAX));
+        archive.start_file(format!("{}.npy", entry.name), options).map_err(zip_error)?;
+        archive.write_all(&header).map_err(io)?;
+        archive.write_all(&bytes).map_err(io)?;
+    }
+    archive.finish().map_err(zip_error)?;
+    file.commit().map_err(io)
+}
+
+/// An .npy version 1.0 header (magic, length, dict padded with spaces to 64 bytes, newline).
+fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
 }
 
 fn open_archive(path: &Path) -> Result<zip::ZipArchive<BufReader<File>>, IoError> {
@@ -273,6 +343,27 @@ mod tests {
         let f = npy("<i2", "(2, 3)", true, &[1, 0, 4, 0, 2, 0, 5, 0, 3, 0, 6, 0]);
         let a = read_npy(&mut f.as_slice(), f.len() as u64, f.len() as u64).unwrap();
         assert_eq!(a.data, VoxelBuffer::I16(vec![1, 2, 3, 4, 5, 6]));
+    }
+
+    #[test]
+    fn written_archives_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.npz");
+        let segs: Vec<u8> = (0..24).collect();
+        let spacing = [0.8, 0.7, 2.5];
+        let entries = [
+            NpyEntry { name: "segs", shape: &[2, 3, 4], data: NpyData::U8(&segs) },
+            NpyEntry { name: "spacing", shape: &[3], data: NpyData::F64(&spacing) },
+        ];
+        write(&path, &entries).unwrap();
+        let a = read_array(&path, "segs").unwrap().unwrap();
+        assert_eq!((a.shape, a.data), (vec![2, 3, 4], VoxelBuffer::U8(segs)));
+        let s = read_array(&path, "spacing").unwrap().unwrap();
+        assert_eq!((s.shape, s.data), (vec![3], VoxelBuffer::F64(spacing.to_vec())));
+        assert!(read_array(&path, "gts").unwrap().is_none());
+        let bad = [NpyEntry { name: "segs", shape: &[5], data: NpyData::U8(&[1, 2]) }];
+        assert!(write(&dir.path().join("bad.npz"), &bad).is_err());
+        assert!(!dir.path().join("bad.npz").exists());
     }
 
     #[test]

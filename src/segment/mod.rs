@@ -11,16 +11,21 @@
 //!   (prompts, memory bank, forward and backward propagation, cached image features).
 //! * `pipeline`: MedSAM2's one-call box-to-3D-mask segmentation on a predictor.
 //! * `batch`: manifests, sharding and summaries of `segment-batch`.
+//! * `recist`, `recist_pipeline`: MedSAM2's RECIST-to-3D script (lines to box or point prompts,
+//!   numpy's seeded choice of line pixels in `numpy_rng`, the mask-prompted two-way run).
 //! * `engine`: the network made ready to run (configuration, strict checkpoint loading, device).
 //! * `video_pipeline`: MedSAM2's video script on a predictor over a clip's frames (masks, boxes
 //!   and clicks for several objects, tracked together or one by one).
 
 pub mod batch;
 pub mod engine;
+pub mod numpy_rng;
 pub mod pipeline;
 pub mod postprocess;
 pub mod predictor;
 pub mod preprocess;
+pub mod recist;
+pub mod recist_pipeline;
 pub mod resize;
 pub mod video_pipeline;
 
