@@ -113,10 +113,11 @@ pub fn resample(
         target: target.dims,
     };
     let data = with_voxels!(&volume.data, v => {
-        let frames = v.chunks_exact(source.voxel_count()).take(volume.timepoints);
-        let mut out = Vec::with_capacity(target.voxel_count() * volume.timepoints);
-        for frame in frames {
-            out.extend(plan.run(frame, interpolation));
+        // Written in place: one output buffer, no per-frame copy.
+        let mut out = vec![bytemuck::Zeroable::zeroed(); target.voxel_count() * volume.timepoints];
+        let frames = v.chunks_exact(source.voxel_count());
+        for (frame, dest) in frames.zip(out.chunks_exact_mut(target.voxel_count().max(1))) {
+            plan.run(frame, dest, interpolation);
         }
         out.into_buffer()
     });
@@ -140,25 +141,25 @@ struct Plan {
 }
 
 impl Plan {
-    fn run<T: Voxel>(&self, frame: &[T], interpolation: Interpolation) -> Vec<T> {
+    /// Resamples one frame into `out` (one zeroed output frame).
+    fn run<T: Voxel>(&self, frame: &[T], out: &mut [T], interpolation: Interpolation) {
         match interpolation {
-            Interpolation::Nearest => self.fill(|c| frame[self.nearest(c)].to_f64()),
-            Interpolation::Linear => self.fill(|c| self.linear(frame, c)),
+            Interpolation::Nearest => self.fill(out, |c| frame[self.nearest(c)].to_f64()),
+            Interpolation::Linear => self.fill(out, |c| self.linear(frame, c)),
             Interpolation::BSpline => {
                 let coefficients = bspline_coefficients(frame, self.source);
-                self.fill(|c| self.bspline(&coefficients, c))
+                self.fill(out, |c| self.bspline(&coefficients, c))
             }
         }
     }
 
-    /// Every output voxel: `sample` at its input continuous index when inside, else 0; output
-    /// slices in parallel.
-    fn fill<T: Voxel>(&self, sample: impl Fn([f64; 3]) -> f64 + Sync) -> Vec<T> {
-        let [nx, ny, nz] = self.target;
+    /// Every voxel of `out` (zeroed): `sample` at its input continuous index when inside, else
+    /// left 0; output slices in parallel.
+    fn fill<T: Voxel>(&self, out: &mut [T], sample: impl Fn([f64; 3]) -> f64 + Sync) {
+        let [nx, ny, _] = self.target;
         let (m, t) = self.map;
-        let mut out = vec![T::zeroed(); nx * ny * nz];
         if out.is_empty() {
-            return out;
+            return;
         }
         let limit = self.source.map(|n| n as f64 - 0.5);
         out.par_chunks_mut(nx * ny)
@@ -177,7 +178,6 @@ impl Plan {
                     }
                 }
             });
-        out
     }
 
     /// Linear index of the voxel nearest to an inside continuous index (halves round up).
