@@ -181,9 +181,9 @@ impl Plan {
     }
 
     /// Linear index of the voxel nearest to an inside continuous index (halves round up).
+    /// Inside, c + 0.5 >= 0, so truncation is floor (and needs no libm call).
     fn nearest(&self, c: [f64; 3]) -> usize {
-        let [i, j, k] =
-            std::array::from_fn(|r| ((c[r] + 0.5).floor() as usize).min(self.source[r] - 1));
+        let [i, j, k] = std::array::from_fn(|r| ((c[r] + 0.5) as usize).min(self.source[r] - 1));
         i + self.source[0] * (j + self.source[1] * k)
     }
 
@@ -195,7 +195,8 @@ impl Plan {
         for r in 0..3 {
             let last = self.source[r] - 1;
             let x = c[r].clamp(0.0, last as f64);
-            lo[r] = (x.floor() as usize).min(last.saturating_sub(1));
+            // x >= 0: truncation is floor.
+            lo[r] = (x as usize).min(last.saturating_sub(1));
             hi[r] = (lo[r] + 1).min(last);
             w[r] = x - lo[r] as f64;
         }
@@ -215,7 +216,8 @@ impl Plan {
         let mut index = [[0usize; 4]; 3];
         let mut weight = [[0.0; 4]; 3];
         for r in 0..3 {
-            let first = c[r].floor();
+            // Inside, c >= -0.5: truncation of c + 1 is floor(c) + 1.
+            let first = (c[r] + 1.0) as i64 as f64 - 1.0;
             weight[r] = cubic_weights(c[r] - first);
             for (n, slot) in index[r].iter_mut().enumerate() {
                 *slot = mirror(first as i64 - 1 + n as i64, self.source[r]);
