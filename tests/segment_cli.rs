@@ -218,6 +218,38 @@ fn a_range_bounds_both_passes() {
     assert!(!slices.is_empty() && slices.iter().all(|d| (3..=6).contains(d)), "{slices:?}");
 }
 
+#[test]
+fn world_prompts_land_on_the_voxels_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_volume(dir.path(), 2);
+    let geometry = nifti::read(&input).unwrap().geometry;
+    let run_with = |name: &str, prompt: &[&str]| {
+        let output = dir.path().join(name);
+        let mut args: Vec<String> = prompt.iter().map(|s| s.to_string()).collect();
+        args.extend(["--input".into(), input.display().to_string(), "--output".into(), output.display().to_string()]);
+        let summary = segment_ok(&with_model(args, &[]), dir.path());
+        (summary, nifti::read(&output).unwrap().data)
+    };
+    let (voxel_summary, voxel_mask) = run_with("voxel.nii.gz", &["--box", "33,33,73,68", "--slice", "4"]);
+
+    // The box's corners in RAS mm, in the other order, off the voxel centres and on slices 6
+    // and 3: the nearest voxels bound it, on slice (6 + 3) / 2 = 4.
+    let a = geometry.voxel_to_world([73.3, 67.6, 5.8]);
+    let b = geometry.voxel_to_world([32.8, 33.4, 3.4]);
+    let ras = format!("{},{},{},{},{},{}", -a[0], -a[1], a[2], -b[0], -b[1], b[2]);
+    let (summary, mask) = run_with("world.nii.gz", &["--box-world", &ras, "--ras"]);
+    assert_eq!((summary["box"].clone(), summary["key_slice"].clone()), (voxel_summary["box"].clone(), voxel_summary["key_slice"].clone()));
+    assert!(mask == voxel_mask, "the same prompt gives the same mask");
+
+    // A point in LPS mm is a positive click on its voxel of the key slice.
+    let lps = |p: [f64; 3]| format!("{},{},{}", p[0], p[1], p[2]);
+    let point = lps(geometry.voxel_to_world([50.2, 44.7, 4.1]));
+    let corners = format!("{},{}", lps(a), lps(b));
+    let (summary, _) = run_with("point.nii.gz", &["--box-world", &corners, "--point-world", &point]);
+    assert_eq!(summary["clicks"], serde_json::json!([[50.0, 45.0]]));
+    assert_eq!(summary["box"], serde_json::json!([33, 33, 73, 68]));
+}
+
 /// Runs a bad case and returns its one-line message.
 fn fails(extra: &[&str], with_model: bool) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -258,6 +290,14 @@ fn bad_prompts_exit_2_with_one_line() {
     assert!(one_line(&m).contains("key slice 4 is outside the slice range 5..=7"), "{m}");
     let m = fails(&["--range", "0,8"], true);
     assert!(one_line(&m).contains("slice range 0..=8"), "{m}");
+    // Origin (10, -20, 30) mm, spacing (0.8, 0.7, 2.5): (0, 0, 0) LPS is voxel (-12.5, 28.6, -12).
+    let m = fails(&["--point-world", "0,0,0"], true);
+    assert!(one_line(&m).contains("--point-world 0,0,0 (LPS mm)") && m.contains("outside the image"), "{m}");
+    // Voxel (50, 45, 6): not on key slice 4.
+    let m = fails(&["--point-world", "50,11.5,45"], true);
+    assert!(one_line(&m).contains("axial slice 6, but the key slice is 4"), "{m}");
+    let m = fails(&["--box-world", "10,-20,30,20,-10,30"], true);
+    assert!(m.contains("cannot be used with"), "{m}");
 }
 
 #[test]

@@ -31,7 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Print dimensions, geometry, type, range and voxel values of an image.
     Info(info::InfoArgs),
-    /// Convert any readable image to NIfTI (.nii or .nii.gz), geometry preserved.
+    /// Convert any readable image to NIfTI (.nii or .nii.gz), geometry preserved; optionally
+    /// resampled to a new spacing or onto another image's grid.
     Convert(info::ConvertArgs),
     /// Measure performance and print the figures as JSON.
     #[command(subcommand)]

@@ -3,10 +3,16 @@
 //! slice, writes the mask as a NIfTI label map with the image's geometry, and prints a JSON
 //! summary. By default the passes walk the whole volume, as the reference does, so that
 //! scripts reproduce MedSAM2's masks exactly; `--range` and `--stop-after-empty` bound them.
+//!
+//! Prompts come in voxel indices (`--box` on `--slice`) or in patient coordinates
+//! (`--box-world`, `--point-world`: LPS mm, or RAS mm with `--ras`), which go through the
+//! image's geometry to the voxel SimpleITK's `TransformPhysicalPointToIndex` names. A world box
+//! keeps its two corners' in-plane extent on the slice midway between theirs; a world point is a
+//! positive click on the key slice, which it must lie on.
 
 use crate::io::{self, nifti, OpenOptions, SeriesSelector};
-use crate::segment::pipeline::{self, BoxPrompt, BoxRun, PassBounds, PassLogits};
-use crate::volume::{SliceAxis, Window};
+use crate::segment::pipeline::{self, BoxPrompt, BoxRun, Click, PassBounds, PassLogits};
+use crate::volume::{Geometry, SliceAxis, Window};
 use crate::segment::engine::LoadedModel;
 use anyhow::Context;
 use candle_core::{Device, Tensor};
@@ -29,11 +35,22 @@ pub struct SegmentArgs {
     pub series: Option<SeriesSelector>,
     /// Box X0,Y0,X1,Y1 in pixels of the key slice, inclusive: (i, j) axial, (i, k) coronal,
     /// (j, k) sagittal.
-    #[arg(long = "box", value_parser = pipeline::parse_box)]
-    pub bbox: [usize; 4],
+    #[arg(long = "box", value_parser = pipeline::parse_box, requires = "slice", required_unless_present = "box_world")]
+    pub bbox: Option<[usize; 4]>,
     /// Key slice index along the axis.
+    #[arg(long, requires = "bbox")]
+    pub slice: Option<usize>,
+    /// Box by two opposite corners X0,Y0,Z0,X1,Y1,Z1 in patient mm (LPS; RAS with --ras): the
+    /// voxels nearest to them bound the box, on the slice midway between the corners' slices.
+    #[arg(long, value_parser = parse_world::<6>, allow_hyphen_values = true, conflicts_with_all = ["bbox", "slice"])]
+    pub box_world: Option<[f64; 6]>,
+    /// Positive click X,Y,Z in patient mm (LPS; RAS with --ras) refining the box's answer on the
+    /// key slice, which the point's voxel must lie on; repeatable.
+    #[arg(long, value_parser = parse_world::<3>, allow_hyphen_values = true)]
+    pub point_world: Vec<[f64; 3]>,
+    /// World prompts are RAS mm (NIfTI / nibabel): X and Y change sign to become LPS.
     #[arg(long)]
-    pub slice: usize,
+    pub ras: bool,
     /// Slices to propagate through.
     #[arg(long, value_enum, default_value_t = SliceAxis::Axial)]
     pub axis: SliceAxis,
@@ -79,7 +96,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     }
     let volume = io::open(&args.input, &OpenOptions { series: args.series.clone(), ..Default::default() })?;
     let dims = volume.geometry.dims;
-    let prompt = BoxPrompt { axis: args.axis, slice: args.slice, bbox: args.bbox };
+    let (prompt, clicks) = prompts(&args, &volume.geometry).with_context(|| args.input.display().to_string())?;
     pipeline::check_prompt(&prompt, dims).with_context(|| args.input.display().to_string())?;
     let bounds = PassBounds { range: args.range, stop_after_empty: args.stop_after_empty };
     pipeline::check_bounds(&bounds, &prompt, dims).with_context(|| args.input.display().to_string())?;
@@ -103,7 +120,7 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
     // Never set: on the command line Ctrl-C ends the process.
     let cancel = AtomicBool::new(false);
     let propagate_start = Instant::now();
-    let run = BoxRun { prompt, clicks: Vec::new(), bounds };
+    let run = BoxRun { prompt, clicks, bounds };
     let result = pipeline::segment_box(&mut predictor, dims, &run, args.logits_out.is_some(), &cancel, |_, _| bar.inc(1));
     bar.finish_and_clear();
     let result = result?;
@@ -136,8 +153,9 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
             "range": [first, last],
             "stop_after_empty": bounds.stop_after_empty,
             "axis": args.axis.name(),
-            "key_slice": args.slice,
-            "box": args.bbox,
+            "key_slice": run.prompt.slice,
+            "box": run.prompt.bbox,
+            "clicks": run.clicks.iter().map(|c| c.point).collect::<Vec<_>>(),
             "window": args.window.map(|w| [w.lo, w.hi]),
             "checkpoint": loaded.checkpoint,
             "device": args.engine.device.name(),
@@ -152,6 +170,46 @@ pub fn segment(args: SegmentArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// Parses N comma-separated coordinates in mm.
+fn parse_world<const N: usize>(text: &str) -> Result<[f64; N], String> {
+    super::info::parse_finite(text).ok_or_else(|| format!("{text:?} is not {N} comma-separated coordinates in mm"))
+}
+
+/// The box on its key slice and the clicks on it, from voxel or world prompts.
+fn prompts(args: &SegmentArgs, geometry: &Geometry) -> anyhow::Result<(BoxPrompt, Vec<Click>)> {
+    let axis = args.axis;
+    let (normal, (u, v)) = (axis.normal(), axis.in_plane());
+    let flip = if args.ras { [-1.0, -1.0, 1.0] } else { [1.0; 3] };
+    let frame = if args.ras { "RAS" } else { "LPS" };
+    let voxel = |p: [f64; 3], what: &str| {
+        geometry
+            .world_to_index(std::array::from_fn(|c| p[c] * flip[c]))
+            .with_context(|| format!("{what} {},{},{} ({frame} mm)", p[0], p[1], p[2]))
+    };
+    let prompt = match (args.box_world, args.bbox, args.slice) {
+        (Some(b), _, _) => {
+            let a = voxel([b[0], b[1], b[2]], "--box-world corner")?;
+            let b = voxel([b[3], b[4], b[5]], "--box-world corner")?;
+            let bbox = [a[u].min(b[u]), a[v].min(b[v]), a[u].max(b[u]), a[v].max(b[v])];
+            BoxPrompt { axis, slice: (a[normal] + b[normal]) / 2, bbox }
+        }
+        (None, Some(bbox), Some(slice)) => BoxPrompt { axis, slice, bbox },
+        _ => anyhow::bail!("a prompt needs --box with --slice, or --box-world"),
+    };
+    let mut clicks = Vec::new();
+    for &p in &args.point_world {
+        let index = voxel(p, "--point-world")?;
+        if index[normal] != prompt.slice {
+            anyhow::bail!(
+                "--point-world {},{},{} falls on voxel {index:?}, {} slice {}, but the key slice is {}: a point refines the key slice's answer",
+                p[0], p[1], p[2], axis.name(), index[normal], prompt.slice
+            );
+        }
+        clicks.push(Click { point: [index[u] as f32, index[v] as f32], positive: true });
+    }
+    Ok((prompt, clicks))
 }
 
 /// Writes each pass's logits as `[n, height, width]` f32 tensors with their slice indices.

@@ -28,6 +28,8 @@ pub enum GeometryError {
     SingularDirection,
     #[error("origin {0:?} is not finite")]
     BadOrigin([f64; 3]),
+    #[error("the point {point:?} mm (LPS) is outside the image: it falls on voxel {index:?}, the grid is {dims:?}")]
+    PointOutside { point: [f64; 3], index: [i64; 3], dims: [usize; 3] },
 }
 
 pub const IDENTITY3: [[f64; 3]; 3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
@@ -109,6 +111,34 @@ impl Geometry {
             *o = (0..3).map(|r| inv[c][r] * d[r]).sum::<f64>() / self.spacing[c];
         }
         out
+    }
+
+    /// The voxel whose centre is nearest to world point `p` (LPS mm), rounded as ITK's
+    /// `TransformPhysicalPointToIndex` rounds (halves up, per axis); an error when that voxel
+    /// lies outside the grid or `p` is not finite.
+    pub fn world_to_index(&self, p: [f64; 3]) -> Result<[usize; 3], GeometryError> {
+        let index = self.world_to_voxel(p).map(|x| (x + 0.5).floor());
+        if index.iter().zip(self.dims).all(|(&x, n)| x >= 0.0 && x < n as f64) {
+            Ok(index.map(|x| x as usize))
+        } else {
+            Err(GeometryError::PointOutside { point: p, index: index.map(|x| x as i64), dims: self.dims })
+        }
+    }
+
+    /// The affine map from voxel indices of `other` to continuous voxel indices of `self`
+    /// through world space: `index_self = matrix · index_other + offset`.
+    pub fn index_map_from(&self, other: &Geometry) -> ([[f64; 3]; 3], [f64; 3]) {
+        let offset = self.world_to_voxel(other.origin);
+        let mut matrix = [[0.0; 3]; 3];
+        for c in 0..3 {
+            let mut unit = [0.0; 3];
+            unit[c] = 1.0;
+            let column = self.world_to_voxel(other.voxel_to_world(unit));
+            for r in 0..3 {
+                matrix[r][c] = column[r] - offset[r];
+            }
+        }
+        (matrix, offset)
     }
 
     /// 4x4 voxel-to-world matrix in LPS mm.
@@ -280,6 +310,32 @@ mod tests {
         let mut g = lesion_geometry();
         g.direction[2] = [0.0; 3];
         assert_eq!(g.validate(), Err(GeometryError::SingularDirection));
+    }
+
+    #[test]
+    fn world_points_round_to_the_nearest_voxel_half_up() {
+        let g = lesion_geometry();
+        // i runs along +y (posterior), j along +x (left), k along -z.
+        let p = g.voxel_to_world([3.5, 7.49, 2.2]);
+        assert_eq!(g.world_to_index(p), Ok([4, 7, 2]));
+        let edge = g.voxel_to_world([-0.5, 0.0, 15.49]);
+        assert_eq!(g.world_to_index(edge), Ok([0, 0, 15]));
+        let outside = g.voxel_to_world([-0.51, 0.0, 0.0]);
+        assert!(matches!(g.world_to_index(outside), Err(GeometryError::PointOutside { index: [-1, 0, 0], .. })));
+        assert!(g.world_to_index([f64::NAN, 0.0, 0.0]).is_err());
+    }
+
+    #[test]
+    fn index_maps_compose_two_grids() {
+        let a = lesion_geometry();
+        let b = Geometry { spacing: [1.0, 2.0, 2.5], origin: [3.0, -4.0, 10.0], ..Geometry::new([10, 10, 10], [1.0; 3], [0.0; 3]) };
+        let (m, t) = a.index_map_from(&b);
+        let idx = [2.0, 5.0, 7.0];
+        let want = a.world_to_voxel(b.voxel_to_world(idx));
+        for r in 0..3 {
+            let got = t[r] + (0..3).map(|c| m[r][c] * idx[c]).sum::<f64>();
+            assert!((got - want[r]).abs() < 1e-9);
+        }
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! rescale (HU for CT), x fastest, 4D files with all timepoints one after another.
 
 mod geometry;
+mod resample;
 mod slice;
 mod voxel;
 mod window;
 
 pub use geometry::{Geometry, GeometryError, IDENTITY3, anatomical_letter, det3, invert3};
+pub use resample::{Interpolation, MAX_OUTPUT_VOXELS, ResampleError, grid_for_spacing, resample};
 pub use slice::{SliceAxis, extract_slice, insert_slice};
 pub use voxel::{IntoVoxelBuffer, Rescale, Voxel, VoxelBuffer, VoxelType, min_max};
 pub use window::{CT_PRESETS, Window, WindowPreset};

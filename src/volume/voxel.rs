@@ -77,6 +77,9 @@ pub trait Voxel: bytemuck::Pod + PartialOrd + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     /// Converts with rounding to nearest and saturation at the type's range (floats: plain cast).
     fn from_f64(v: f64) -> Self;
+    /// Converts as ITK's resampler casts an interpolated value: saturation at the type's range,
+    /// then truncation toward zero for integer types (NaN gives 0; floats: plain cast).
+    fn from_f64_truncated(v: f64) -> Self;
 }
 
 macro_rules! impl_voxel {
@@ -94,6 +97,10 @@ macro_rules! impl_voxel {
             #[inline]
             fn from_f64(v: f64) -> Self {
                 if $float { v as $t } else { v.round() as $t }
+            }
+            #[inline]
+            fn from_f64_truncated(v: f64) -> Self {
+                v as $t
             }
         }
     };
