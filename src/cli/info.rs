@@ -236,9 +236,6 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<()> {
         // The reference's own NIfTI qform/sform, so the output lines up with it exactly.
         volume.meta.nifti_transform = reference.meta.nifti_transform;
     }
-    if let Some(n) = volume.geometry.dims.iter().find(|&&n| n > i16::MAX as usize) {
-        anyhow::bail!("the resampled grid {:?} has {n} voxels along one axis; NIfTI-1 holds at most {}", volume.geometry.dims, i16::MAX);
-    }
     let resample_seconds = resample_start.elapsed().as_secs_f64();
     let kind = if label_map { nifti::NiftiKind::LabelMap } else { nifti::NiftiKind::Image };
     let write_start = Instant::now();

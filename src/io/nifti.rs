@@ -594,6 +594,12 @@ pub enum NiftiKind {
 /// `path` atomically. When the volume came from NIfTI and its geometry is unchanged, its
 /// qform and sform are written back exactly; otherwise both are derived from the geometry.
 pub fn write(path: &Path, volume: &Volume, kind: NiftiKind) -> Result<(), IoError> {
+    // NIfTI-1 stores each dimension as an i16.
+    let sizes = [volume.geometry.dims[0], volume.geometry.dims[1], volume.geometry.dims[2], volume.timepoints];
+    if sizes.iter().any(|&n| n > i16::MAX as usize) {
+        let what = format!("{sizes:?} (x, y, z, t) exceeds NIfTI-1's 32767 per dimension");
+        return Err(IoError::new(path, FormatError::TooLarge(what)));
+    }
     let header = header_for(volume, kind);
     let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
     let mut file = AtomicFile::create(path).at(path)?;
@@ -732,6 +738,17 @@ mod tests {
                 assert!((ma[r][c] - mb[r][c]).abs() < tol, "{ma:?} vs {mb:?}");
             }
         }
+    }
+
+    #[test]
+    fn dimensions_beyond_an_i16_are_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Geometry::new([40_000, 1, 1], [1.0; 3], [0.0; 3]);
+        let volume = Volume::new(g, 1, VoxelBuffer::U8(vec![0; 40_000]), VolumeMeta::default()).unwrap();
+        let path = dir.path().join("wide.nii");
+        let e = write(&path, &volume, NiftiKind::Image).unwrap_err().to_string();
+        assert!(e.contains("32767") && e.contains("wide.nii"), "{e}");
+        assert!(!path.exists(), "nothing is left behind");
     }
 
     #[test]
