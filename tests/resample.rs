@@ -192,14 +192,13 @@ fn labels_onto_another_oblique_grid_match_simpleitk() {
 #[test]
 fn mask_round_trip_through_1mm_keeps_its_voxels() {
     // The crop exactly as SimpleITK does it.
+    // Nearest to a 1 mm grid and back onto the mask's own grid.
+    let round_trip = |mask: &Volume| {
+        let coarse = resample(mask, &grid_for_spacing(&mask.geometry, [1.0; 3]).unwrap(), Interpolation::Nearest).unwrap();
+        resample(&coarse, &mask.geometry, Interpolation::Nearest).unwrap()
+    };
     let gt = open(&fixture("lesion_gt.mha"));
-    let coarse = resample(
-        &gt,
-        &grid_for_spacing(&gt.geometry, [1.0; 3]).unwrap(),
-        Interpolation::Nearest,
-    )
-    .unwrap();
-    let back = resample(&coarse, &gt.geometry, Interpolation::Nearest).unwrap();
+    let back = round_trip(&gt);
     assert_eq!(
         compare(
             &back,
@@ -211,13 +210,7 @@ fn mask_round_trip_through_1mm_keeps_its_voxels() {
 
     // The whole 512 x 512 x 16 mask (0.31 x 0.31 x 5 mm) -> 1 mm -> its own grid.
     let gt = open(Path::new(LESION_GT));
-    let coarse = resample(
-        &gt,
-        &grid_for_spacing(&gt.geometry, [1.0; 3]).unwrap(),
-        Interpolation::Nearest,
-    )
-    .unwrap();
-    let back = resample(&coarse, &gt.geometry, Interpolation::Nearest).unwrap();
+    let back = round_trip(&gt);
     let (a, b) = (values(&gt), values(&back));
     let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
     let both = a

@@ -265,32 +265,26 @@ fn ffmpeg_installed() -> bool {
     found
 }
 
+/// The fixture's PNG frames encoded by ffmpeg into `movie` at `rate` frames per second with
+/// the given output options; returns `movie`.
+fn encode_fixture_frames(movie: &Path, rate: &str, options: &[&str]) -> PathBuf {
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-framerate", rate, "-i", &format!("{FIXTURES}/frames_png/%05d.png")])
+        .args(options)
+        .arg(movie)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    movie.to_path_buf()
+}
+
 #[test]
 fn a_lossless_video_file_through_ffmpeg_gives_the_same_masks() {
     if !ffmpeg_installed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let movie = dir.path().join("clip.mov");
-    let made = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-framerate",
-            "5",
-            "-i",
-            &format!("{FIXTURES}/frames_png/%05d.png"),
-            "-c:v",
-            "png",
-        ])
-        .arg(&movie)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let movie = encode_fixture_frames(&dir.path().join("clip.mov"), "5", &["-c:v", "png"]);
     let clip = video::open(&movie, &ClipOptions::default()).unwrap();
     let frames = video::open(
         &Path::new(FIXTURES).join("frames_png"),
@@ -320,26 +314,7 @@ fn an_h264_mp4_decodes_to_what_ffmpeg_itself_gives() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let movie = dir.path().join("clip.mp4");
-    let made = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-framerate",
-            "12.5",
-            "-i",
-            &format!("{FIXTURES}/frames_png/%05d.png"),
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(&movie)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let movie = encode_fixture_frames(&dir.path().join("clip.mp4"), "12.5", &["-pix_fmt", "yuv420p"]);
     let clip = video::open(&movie, &ClipOptions::default()).unwrap();
     assert_eq!(
         (clip.len(), clip.width(), clip.height(), clip.frame_rate()),
