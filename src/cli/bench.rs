@@ -8,7 +8,7 @@
 
 use crate::io::{self, OpenOptions, SeriesSelector};
 use crate::model::checkpoint::{Checkpoint, RandomWeights};
-use crate::model::config::Sam2Config;
+use crate::model::config::{PredictorBuilder, Sam2Config};
 use crate::model::sam2::Sam2Base;
 use crate::segment::pipeline::{self, BoxPrompt, BoxRun, Click, PassBounds, PassDirection, INTERACTIVE_STOP_AFTER_EMPTY};
 use crate::segment::predictor::{PointsOrBox, VolumePredictor, Walk};
@@ -197,11 +197,12 @@ fn synthetic_ct(size: usize, slices: usize) -> anyhow::Result<Volume> {
     Ok(Volume::new(geometry, 1, VoxelBuffer::I16(data), VolumeMeta::default())?)
 }
 
-/// The network of `config` (default t512) with seeded random weights, and the weights' origin.
-fn seeded_model(config: &Option<PathBuf>, device: &Device) -> anyhow::Result<(Sam2Config, Arc<Sam2Base>, String)> {
+/// The network of `config` (default t512) as `builder` builds it, with seeded random weights,
+/// and the weights' origin.
+fn seeded_model(config: &Option<PathBuf>, builder: PredictorBuilder, device: &Device) -> anyhow::Result<(Sam2Config, Arc<Sam2Base>, String)> {
     let config = match config {
-        Some(path) => Sam2Config::from_file(path)?,
-        None => Sam2Config::default_t512(),
+        Some(path) => Sam2Config::from_file_for(path, builder)?,
+        None => Sam2Config::default_t512_for(builder),
     };
     let weights = Checkpoint::random(RandomWeights::new(0));
     let model = Arc::new(Sam2Base::new(weights.var_builder(device), &config)?);
@@ -235,7 +236,7 @@ fn washed_out_ct(size: usize, slices: usize, band: std::ops::Range<usize>, windo
 
 fn interactive(args: InteractiveArgs) -> anyhow::Result<()> {
     let device = Device::Cpu;
-    let (config, model, weights) = seeded_model(&args.model_config, &device)?;
+    let (config, model, weights) = seeded_model(&args.model_config, PredictorBuilder::Npz, &device)?;
     let s = config.model.image_size;
     let slices = args.slices.max(1);
     let lesion = args.lesion_slices.clamp(1, slices);
@@ -359,17 +360,11 @@ fn synthetic_clip(frames: usize, size: usize) -> anyhow::Result<(crate::video::C
 }
 
 fn video(args: VideoArgs) -> anyhow::Result<()> {
-    use crate::model::config::PredictorBuilder;
     use crate::segment::preprocess::ModelSlices;
     use crate::segment::video_pipeline::{self, FramePrompt, Prompt, Tracking, VideoRun};
     let device = Device::Cpu;
     let builder = PredictorBuilder::Video { apply_postprocessing: false, non_overlap_masks: true };
-    let config = match &args.model_config {
-        Some(path) => Sam2Config::from_file_for(path, builder)?,
-        None => Sam2Config::default_t512_for(builder),
-    };
-    let weights = Checkpoint::random(RandomWeights::new(0));
-    let model = Arc::new(Sam2Base::new(weights.var_builder(&device), &config)?);
+    let (config, model, weights) = seeded_model(&args.model_config, builder, &device)?;
     let (clip, mask) = synthetic_clip(args.frames.max(1), args.size.max(8))?;
     if let Some(dir) = &args.write_frames {
         std::fs::create_dir_all(dir)?;
@@ -416,7 +411,7 @@ fn video(args: VideoArgs) -> anyhow::Result<()> {
     println!(
         "{}",
         json!({
-            "weights": weights.origin(),
+            "weights": weights,
             "threads": rayon::current_num_threads(),
             "frames": frames,
             "size": args.size,
@@ -435,7 +430,7 @@ fn video(args: VideoArgs) -> anyhow::Result<()> {
 
 fn model(args: ModelArgs) -> anyhow::Result<()> {
     let device = Device::Cpu;
-    let (config, model, weights) = seeded_model(&args.model_config, &device)?;
+    let (config, model, weights) = seeded_model(&args.model_config, PredictorBuilder::Npz, &device)?;
     let m = &config.model;
     let s = m.image_size;
     let (hidden, mem_dim, e) = (m.hidden_dim(), m.mem_dim(), m.image_embedding_size());
